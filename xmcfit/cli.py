@@ -1,0 +1,29 @@
+"""The xmcfit command line: a typer app that only registers the command modules in xmcfit.commands.
+
+User errors (xmcfit.errors.XmcfitError) print `Error: <one line>` on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="xmcfit",
+    help="Plan, train and evaluate extreme multi-label classifiers that fit the GPU you have.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    # None keeps click's plain one-line error output instead of a multi-line rich panel.
+    rich_markup_mode=None,
+)
+
+# Command registration: one block per command module (each module adds its own block below).
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per CLI command group; each exposes typed command functions that xmcfit.cli registers."""
