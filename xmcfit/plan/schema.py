@@ -1,0 +1,435 @@
+"""The Plan: the one contract between planner and trainer, as frozen, validated dataclasses.
+
+Every knob that changes training memory is a field here. `Plan.to_json` / `Plan.from_json` round-trip
+exactly; loading rejects unknown, missing, mistyped or out-of-range fields with one line naming the
+field (`classifier.fan_in=0: must be >= 1`). Pure Python: no torch, no I/O beyond the JSON file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from xmcfit.errors import XmcfitError
+
+SCHEMA_VERSION = 1
+
+Precision = Literal["bf16_amp", "fp16_amp", "fp32"]
+ClassifierKind = Literal["sparse", "dense"]
+ValueDtype = Literal["float32", "bfloat16"]
+IndexDtype = Literal["int16", "int32"]
+ClassifierOptimizer = Literal["adamw", "sgd_momentum", "sgd"]
+UpdateRounding = Literal["none", "kahan", "stochastic"]
+LossName = Literal["squared_hinge", "bce"]
+RewireMode = Literal["fraction", "threshold"]
+Pooling = Literal["mean", "cls"]
+InputKind = Literal["text", "bow"]
+
+# Largest column id an int16 index can hold: DESIGN.md, "int16 when d <= 32767".
+INT16_MAX_COLUMNS = 32767
+
+
+class PlanError(XmcfitError):
+    """A plan field is missing, unknown, mistyped or out of range."""
+
+
+def _require(ok: bool, name: str, value: object, rule: str) -> None:
+    if not ok:
+        raise PlanError(f"{name}={value!r}: {rule}")
+
+
+def index_dtype_for(in_features: int) -> IndexDtype:
+    """Narrowest index type that addresses `in_features` columns (int16 up to 32767 columns)."""
+    return "int16" if in_features <= INT16_MAX_COLUMNS else "int32"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """The input encoder. For bag-of-words input (`kind="bow"`) it is a projection of the features."""
+
+    name: str
+    """Profile name, local directory or hub id of a transformers encoder; "bow" for bag-of-words."""
+    kind: InputKind
+    """"text": a transformer over tokens; "bow": sparse features -> dense projection (EmbeddingBag)."""
+    n_params: int
+    """Trainable parameters of the encoder (count)."""
+    hidden_size: int
+    """Output width d of the pooled representation (features)."""
+    n_layers: int
+    """Transformer layers (0 for bag-of-words)."""
+    n_heads: int
+    """Attention heads per layer (0 for bag-of-words)."""
+    intermediate_size: int
+    """Feed-forward width inside each layer (0 for bag-of-words)."""
+    vocab_size: int
+    """Token vocabulary (text) or number of input features (bag-of-words)."""
+    max_seq_len: int
+    """Longest sequence the encoder accepts, in tokens (0 for bag-of-words)."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "model.encoder.name", self.name, "must not be empty")
+        for name in ("n_params", "hidden_size", "vocab_size"):
+            _require(getattr(self, name) >= 1, f"model.encoder.{name}", getattr(self, name), "must be >= 1")
+        for name in ("n_layers", "n_heads", "intermediate_size", "max_seq_len"):
+            _require(getattr(self, name) >= 0, f"model.encoder.{name}", getattr(self, name), "must be >= 0")
+        if self.kind == "text":
+            for name in ("n_layers", "n_heads", "max_seq_len"):
+                _require(getattr(self, name) >= 1, f"model.encoder.{name}", getattr(self, name),
+                         "must be >= 1 for a text encoder")
+            _require(self.hidden_size % self.n_heads == 0, "model.encoder.n_heads", self.n_heads,
+                     f"must divide hidden_size={self.hidden_size}")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Encoder, pooling and the optional intermediate layer between encoder and classifier."""
+
+    encoder: EncoderSpec
+    seq_len: int
+    """Tokens per input after truncation/padding (0 for bag-of-words)."""
+    pooling: Pooling
+    """How token states become one vector: mean of the last layer, or the [CLS] state."""
+    dropout: float
+    """Dropout on the pooled representation (the method uses 0.35 to 0.6)."""
+    intermediate_dim: int
+    """Width of a dense ReLU layer between encoder and classifier; 0 = none."""
+    gradient_checkpointing: bool
+    """Recompute encoder activations in backward (saves memory, costs ~1 extra forward)."""
+
+    def __post_init__(self) -> None:
+        enc = self.encoder
+        if enc.kind == "text":
+            _require(self.seq_len >= 1, "model.seq_len", self.seq_len, "must be >= 1")
+            _require(self.seq_len <= enc.max_seq_len, "model.seq_len", self.seq_len,
+                     f"must be <= the encoder's maximum {enc.max_seq_len}")
+        else:
+            _require(self.seq_len == 0, "model.seq_len", self.seq_len, "must be 0 for bag-of-words input")
+            _require(not self.gradient_checkpointing, "model.gradient_checkpointing",
+                     self.gradient_checkpointing, "has no effect for bag-of-words input; set false")
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
+        _require(self.intermediate_dim >= 0, "model.intermediate_dim", self.intermediate_dim, "must be >= 0")
+
+    @property
+    def features_dim(self) -> int:
+        """Width of the vector the classifier sees (d)."""
+        return self.intermediate_dim or self.encoder.hidden_size
+
+
+@dataclass(frozen=True)
+class ClassifierSection:
+    """The label classifier: fixed fan-in sparse (ELLPACK values + indices) or dense."""
+
+    kind: ClassifierKind
+    n_labels: int
+    """Output rows L (labels)."""
+    in_features: int
+    """Input width d (encoder hidden size, or the intermediate width)."""
+    fan_in: int
+    """Connections per label row k (sparse); equals in_features for dense."""
+    index_dtype: IndexDtype
+    """Storage of the column indices (int16 when in_features <= 32767)."""
+    value_dtype: ValueDtype
+    """Storage of values, their gradients and optimizer state: float32, or bfloat16 (pure-bf16)."""
+    optimizer: ClassifierOptimizer
+    """adamw (2 states per value), sgd_momentum (1), sgd (0)."""
+    update_rounding: UpdateRounding
+    """For bfloat16 values: Kahan-compensated (1 extra bf16 state) or stochastically rounded updates."""
+    lr: float
+    weight_decay: float
+    momentum: float
+    """Momentum for sgd_momentum (ignored otherwise)."""
+    loss: LossName
+    loss_chunk_size: int
+    """Labels per chunk of the chunked loss: logits live as (micro_batch, chunk) only."""
+    bias: bool
+
+    def __post_init__(self) -> None:
+        _require(self.n_labels >= 1, "classifier.n_labels", self.n_labels, "must be >= 1")
+        _require(self.in_features >= 1, "classifier.in_features", self.in_features, "must be >= 1")
+        _require(self.fan_in >= 1, "classifier.fan_in", self.fan_in, "must be >= 1")
+        _require(self.fan_in <= self.in_features, "classifier.fan_in", self.fan_in,
+                 f"must be <= in_features={self.in_features}")
+        if self.kind == "dense":
+            _require(self.fan_in == self.in_features, "classifier.fan_in", self.fan_in,
+                     f"must equal in_features={self.in_features} for a dense classifier")
+        _require(self.index_dtype == index_dtype_for(self.in_features), "classifier.index_dtype",
+                 self.index_dtype, f"must be {index_dtype_for(self.in_features)} for in_features={self.in_features}")
+        if self.value_dtype == "float32":
+            _require(self.update_rounding == "none", "classifier.update_rounding", self.update_rounding,
+                     "must be 'none' unless value_dtype is 'bfloat16'")
+        _require(self.lr > 0, "classifier.lr", self.lr, "must be > 0")
+        _require(self.weight_decay >= 0, "classifier.weight_decay", self.weight_decay, "must be >= 0")
+        _require(0.0 <= self.momentum < 1.0, "classifier.momentum", self.momentum, "must be in [0, 1)")
+        _require(1 <= self.loss_chunk_size, "classifier.loss_chunk_size", self.loss_chunk_size, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class RewiringSection:
+    """SET prune-and-regrow schedule for the sparse classifier."""
+
+    enabled: bool
+    mode: RewireMode
+    """"fraction": prune that fraction of each row; "threshold": prune |w| below it."""
+    initial: float
+    """Starting fraction (0, 1) or threshold (> 0); decays by cosine to 0 at the stop."""
+    interval_steps: int
+    """Optimizer steps between rewirings (ΔT)."""
+    stop_fraction: float
+    """Rewiring stops after this fraction of all training steps (the method: 0.66)."""
+    chunk_rows: int
+    """Label rows rewired at a time; bounds the rewiring workspace."""
+
+    def __post_init__(self) -> None:
+        if self.mode == "fraction":
+            _require(0.0 < self.initial < 1.0, "rewiring.initial", self.initial, "must be in (0, 1) in fraction mode")
+        else:
+            _require(self.initial > 0.0, "rewiring.initial", self.initial, "must be > 0 in threshold mode")
+        _require(self.interval_steps >= 1, "rewiring.interval_steps", self.interval_steps, "must be >= 1")
+        _require(0.0 <= self.stop_fraction <= 1.0, "rewiring.stop_fraction", self.stop_fraction, "must be in [0, 1]")
+        _require(self.chunk_rows >= 1, "rewiring.chunk_rows", self.chunk_rows, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class AuxSection:
+    """Auxiliary objective: a small dense head over label clusters, its weight cosine-decayed to 0."""
+
+    enabled: bool
+    n_clusters: int
+    """Label clusters C (output width of the auxiliary head)."""
+    initial_weight: float
+    """α at step 0; total loss = (1 − α)·main + α·aux."""
+    cutoff_fraction: float
+    """α reaches 0 after this fraction of all training steps, and the head is dropped."""
+
+    def __post_init__(self) -> None:
+        _require(self.n_clusters >= 1, "aux.n_clusters", self.n_clusters, "must be >= 1")
+        _require(0.0 <= self.initial_weight < 1.0, "aux.initial_weight", self.initial_weight, "must be in [0, 1)")
+        _require(0.0 < self.cutoff_fraction <= 1.0, "aux.cutoff_fraction", self.cutoff_fraction, "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    """Batching, epochs and the encoder's optimizer and schedules."""
+
+    epochs: int
+    micro_batch: int
+    """Points per forward/backward (what sits in memory at once)."""
+    grad_accum: int
+    """Micro-batches per optimizer step; effective batch = micro_batch × grad_accum × n_devices."""
+    encoder_lr: float
+    encoder_weight_decay: float
+    warmup_fraction: float
+    """Linear warm-up over this fraction of steps, then cosine decay to 0 (both optimizers)."""
+    max_grad_norm: float
+    """Clip the encoder's gradient norm to this; 0 = no clipping."""
+    eval_batch: int
+    """Points per forward at evaluation (no gradients held)."""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "micro_batch", "grad_accum", "eval_batch"):
+            _require(getattr(self, name) >= 1, f"training.{name}", getattr(self, name), "must be >= 1")
+        _require(self.encoder_lr > 0, "training.encoder_lr", self.encoder_lr, "must be > 0")
+        _require(self.encoder_weight_decay >= 0, "training.encoder_weight_decay", self.encoder_weight_decay,
+                 "must be >= 0")
+        _require(0.0 <= self.warmup_fraction < 1.0, "training.warmup_fraction", self.warmup_fraction,
+                 "must be in [0, 1)")
+        _require(self.max_grad_norm >= 0, "training.max_grad_norm", self.max_grad_norm, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class MemorySection:
+    """The planner's prediction: bytes per tensor family, summed into the peak, for this plan and dense."""
+
+    terms_bytes: dict[str, int]
+    """Predicted bytes per term of the memory model (names as in xmcfit.plan.memory)."""
+    predicted_peak_bytes: int
+    dense_predicted_peak_bytes: int
+    """The same configuration with a dense L × d classifier."""
+    budget_bytes: int
+    """GPU memory the plan had to fit in."""
+
+    def __post_init__(self) -> None:
+        for name, value in self.terms_bytes.items():
+            _require(value >= 0, f"memory.terms_bytes.{name}", value, "must be >= 0")
+        _require(self.predicted_peak_bytes >= 1, "memory.predicted_peak_bytes", self.predicted_peak_bytes, "must be >= 1")
+        _require(self.dense_predicted_peak_bytes >= 1, "memory.dense_predicted_peak_bytes",
+                 self.dense_predicted_peak_bytes, "must be >= 1")
+        _require(self.budget_bytes >= 1, "memory.budget_bytes", self.budget_bytes, "must be >= 1")
+
+    @property
+    def headroom_bytes(self) -> int:
+        """Budget left over at the predicted peak (negative when the plan does not fit)."""
+        return self.budget_bytes - self.predicted_peak_bytes
+
+
+@dataclass(frozen=True)
+class InputsSection:
+    """What the plan was made from, so a plan can be re-made or questioned."""
+
+    gpu: str
+    """GPU profile name, the pynvml device name, or "manual" when only --gpu-mem was given."""
+    budget_bytes: int
+    n_labels: int
+    dataset: str | None
+    """Dataset profile name, if one was given."""
+    data_path: str | None
+    """Data path whose statistics were read, if one was given."""
+    target_batch: int
+    """Effective batch the user asked for."""
+    pinned: tuple[str, ...]
+    """Knobs the user fixed by flag; the chooser never changed these."""
+
+    def __post_init__(self) -> None:
+        _require(self.budget_bytes >= 1, "inputs.budget_bytes", self.budget_bytes, "must be >= 1")
+        _require(self.n_labels >= 1, "inputs.n_labels", self.n_labels, "must be >= 1")
+        _require(self.target_batch >= 1, "inputs.target_batch", self.target_batch, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A fully resolved training configuration and its predicted memory."""
+
+    schema_version: int
+    xmcfit_version: str
+    seed: int
+    n_devices: int
+    """Devices the run is spread over (1 today; memory terms are per device)."""
+    precision: Precision
+    """Autocast mode of the encoder and the loss: bf16 AMP, fp16 AMP with loss scaling, or fp32."""
+    inputs: InputsSection
+    model: ModelSection
+    classifier: ClassifierSection
+    rewiring: RewiringSection
+    aux: AuxSection
+    training: TrainingSection
+    memory: MemorySection
+    reasons: tuple[str, ...] = field(default=())
+    """Why the chooser picked what it picked, one sentence each."""
+
+    def __post_init__(self) -> None:
+        _require(self.schema_version == SCHEMA_VERSION, "schema_version", self.schema_version,
+                 f"this xmcfit reads schema {SCHEMA_VERSION}; re-run `xmcfit plan`")
+        _require(self.n_devices >= 1, "n_devices", self.n_devices, "must be >= 1")
+        _require(self.seed >= 0, "seed", self.seed, "must be >= 0")
+        _require(self.classifier.in_features == self.model.features_dim, "classifier.in_features",
+                 self.classifier.in_features, f"must equal the model's output width {self.model.features_dim}")
+        _require(self.classifier.n_labels == self.inputs.n_labels, "classifier.n_labels", self.classifier.n_labels,
+                 f"must equal inputs.n_labels={self.inputs.n_labels}")
+        if self.classifier.kind == "dense":
+            _require(not self.rewiring.enabled, "rewiring.enabled", self.rewiring.enabled,
+                     "must be false for a dense classifier")
+
+    @property
+    def effective_batch(self) -> int:
+        return self.training.micro_batch * self.training.grad_accum * self.n_devices
+
+    # -- (de)serialisation -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Indented JSON; floats keep their exact repr, so loading gives an equal Plan."""
+        return json.dumps(_jsonable(self.to_dict()), indent=2) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (temp file + rename) so a crash never leaves half a plan."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Plan":
+        return _build(cls, data, "")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Plan":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise PlanError(f"{path}: cannot read plan ({err.strerror})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise PlanError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+        try:
+            return cls.from_dict(data)
+        except PlanError as err:
+            raise PlanError(f"{path}: {err}") from None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Construct dataclass `cls` from parsed JSON, checking names and types field by field."""
+    where = prefix.rstrip(".") or "plan"
+    if not isinstance(data, dict):
+        raise PlanError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise PlanError(f"{prefix}{unknown[0]}: unknown field")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise PlanError(f"{prefix}{f.name}: missing field")
+        kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{prefix}{f.name}")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, name: str) -> Any:
+    """Check `value` against type hint `tp`; return it converted (lists to tuples, objects to dataclasses)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, name + ".")
+    if origin is Literal:
+        if value not in args:
+            raise PlanError(f"{name}={value!r}: must be one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, name)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise PlanError(f"{name}={value!r}: must be a list")
+        return tuple(_convert(args[0], v, f"{name}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise PlanError(f"{name}={value!r}: must be an object")
+        return {str(k): _convert(args[1], v, f"{name}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise PlanError(f"{name}={value!r}: must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PlanError(f"{name}={value!r}: must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PlanError(f"{name}={value!r}: must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise PlanError(f"{name}={value!r}: must be a string")
+        return value
+    raise TypeError(f"plan schema: unsupported type {tp!r} for {name}")
