@@ -1,0 +1,86 @@
+"""Reader for the Extreme Classification Repository text format (bag-of-words + integer labels).
+
+First line `N F L` (points, features, labels); then one line per point, `l1,l2,... f:v f:v ...` with
+0-based ids. An empty label field (line starts with a space) is a point without labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from xmcfit.data.io import open_text, read_error
+
+
+@dataclass(frozen=True, eq=False)
+class XmcTextSplit:
+    features: sp.csr_matrix  # (n_points, n_features) float32
+    labels: sp.csr_matrix  # (n_points, n_labels) binary float32
+    n_features: int
+    n_labels: int
+
+
+def _parse_header(path: Path, line: str) -> tuple[int, int, int]:
+    parts = line.split()
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise read_error(path, 1, f"header {line.strip()!r}: expected 'n_points n_features n_labels'")
+    n_points, n_features, n_labels = (int(p) for p in parts)
+    return n_points, n_features, n_labels
+
+
+def read_xmc_text(path: Path, limit: int | None = None) -> XmcTextSplit:
+    """Stream `path` into CSR matrices; stops after `limit` points (header count then not enforced)."""
+    label_idx: list[int] = []
+    label_ptr = [0]
+    feat_idx: list[int] = []
+    feat_val: list[float] = []
+    feat_ptr = [0]
+    with open_text(path) as stream:
+        header = stream.readline()
+        if not header:
+            raise read_error(path, 1, "empty file: expected header 'n_points n_features n_labels'")
+        n_points, n_features, n_labels = _parse_header(path, header)
+        n_read = 0
+        for line_no, line in enumerate(stream, start=2):
+            if limit is not None and n_read >= limit:
+                break
+            if n_read >= n_points:
+                raise read_error(path, line_no, f"more records than the header's n_points={n_points}")
+            label_field, _, feature_field = line.rstrip("\r\n").partition(" ")
+            try:
+                if label_field:
+                    ids = [int(v) for v in label_field.split(",")]
+                    if min(ids) < 0 or max(ids) >= n_labels:
+                        bad = next(v for v in ids if v < 0 or v >= n_labels)
+                        raise read_error(path, line_no, f"label id {bad} outside [0, {n_labels})")
+                    label_idx.extend(ids)
+                for item in feature_field.split():
+                    f_str, sep, v_str = item.partition(":")
+                    f = int(f_str)
+                    if not sep or f < 0 or f >= n_features:
+                        raise read_error(path, line_no, f"feature {item!r}: expected id:value with id in [0, {n_features})")
+                    feat_idx.append(f)
+                    feat_val.append(float(v_str))
+            except ValueError as exc:
+                raise read_error(path, line_no, f"malformed record ({exc})") from exc
+            label_ptr.append(len(label_idx))
+            feat_ptr.append(len(feat_idx))
+            n_read += 1
+        if limit is None or n_read < limit:
+            if n_read != n_points:
+                raise read_error(path, 1, f"header says n_points={n_points} but the file has {n_read} records")
+    labels = sp.csr_matrix(
+        (np.ones(len(label_idx), dtype=np.float32), np.asarray(label_idx, dtype=np.int32), np.asarray(label_ptr, dtype=np.int64)),
+        shape=(n_read, n_labels),
+    )
+    labels.sum_duplicates()
+    labels.data[:] = 1.0
+    features = sp.csr_matrix(
+        (np.asarray(feat_val, dtype=np.float32), np.asarray(feat_idx, dtype=np.int32), np.asarray(feat_ptr, dtype=np.int64)),
+        shape=(n_read, n_features),
+    )
+    features.sum_duplicates()
+    return XmcTextSplit(features=features, labels=labels, n_features=n_features, n_labels=n_labels)
