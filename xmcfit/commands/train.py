@@ -1,0 +1,55 @@
+"""`xmcfit train`: train what a plan describes on a dataset, with a progress bar and a memory report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from xmcfit.errors import XmcfitError
+
+
+def train(
+    plan_path: Optional[Path] = typer.Argument(None, metavar="PLAN", help="plan.json from `xmcfit plan`."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset directory or file (see `xmcfit data stats`)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create [default: runs/<plan name>]."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1,
+                                            help="Stop with a checkpoint after this many optimizer steps."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Train on the first N points only."),
+    text_field: Optional[list[str]] = typer.Option(None, "--text-field", help="JSON-lines text field (repeatable)."),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help="JSON-lines label field."),
+    auto_recover: bool = typer.Option(False, "--auto-recover",
+                                      help="On GPU out-of-memory halve the micro-batch, double accumulation, go on."),
+    log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train_log.jsonl records."),
+) -> None:
+    """Train a plan on a dataset; `--resume RUN_DIR` continues an interrupted run exactly."""
+    from xmcfit import report
+    from xmcfit.plan.schema import Plan
+    from xmcfit.train.loop import run_training
+    from xmcfit.train.rundir import (DataOptions, RunFiles, data_options_of, load_train_data, prepare_run_dir,
+                                     read_run_info)
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if resume is not None:
+        if plan_path is not None or data is not None:
+            raise XmcfitError("--resume takes the plan and data recorded in the run; drop PLAN and --data")
+        run_dir = resume
+        plan = Plan.from_json(RunFiles(run_dir).plan)
+        options = data_options_of(read_run_info(run_dir))
+    else:
+        if plan_path is None or data is None:
+            raise XmcfitError("give a PLAN and --data PATH (or --resume RUN_DIR)")
+        plan = Plan.from_json(plan_path)
+        run_dir = out if out is not None else Path("runs") / plan_path.stem
+        options = DataOptions(data, tuple(text_field) if text_field else None, label_field, limit)
+        prepare_run_dir(plan, run_dir, options)
+    train_data = load_train_data(plan, run_dir, options, resume=resume is not None)
+    with report.TrainProgress() as progress:
+        result = run_training(plan, run_dir, train_data, device=device, resume=resume is not None,
+                              max_steps=max_steps, log_every=log_every, auto_recover=auto_recover,
+                              on_step=progress.update)
+    report.print_train_result(result)

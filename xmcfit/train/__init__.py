@@ -1,0 +1,1 @@
+"""Training: the recipe (loop.py) and its parts: optimizers, schedules, checkpoints, run directory, memory."""

@@ -1,0 +1,106 @@
+"""Measured memory of a training run beside the plan's prediction (memory.json).
+
+CUDA: the allocator's peak (max allocated and max reserved). CPU: the process's peak resident set, and
+its growth over the resident set before training started (Python, torch and data are already there).
+Static terms (weights, indices, gradients, optimizer state) are measured from the live tensors, so
+they compare with the planner's terms one to one.
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Any
+
+import torch
+
+from xmcfit.model import XMCModel
+from xmcfit.plan.schema import Plan
+
+
+def _rss_bytes() -> int:
+    """Current resident set size of this process (Linux /proc), 0 where unavailable."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+class MemoryMeter:
+    """Peak memory over a region: CUDA allocator statistics, or the process RSS on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.start_rss_bytes = 0
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.start_rss_bytes = _rss_bytes()
+
+    def current_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.memory_allocated(self.device))
+        return _rss_bytes()
+
+    def stop(self) -> dict[str, int]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return {
+                "measured_peak_bytes": int(torch.cuda.max_memory_allocated(self.device)),
+                "measured_reserved_bytes": int(torch.cuda.max_memory_reserved(self.device)),
+            }
+        peak = _peak_rss_bytes()
+        return {"measured_peak_bytes": peak, "measured_peak_rss_growth_bytes": max(0, peak - self.start_rss_bytes)}
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _optimizer_state_bytes(opt: torch.optim.Optimizer, params: set[int]) -> int:
+    return sum(
+        _tensor_bytes(v)
+        for p, st in opt.state.items() if id(p) in params
+        for v in st.values() if isinstance(v, torch.Tensor) and v.ndim > 0
+    )
+
+
+def measured_terms(model: XMCModel, optimizers: list[torch.optim.Optimizer]) -> dict[str, int]:
+    """Bytes of the persistent tensors the trainer holds, by family (gradients are freed each step)."""
+    enc = {id(p) for p in model.encoder.parameters()}
+    heads = {id(p) for p in model.parts().heads}
+    cls = {id(p) for p in model.classifier.parameters()}
+    terms = {
+        "encoder_weights": sum(_tensor_bytes(p) for p in model.encoder.parameters()),
+        "encoder_optimizer": sum(_optimizer_state_bytes(o, enc) for o in optimizers),
+        "heads_weights": sum(_tensor_bytes(p) for p in model.parts().heads),
+        "heads_optimizer": sum(_optimizer_state_bytes(o, heads) for o in optimizers),
+        "classifier_weights": sum(_tensor_bytes(p) for p in model.classifier.parameters()),
+        "classifier_buffers": sum(_tensor_bytes(b) for b in model.classifier.buffers()),
+        "classifier_optimizer": sum(_optimizer_state_bytes(o, cls) for o in optimizers),
+    }
+    return terms
+
+
+def memory_report(plan: Plan, model: XMCModel, optimizers: list[torch.optim.Optimizer],
+                  peak: dict[str, int], device: torch.device) -> dict[str, Any]:
+    """memory.json: the plan's predicted peak and terms beside what was measured on `device`."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {
+        "device": name,
+        "predicted_peak_bytes": plan.memory.predicted_peak_bytes,
+        "dense_predicted_peak_bytes": plan.memory.dense_predicted_peak_bytes,
+        "predicted_terms_bytes": dict(plan.memory.terms_bytes),
+        "measured_terms_bytes": measured_terms(model, optimizers),
+        **peak,
+        "note": ("CUDA peak is torch.cuda.max_memory_allocated" if device.type == "cuda" else
+                 "CPU peak is the process's peak RSS; it includes Python, libraries and the dataset, "
+                 "so it is not comparable to the GPU prediction term by term"),
+    }
