@@ -1,0 +1,160 @@
+"""SET rewiring of a FixedFanInLinear: prune the smallest-|w| connections of each row, regrow as many
+at uniformly random columns not in the row, with zero values and zeroed optimizer state.
+
+Prune rule per row: mode "fraction" prunes round(f * k) connections, f from the schedule;
+mode "threshold" prunes those with |w| < t, t from the schedule (so the count varies per row).
+The pruned columns are excluded from the candidates only through the "not in the row" rule applied
+to the kept connections, so a pruned column may be redrawn (then its value restarts at zero).
+After rewiring each row's indices are sorted again and values, gradient and every optimizer state
+tensor shaped like `values` (exp_avg, exp_avg_sq, momentum_buffer, Kahan compensation, ...) are
+permuted with them, which keeps the CSR built by the torch backend canonical.
+
+Transient workspace per chunk of r = chunk_rows rows (d inputs, k fan-in, n = max pruned per row):
+    r * d * 4        random keys (fp32) for sampling without replacement
+  + r * n * 12       topk of the keys (fp32 values + int64 indices)
+  + r * k * 35       |w| (4), prune mask (1), ranks (8), new indices (8), sort order (8), sorted mask (1),
+                     gathered values/state slot (4 per tensor, one at a time) ... (counted as 35)
+  + r * k * value_bytes per state tensor permuted (one at a time)
+So with n <= k: r * (4 * d + 47 * k + 4 * k) bytes is a safe bound (fp32 values).
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from xmcfit.sparse.layer import FixedFanInLinear, chunk_ranges
+
+MODES = ("fraction", "threshold")
+DEFAULT_CHUNK_ROWS = 16384
+
+
+def cosine_schedule(initial: float, final: float, end_step: int) -> Callable[[int], float]:
+    """step -> value decaying from `initial` at step 0 to `final` at `end_step` by half a cosine;
+    constant `final` after end_step."""
+    if end_step < 1:
+        raise ValueError(f"end_step={end_step}: must be >= 1")
+
+    def value(step: int) -> float:
+        progress = min(max(step, 0), end_step) / end_step
+        return final + (initial - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return value
+
+
+def rewire_workspace_bytes(chunk_rows: int, in_features: int, fan_in: int, value_bytes: int = 4) -> int:
+    """Upper bound on the transient bytes of one rewiring chunk (see the module docstring)."""
+    return chunk_rows * (4 * in_features + 12 * fan_in + 35 * fan_in + value_bytes * fan_in)
+
+
+@dataclass(frozen=True)
+class RewireStats:
+    """What one rewiring did."""
+
+    step: int
+    n_moved: int  # connections pruned and regrown, all rows
+    mean_abs_pruned: float  # mean |w| of the pruned connections (0.0 when none)
+    prune_level: float  # the schedule's fraction or threshold at this step
+
+
+class SETRewirer:
+    """Rewires `layer` every `interval` steps up to and including `end_step`.
+
+    fraction_schedule: callable step -> float; the fraction of each row to prune (mode "fraction",
+    in [0, 1]) or the |w| threshold (mode "threshold"). Use `cosine_schedule` for the published decay.
+    """
+
+    def __init__(
+        self,
+        layer: FixedFanInLinear,
+        optimizer: torch.optim.Optimizer | None,
+        fraction_schedule: Callable[[int], float],
+        interval: int,
+        end_step: int,
+        mode: str = "fraction",
+        seed: int | None = None,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}: must be one of {MODES}")
+        if interval < 1:
+            raise ValueError(f"interval={interval}: must be >= 1")
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows={chunk_rows}: must be >= 1")
+        self.layer, self.optimizer, self.schedule = layer, optimizer, fraction_schedule
+        self.interval, self.end_step, self.mode, self.chunk_rows = interval, end_step, mode, chunk_rows
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())  # follows the global torch seed
+        self.generator = torch.Generator(device=layer.values.device)
+        self.generator.manual_seed(seed)
+
+    def due(self, global_step: int) -> bool:
+        """True when `global_step` is a rewiring step."""
+        return 0 < global_step <= self.end_step and global_step % self.interval == 0
+
+    def step(self, global_step: int) -> RewireStats | None:
+        """Rewire if `global_step` is due (returns the stats), else do nothing (returns None)."""
+        if not self.due(global_step):
+            return None
+        return self.rewire(global_step)
+
+    def _slot_tensors(self) -> list[torch.Tensor]:
+        """Per-value tensors that follow the connections: grad and optimizer state shaped like values."""
+        values = self.layer.values
+        tensors = [values.grad] if values.grad is not None else []
+        if self.optimizer is not None:
+            for state in self.optimizer.state.get(values, {}).values():
+                if torch.is_tensor(state) and state.shape == values.shape:
+                    tensors.append(state)
+        return tensors
+
+    @torch.no_grad()
+    def rewire(self, global_step: int) -> RewireStats:
+        """Rewire now, whatever the step."""
+        level = float(self.schedule(global_step))
+        n_moved, pruned_sum = 0, 0.0
+        slots = self._slot_tensors()
+        for start, stop in chunk_ranges(self.layer.out_features, self.chunk_rows):
+            moved, psum = self._rewire_rows(start, stop, level, slots)
+            n_moved, pruned_sum = n_moved + moved, pruned_sum + psum
+        return RewireStats(global_step, n_moved, pruned_sum / n_moved if n_moved else 0.0, level)
+
+    def _prune_mask(self, magnitude: torch.Tensor, level: float) -> torch.Tensor:
+        """(rows, k) bool: True where a connection is pruned."""
+        fan_in = magnitude.shape[1]
+        if self.mode == "threshold":
+            return magnitude < level
+        n_prune = min(fan_in, max(0, round(level * fan_in)))
+        mask = torch.zeros_like(magnitude, dtype=torch.bool)
+        if n_prune:
+            smallest = magnitude.topk(n_prune, dim=1, largest=False).indices  # (rows, n)
+            mask.scatter_(1, smallest, True)
+        return mask
+
+    def _rewire_rows(self, start: int, stop: int, level: float, slots: list[torch.Tensor]) -> tuple[int, float]:
+        layer = self.layer
+        values, indices = layer.values.data[start:stop], layer.indices[start:stop]  # (rows, k) views
+        n_rows, fan_in = values.shape
+        magnitude = values.abs().float()  # (rows, k)
+        mask = self._prune_mask(magnitude, level)
+        counts = mask.sum(1)  # (rows,)
+        n_max = int(counts.max()) if n_rows else 0
+        if n_max == 0:
+            return 0, 0.0
+        # Uniform sampling without replacement among columns not kept: random keys, kept columns get 2
+        # (above any key), pruned columns keep their random key (no duplicates within a row).
+        cols = indices.long()  # (rows, k)
+        keys = torch.rand(n_rows, layer.in_features, generator=self.generator, device=values.device)  # (rows, d)
+        keys.scatter_(1, cols, torch.where(mask, keys.gather(1, cols), 2.0))
+        candidates = keys.topk(n_max, dim=1, largest=False).indices  # (rows, n_max) random free columns
+        rank = (mask.cumsum(1) - 1).clamp_min(0)  # (rows, k): i-th pruned slot takes candidate i
+        new_idx = torch.where(mask, candidates.gather(1, rank), cols)  # (rows, k)
+        pruned_sum = float(magnitude[mask].sum())
+        # Re-sort each row by column and permute every per-slot tensor with it.
+        new_idx, order = new_idx.sort(dim=1)  # (rows, k)
+        regrown = mask.gather(1, order)
+        indices.copy_(new_idx.to(indices.dtype))
+        for tensor in [values] + [t[start:stop] for t in slots]:
+            tensor.copy_(tensor.gather(1, order).masked_fill_(regrown, 0))
+        return int(counts.sum()), pruned_sum
