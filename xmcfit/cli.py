@@ -18,6 +18,8 @@ app = typer.Typer(
 )
 
 # Command registration: one block per command module (each module adds its own block below).
+from xmcfit.commands import data as _data_cmd
+app.add_typer(_data_cmd.app, name="data")
 
 
 def main() -> None:

@@ -1,0 +1,90 @@
+"""`xmcfit data`: dataset statistics and the synthetic dataset generator (thin shells over xmcfit.data)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xmcfit.data import compute_stats, load_split
+from xmcfit.data.stats import DatasetStats
+from xmcfit.data.synth import write_synthetic
+from xmcfit.errors import XmcfitError
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Print an XmcfitError as one `Error: ...` line on stderr and exit 2.
+
+    Why here: typer 0.29 vendors its own click, so an XmcfitError (a subclass of the standalone
+    click's ClickException) escapes typer's handler as a traceback with exit code 1.
+    """
+    try:
+        yield
+    except XmcfitError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(code=exc.exit_code) from exc
+
+
+app = typer.Typer(help="Inspect datasets and generate synthetic data.", no_args_is_help=True, add_completion=False)
+
+
+def _stats_table(stats: DatasetStats) -> Table:
+    table = Table(title=f"{stats.source} ({stats.kind})")
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    length_label = "avg words per text" if stats.kind == "text" else "avg nnz features per point"
+    rows = [
+        ("points", f"{stats.n_points:,}"),
+        ("labels", f"{stats.n_labels:,}"),
+        ("labels used", f"{stats.n_labels_used:,}"),
+        ("features", f"{stats.n_features:,}" if stats.kind == "bow" else "raw text"),
+        ("avg labels per point", f"{stats.avg_labels_per_point:.3f}"),
+        ("avg points per used label", f"{stats.avg_points_per_label:.2f}"),
+        (length_label, f"{stats.avg_input_length:.2f}"),
+        ("points without labels", f"{stats.n_points_without_labels:,}"),
+        ("dropped label occurrences", f"{stats.n_dropped_labels:,}"),
+    ]
+    rows += [(f"points per label, {q}", f"{v:g}") for q, v in stats.label_freq_quantiles.items()]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+@app.command("stats")
+def stats_command(
+    path: Path = typer.Argument(..., help="Dataset directory or data file."),
+    split: str = typer.Option("train", "--split", help="train, dev or test (aliases trn/tst/val)."),
+    limit: int = typer.Option(None, "--limit", help="Read only the first N points."),
+    as_json: bool = typer.Option(False, "--json", help="Print the statistics as one JSON object."),
+) -> None:
+    """Print statistics of one split of a dataset."""
+    with _one_line_errors():
+        stats = compute_stats(load_split(path, split, limit=limit))
+    if as_json:
+        typer.echo(json.dumps(stats.to_dict()))
+    else:
+        Console().print(_stats_table(stats))
+
+
+@app.command("synth")
+def synth_command(
+    out_dir: Path = typer.Argument(..., help="Directory to write the dataset into (created)."),
+    labels: int = typer.Option(500, "--labels", help="Number of labels."),
+    train: int = typer.Option(4000, "--train", help="Training points."),
+    test: int = typer.Option(1000, "--test", help="Test points."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
+) -> None:
+    """Write a synthetic raw-text dataset (Zipf label frequencies, words that carry label signal)."""
+    with _one_line_errors():
+        try:
+            cfg = write_synthetic(out_dir, n_train=train, n_test=test, n_labels=labels, seed=seed)
+        except ValueError as exc:
+            raise XmcfitError(f"xmcfit data synth: {exc}") from exc
+        except OSError as exc:
+            raise XmcfitError(f"{out_dir}: cannot write ({exc.strerror or exc})") from exc
+    typer.echo(f"wrote {cfg.n_train} train / {cfg.n_test} test points, {cfg.n_labels} labels to {out_dir}")
