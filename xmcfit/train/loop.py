@@ -149,12 +149,12 @@ class _Stepper:
         positives = batch["positives"]  # (n_pos, 2) [row, label]
         main = chunked_loss(feats, self.model.classifier, positives, loss=cls.loss, chunk_size=cls.loss_chunk_size)
         if alpha <= 0.0 or self.model.aux_head is None:
-            return main, float(main), 0.0
+            return main, float(main.detach()), 0.0
         aux_logits = self.model.aux_head(feats.float())  # (micro_batch, n_clusters)
         targets = torch.zeros_like(aux_logits)
         targets[positives[:, 0], self.clusters[positives[:, 1]]] = 1.0
         aux = F.binary_cross_entropy_with_logits(aux_logits, targets)
-        return (1.0 - alpha) * main + alpha * aux, float(main), float(aux)
+        return (1.0 - alpha) * main + alpha * aux, float(main.detach()), float(aux.detach())
 
     def step(self, micro_batches: list[dict[str, torch.Tensor]], step: int) -> "_StepOut":
         """One optimizer step over `micro_batches` (gradient accumulation); skipped when the loss is not finite."""
@@ -169,7 +169,7 @@ class _Stepper:
                 finite = False
                 break
             self.scaler.scale(loss / len(micro_batches)).backward()
-            total += float(loss) / len(micro_batches)
+            total += float(loss.detach()) / len(micro_batches)
             main_sum += main / len(micro_batches)
             aux_sum += aux / len(micro_batches)
         if finite:
@@ -191,7 +191,7 @@ class _Stepper:
         if self.rewirer is None:
             return 0
         stats = self.rewirer.step(step)
-        return int(stats.connections_moved) if stats is not None else 0
+        return int(stats.n_moved) if stats is not None else 0
 
     # -- checkpoint state --------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class _Stepper:
             "scaler": self.scaler.state_dict(),
         }
         if self.rewirer is not None:
-            state["rewirer"] = self.rewirer.state_dict()
+            state["rewirer_rng"] = self.rewirer.generator.get_state()
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -213,7 +213,7 @@ class _Stepper:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.rewirer is not None:
-            self.rewirer.load_state_dict(state["rewirer"])
+            self.rewirer.generator.set_state(state["rewirer_rng"])
 
 
 def _rng_state() -> dict[str, Any]:

@@ -11,7 +11,6 @@ from torch import nn
 
 from xmcfit.model import XMCModel
 from xmcfit.plan.schema import Plan
-from xmcfit.sparse import LowPrecisionOptimizer
 from xmcfit.train.schedules import warmup_cosine
 
 _NO_DECAY_MARKERS = ("bias", "LayerNorm", "layer_norm", "layernorm")
@@ -44,6 +43,8 @@ def build_classifier_optimizer(model: XMCModel, plan: Plan) -> torch.optim.Optim
     c = plan.classifier
     params = model.parts().classifier
     if c.value_dtype == "bfloat16":
+        from xmcfit.sparse import LowPrecisionOptimizer
+
         opt: torch.optim.Optimizer = LowPrecisionOptimizer(
             params, kind=c.optimizer, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum,
             rounding=c.update_rounding,

@@ -163,7 +163,8 @@ def _clusters(plan: Plan, ds: XMCDataset, files: RunFiles) -> torch.Tensor | Non
         cached = np.load(files.clusters)
         if cached.shape == (ds.n_labels,) and int(cached.max()) < n_clusters:
             return torch.from_numpy(cached.astype(np.int64))
-    from xmcfit.data.clusters import balanced_kmeans, label_representations, text_features
+    from xmcfit.data.clusters import balanced_kmeans, label_representations
+    from xmcfit.data.features import text_features
 
     points = ds.features if ds.features is not None else text_features(ds.texts)
     clusters = balanced_kmeans(label_representations(points, ds.labels), n_clusters, seed=plan.seed)

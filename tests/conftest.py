@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny randomly initialised BERT (no download), synthetic data, and small plans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT config (random weights at load) with the embedded MiniLM tokenizer."""
+    from transformers import AutoTokenizer, BertConfig
+
+    from xmcfit.model import resolve_encoder_source
+
+    out = tmp_path_factory.mktemp("tiny_bert")
+    BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64, max_position_embeddings=64).save_pretrained(out)
+    AutoTokenizer.from_pretrained(resolve_encoder_source("all-MiniLM-L6-v2"), local_files_only=True).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic text dataset: 240 train / 60 test points over 40 labels."""
+    from xmcfit.data.synth import write_synthetic
+
+    out = tmp_path_factory.mktemp("synth")
+    write_synthetic(out, n_train=240, n_test=60, n_labels=40, seed=3, words_per_text=10)
+    return out

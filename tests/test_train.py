@@ -1,0 +1,136 @@
+"""Trainer: complete run directories, exact resume, every classifier/precision path, clear failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from plan_factory import tiny_plan
+from xmcfit.errors import XmcfitError
+from xmcfit.train.loop import TrainingStopped, _recovery_plan, run_training
+from xmcfit.train.rundir import DataOptions, load_train_data, prepare_run_dir
+from xmcfit.train.schedules import cosine_decay, fraction_step, warmup_cosine
+
+N_LABELS = 40
+
+
+def _train(plan, run_dir: Path, data_path: Path, **kwargs):
+    options = DataOptions(str(data_path))
+    if not kwargs.get("resume"):
+        prepare_run_dir(plan, run_dir, options)
+    data = load_train_data(plan, run_dir, options, resume=bool(kwargs.get("resume")))
+    return run_training(plan, run_dir, data, **kwargs)
+
+
+def test_training_writes_a_complete_run_directory(tmp_path, tiny_encoder_dir, synth_dir):
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=1)
+    result = _train(plan, tmp_path / "run", synth_dir)
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"plan.json", "run.json", "labels.json", "label_counts.npy", "encoder", "clusters.npy",
+            "train_log.jsonl", "checkpoint", "model.safetensors", "memory.json"} <= names
+    assert result.steps == 15  # 240 points / micro-batch 16, one epoch
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "done" and info["epochs_done"] == 1
+    memory = json.loads((tmp_path / "run" / "memory.json").read_text())
+    assert memory["measured_peak_bytes"] > 0
+    assert memory["measured_terms_bytes"]["classifier_weights"] == N_LABELS * 8 * 4 + N_LABELS * 4
+    assert memory["measured_terms_bytes"]["classifier_buffers"] == N_LABELS * 8 * 2  # int16 indices
+    assert np.isfinite(result.final_loss)
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, tiny_encoder_dir, synth_dir):
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=2, grad_accum=2)
+    _train(plan, tmp_path / "whole", synth_dir)
+    with pytest.raises(TrainingStopped, match="--resume"):
+        _train(plan, tmp_path / "split", synth_dir, max_steps=5)  # mid-epoch, mid-rewiring schedule
+    _train(plan, tmp_path / "split", synth_dir, resume=True)
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    split = load_file(str(tmp_path / "split" / "model.safetensors"))
+    assert whole.keys() == split.keys()
+    for name in whole:
+        assert torch.equal(whole[name], split[name]), name
+
+
+def test_rewiring_moves_connections_and_keeps_fan_in(tmp_path, tiny_encoder_dir, synth_dir):
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=1)
+    moved = []
+    _train(plan, tmp_path / "run", synth_dir, on_step=lambda s: moved.append(s.connections_moved))
+    assert moved[-1] > 0
+    state = load_file(str(tmp_path / "run" / "model.safetensors"))
+    indices = state["classifier.indices"].long()
+    assert indices.shape == (N_LABELS, 8)
+    assert all(len(set(row.tolist())) == 8 for row in indices)
+
+
+@pytest.mark.parametrize("kind,precision", [("dense", "fp32"), ("sparse", "bf16_amp")])
+def test_other_classifier_and_precision_paths_train(tmp_path, tiny_encoder_dir, synth_dir, kind, precision):
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, kind=kind, precision=precision, epochs=1, aux_clusters=0,
+                     intermediate_dim=48 if kind == "dense" else 0)
+    result = _train(plan, tmp_path / "run", synth_dir)
+    assert result.steps == 15 and np.isfinite(result.final_loss)
+
+
+def test_bag_of_words_input_trains(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = ["60 30 6"]
+    for _ in range(60):
+        labels = ",".join(str(x) for x in sorted(rng.choice(6, 2, replace=False)))
+        feats = " ".join(f"{f}:1" for f in sorted(rng.choice(30, 5, replace=False)))
+        lines.append(f"{labels} {feats}")
+    data = tmp_path / "bow"
+    data.mkdir()
+    (data / "toy_train.txt").write_text("\n".join(lines) + "\n")
+    plan = tiny_plan("bow", 6, bow_features=30, fan_in=4, epochs=1, aux_clusters=2)
+    result = _train(plan, tmp_path / "run", data)
+    assert result.steps == 4 and np.isfinite(result.final_loss)
+
+
+def test_a_diverging_run_stops_with_a_clear_message(tmp_path, tiny_encoder_dir, synth_dir):
+    from dataclasses import replace
+
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=3, aux_clusters=0)
+    plan = replace(plan, classifier=replace(plan.classifier, lr=1e30))
+    with pytest.raises(TrainingStopped, match="not finite"):
+        _train(plan, tmp_path / "run", synth_dir)
+
+
+def test_a_fresh_run_never_overwrites_an_existing_run(tmp_path, tiny_encoder_dir, synth_dir):
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS)
+    prepare_run_dir(plan, tmp_path / "run", DataOptions(str(synth_dir)))
+    with pytest.raises(XmcfitError, match="already holds a run"):
+        prepare_run_dir(plan, tmp_path / "run", DataOptions(str(synth_dir)))
+
+
+def test_data_with_another_label_space_is_rejected(tmp_path, tiny_encoder_dir, synth_dir):
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS + 1)
+    prepare_run_dir(plan, tmp_path / "run", DataOptions(str(synth_dir)))
+    with pytest.raises(XmcfitError, match="labels but the plan has n_labels=41"):
+        load_train_data(plan, tmp_path / "run", DataOptions(str(synth_dir)), resume=False)
+
+
+def test_out_of_memory_recovery_halves_micro_batch_and_keeps_effective_batch(tmp_path, tiny_encoder_dir):
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, micro_batch=16, grad_accum=2)
+    smaller = _recovery_plan(plan, tmp_path, auto_recover=True)
+    assert (smaller.training.micro_batch, smaller.training.grad_accum) == (8, 4)
+    assert smaller.effective_batch == plan.effective_batch
+    with pytest.raises(TrainingStopped, match="--micro-batch 8"):
+        _recovery_plan(plan, tmp_path, auto_recover=False)
+
+
+def test_schedules_reach_their_end_values_at_the_right_step():
+    total = 100
+    end = fraction_step(0.66, total)
+    assert end == 66
+    assert cosine_decay(0, end, 0.25) == 0.25
+    assert cosine_decay(end - 1, end, 0.25) > 0.0
+    assert cosine_decay(end, end, 0.25) == 0.0 and cosine_decay(end + 10, end, 0.25) == 0.0
+    assert warmup_cosine(0, total, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, total, 10) == pytest.approx(1.0)
+    assert warmup_cosine(total, total, 10) == pytest.approx(0.0)
+    values = [cosine_decay(s, end, 0.4) for s in range(end + 1)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
