@@ -1,6 +1,7 @@
 """Sparse classifier engine: FixedFanInLinear (fixed fan-in, ELLPACK), the chunked loss, SET rewiring,
 and a pure-bf16 optimizer; torch and Triton backends chosen by `dispatch`."""
 
+from xmcfit.sparse import dispatch
 from xmcfit.sparse.layer import FixedFanInLinear
 from xmcfit.sparse.loss import chunked_loss
 from xmcfit.sparse.rewire import RewireStats, SETRewirer, cosine_schedule, rewire_workspace_bytes

@@ -46,3 +46,15 @@ def get_backend(device: torch.device) -> ModuleType:
     if backend_name(device) == "triton":
         return importlib.import_module("xmcfit.sparse.triton_backend")
     return importlib.import_module("xmcfit.sparse.torch_backend")
+
+
+# Tests set this to True: outputs are then filled with NaN before kernels write them, so an element a
+# kernel forgets to write shows up as NaN instead of stale memory that happens to look plausible.
+POISON_OUTPUTS = False
+
+
+def new_output(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """torch.empty, or NaN-filled when POISON_OUTPUTS is set."""
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)

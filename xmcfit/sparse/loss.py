@@ -25,6 +25,7 @@ values, torch backend; the Triton backend needs at most that). The NaN check on 
 import torch
 from torch import nn
 
+from xmcfit.sparse import dispatch
 from xmcfit.sparse.dispatch import get_backend
 from xmcfit.sparse.layer import FixedFanInLinear, accumulation_dtype, chunk_ranges
 from xmcfit.sparse.validate import check_input, check_positives
@@ -89,8 +90,8 @@ class _ChunkedLossFn(torch.autograd.Function):
         starts = torch.tensor([s for s, _ in chunk_ranges(n_labels, chunk_size)] + [n_labels], device=keys.device)
         bounds = torch.searchsorted(pos_label, starts).tolist()
         gx_t = torch.zeros(x.shape[1], batch, dtype=acc, device=x.device) if need_x else None
-        gw = torch.empty_like(weight) if need_w else None
-        gb = torch.empty_like(bias) if need_b else None
+        gw = dispatch.new_output(weight.shape, weight.dtype, weight.device) if need_w else None
+        gb = dispatch.new_output(bias.shape, bias.dtype, bias.device) if need_b else None
         total = torch.zeros((), dtype=acc, device=x.device)
         for i, (start, stop) in enumerate(chunk_ranges(n_labels, chunk_size)):
             idx = layer.indices[start:stop] if layer is not None else None

@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from xmcfit.sparse import dispatch
+
 BLOCK_LABELS = 32
 BLOCK_BATCH = 32
 
@@ -79,7 +81,7 @@ def logits_t(
     """Logits of one label chunk, label-major: (chunk, batch) fp32."""
     n_rows, fan_in = indices.shape
     batch, d = x.shape
-    out = torch.empty(n_rows, batch, dtype=torch.float32, device=x.device)
+    out = dispatch.new_output((n_rows, batch), torch.float32, x.device)
     _logits_kernel[_grid(n_rows, batch)](
         x.contiguous(), values.contiguous(), indices.contiguous(), bias if bias is not None else values,
         out, n_rows, batch, d, K=fan_in, HAS_BIAS=bias is not None, BL=BLOCK_LABELS, BB=BLOCK_BATCH,
@@ -91,7 +93,7 @@ def grad_values(grad_t: torch.Tensor, x: torch.Tensor, indices: torch.Tensor) ->
     """grad_values[l, j] = sum_b grad_t[l, b] * x[b, indices[l, j]]: (chunk, k) fp32."""
     n_rows, fan_in = indices.shape
     batch, d = x.shape
-    out = torch.empty(n_rows, fan_in, dtype=torch.float32, device=x.device)
+    out = dispatch.new_output((n_rows, fan_in), torch.float32, x.device)
     _grad_values_kernel[(triton.cdiv(n_rows, BLOCK_LABELS),)](
         grad_t.contiguous(), x.contiguous(), indices.contiguous(), out, n_rows, batch, d,
         K=fan_in, KP=triton.next_power_of_2(fan_in), BL=BLOCK_LABELS,
