@@ -1,0 +1,388 @@
+"""The memory model: predicted bytes per tensor family of one training step, and the peak they make.
+
+Pure arithmetic (no torch, no pynvml, no I/O). One function per tensor family; `predict` is the one
+place they are summed. All sizes are per device (rank): the encoder is replicated (data parallel),
+classifier rows are sharded ceil(L / n_devices) per rank.
+
+Which terms coexist at the peak (a training step, steady state, i.e. after the first optimizer step):
+
+    resident  = weights + optimizer state of every module            (alive for the whole run)
+    backward  = encoder activations + AMP weight copies + head activations + loss workspace
+                + aux logits + classifier/intermediate/aux gradients
+                + encoder gradients only when grad_accum > 1 (they persist across micro-batches; with
+                  grad_accum == 1 the encoder's gradients appear as its activations are freed)
+    step      = all gradients + the optimizer's transient workspace  (activations already freed)
+    rewiring  = the rewiring workspace                               (after the step, grads cleared)
+    allocator peak = resident + max(backward, step, rewiring)
+    predicted peak = allocator peak + fragmentation margin + CUDA context
+
+Encoder activations follow what Hugging Face BERT with `attn_implementation="sdpa"` saves for backward
+on CUDA, where SDPA runs the memory-efficient / flash kernel: q, k, v, the output and a logsumexp per
+head, never the (s x s) probabilities. Counted per token and layer (e = 2 bytes under AMP, 4 in fp32;
+dropout masks are 1-byte bool on CUDA):
+
+    q/k/v input   3e·h under AMP (each Linear casts its fp32 input separately), 4h in fp32 (shared)
+    q, k, v, out  4e·h          logsumexp 4·a          additive mask cast  e·s under AMP
+    O dropout     1·h           LayerNorm input 4h + 8 (fp32, plus mean and rstd)
+    FFN input     e·h           GELU input and FC2 input 2e·i          FFN dropout 1·h     LayerNorm 4h + 8
+
+so 26h + 4i + 4a + 2s + 16 bytes per token-layer under AMP and 34h + 8i + 4a + 16 in fp32 (the latter is
+Korthikanti et al.'s 34·s·b·h without their 5·a·s/h attention-matrix term, which SDPA does not keep).
+Calibrated against a count of saved tensors of a real HF BertModel (tests/test_plan_memory_measured.py).
+With gradient checkpointing HF keeps each layer's fp32 input (4h per token-layer) and recomputes one
+layer at a time in backward, so the activations are n_layers·4h + one full layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, EncoderSpec, Pooling, Precision,
+                                UpdateRounding, ValueDtype, index_dtype_for)
+
+if TYPE_CHECKING:
+    from xmcfit.plan.schema import Plan
+
+FP32_BYTES = 4
+BF16_BYTES = 2
+INDEX_BYTES = {"int16": 2, "int32": 4}
+VALUE_BYTES = {"float32": 4, "bfloat16": 2}
+OPTIMIZER_STATES = {"adamw": 2, "sgd_momentum": 1, "sgd": 0}
+"""Optimizer state tensors per parameter: AdamW exp_avg + exp_avg_sq, SGD momentum buffer, plain SGD none."""
+
+CUDA_CONTEXT_BYTES = 512 * 2**20
+"""CUDA context + cuBLAS workspace, seen by the GPU but not by PyTorch's allocator. Commonly 0.3-0.7 GiB
+depending on GPU and CUDA version; 0.5 GiB is the middle. NOT YET MEASURED on a GPU by this project."""
+
+FRAGMENTATION_FRACTION = 0.05
+"""Margin for the caching allocator's fragmentation, as a fraction of the allocator peak. A guess, NOT YET
+MEASURED on a GPU: replace with the ratio reserved/allocated that `xmcfit train` reports."""
+
+DROPOUT_MASK_BYTES_CUDA = 1
+"""native_dropout on CUDA saves a bool mask (1 byte per element)."""
+
+AttentionKernel = Literal["efficient", "math"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every knob of a plan that changes memory, per device. Built from a Plan or by the chooser."""
+
+    encoder: EncoderSpec
+    seq_len: int
+    """Tokens per input (0 for bag-of-words)."""
+    precision: Precision
+    gradient_checkpointing: bool
+    micro_batch: int
+    grad_accum: int
+    pooling: Pooling
+    intermediate_dim: int
+    classifier_kind: ClassifierKind
+    n_labels: int
+    fan_in: int
+    value_dtype: ValueDtype
+    optimizer: ClassifierOptimizer
+    weight_decay: float
+    update_rounding: UpdateRounding
+    loss_chunk_size: int
+    bias: bool
+    aux_enabled: bool
+    n_clusters: int
+    rewiring_enabled: bool
+    rewiring_chunk_rows: int
+    n_devices: int = 1
+    cuda_context_bytes: int = CUDA_CONTEXT_BYTES
+
+    @property
+    def features_dim(self) -> int:
+        """Width d of the classifier's input."""
+        return self.intermediate_dim or self.encoder.hidden_size
+
+    @property
+    def rows_per_device(self) -> int:
+        """Classifier rows held by one rank: ceil(L / n_devices)."""
+        return -(-self.n_labels // self.n_devices)
+
+    @property
+    def amp(self) -> bool:
+        return self.precision != "fp32"
+
+    def as_dense(self) -> "Layout":
+        """The same run with a dense fp32 L x d classifier trained by AdamW (the method's baseline)."""
+        return replace(self, classifier_kind="dense", fan_in=self.features_dim, value_dtype="float32",
+                       optimizer="adamw", update_rounding="none", rewiring_enabled=False)
+
+    @classmethod
+    def from_plan(cls, plan: "Plan", cuda_context_bytes: int = CUDA_CONTEXT_BYTES) -> "Layout":
+        """The memory-relevant knobs of a plan."""
+        c, m = plan.classifier, plan.model
+        return cls(encoder=m.encoder, seq_len=m.seq_len, precision=plan.precision,
+                   gradient_checkpointing=m.gradient_checkpointing, micro_batch=plan.training.micro_batch,
+                   grad_accum=plan.training.grad_accum, pooling=m.pooling, intermediate_dim=m.intermediate_dim,
+                   classifier_kind=c.kind, n_labels=c.n_labels, fan_in=c.fan_in, value_dtype=c.value_dtype,
+                   optimizer=c.optimizer, weight_decay=c.weight_decay, update_rounding=c.update_rounding,
+                   loss_chunk_size=c.loss_chunk_size, bias=c.bias, aux_enabled=plan.aux.enabled,
+                   n_clusters=plan.aux.n_clusters, rewiring_enabled=plan.rewiring.enabled,
+                   rewiring_chunk_rows=plan.rewiring.chunk_rows, n_devices=plan.n_devices,
+                   cuda_context_bytes=cuda_context_bytes)
+
+
+# -- encoder ---------------------------------------------------------------------------------------
+
+
+def encoder_weight_bytes(encoder: EncoderSpec) -> int:
+    """fp32 master weights of the encoder (AMP autocasts on the fly; see amp_weight_copy_bytes)."""
+    return encoder.n_params * FP32_BYTES
+
+
+def encoder_grad_bytes(encoder: EncoderSpec) -> int:
+    """fp32 gradients, one per encoder parameter."""
+    return encoder.n_params * FP32_BYTES
+
+
+def encoder_optimizer_bytes(encoder: EncoderSpec) -> int:
+    """torch.optim.AdamW state: exp_avg and exp_avg_sq in fp32."""
+    return encoder.n_params * OPTIMIZER_STATES["adamw"] * FP32_BYTES
+
+
+def matmul_weight_params(encoder: EncoderSpec) -> int:
+    """Parameters of the encoder's Linear weights (Q, K, V, O, FFN in and out), the ones autocast copies."""
+    h, i = encoder.hidden_size, encoder.intermediate_size
+    return encoder.n_layers * (4 * h * h + 2 * h * i)
+
+
+def amp_weight_copy_bytes(encoder: EncoderSpec, precision: Precision, gradient_checkpointing: bool) -> int:
+    """16-bit copies autocast makes of the Linear weights and backward keeps until it has used them.
+
+    Without checkpointing all layers' copies are saved; with it only the recomputed layer's are. The
+    pooler (h x h, BERT/RoBERTa; outside the checkpointed layers) is counted too: HF computes it even
+    when the trainer pools the hidden states itself.
+    """
+    if precision == "fp32" or encoder.kind != "text":
+        return 0
+    n_layers_saved = 1 if gradient_checkpointing else encoder.n_layers
+    pooler = encoder.hidden_size * encoder.hidden_size
+    return (matmul_weight_params(encoder) // encoder.n_layers * n_layers_saved + pooler) * BF16_BYTES
+
+
+def layer_activation_bytes_per_token(encoder: EncoderSpec, seq_len: int, precision: Precision,
+                                     attention: AttentionKernel = "efficient",
+                                     dropout_mask_bytes: int | None = None) -> int:
+    """Bytes one transformer layer saves for backward, per token (see the module docstring).
+
+    `attention="math"` adds what the unfused SDPA kernel keeps (scores, probabilities, their dropout
+    mask: a·s values each, in fp32), which is what PyTorch uses on a CPU when attention dropout is on.
+    `dropout_mask_bytes`: 1 on CUDA (bool mask); on CPU the mask has the dropped tensor's dtype.
+    """
+    h, i, a, s = encoder.hidden_size, encoder.intermediate_size, encoder.n_heads, seq_len
+    amp = precision != "fp32"
+    e = BF16_BYTES if amp else FP32_BYTES
+    mask = DROPOUT_MASK_BYTES_CUDA if dropout_mask_bytes is None else dropout_mask_bytes
+    qkv_input = (3 * e if amp else FP32_BYTES) * h
+    attention_saved = 4 * e * h + 4 * a  # q, k, v, out (shared with O's input) + logsumexp (fp32)
+    mask_cast = e * s if amp else 0  # the additive padding mask, cast to 16 bits per layer
+    if attention == "math":
+        attention_saved += 3 * a * s * FP32_BYTES
+    layer_norms = 2 * (FP32_BYTES * h + 2 * FP32_BYTES)
+    ffn = e * h + 2 * e * i
+    dropouts = 2 * mask * h
+    return qkv_input + attention_saved + mask_cast + layer_norms + ffn + dropouts
+
+
+def embedding_activation_bytes_per_token(encoder: EncoderSpec, seq_len: int, dropout_mask_bytes: int | None = None) -> int:
+    """Embeddings (not checkpointed by HF): token and type ids (int64), fp32 LayerNorm input, dropout
+    mask, and the fp32 additive attention mask (s values per token, one copy shared by all layers)."""
+    h = encoder.hidden_size
+    mask = DROPOUT_MASK_BYTES_CUDA if dropout_mask_bytes is None else dropout_mask_bytes
+    return 2 * 8 + FP32_BYTES * h + 2 * FP32_BYTES + mask * h + FP32_BYTES * seq_len
+
+
+def pooling_activation_bytes_per_token(encoder: EncoderSpec, pooling: Pooling) -> int:
+    """Mean pooling multiplies the fp32 last hidden state by the mask and keeps both; CLS keeps nothing."""
+    return (FP32_BYTES * encoder.hidden_size + FP32_BYTES) if pooling == "mean" else 0
+
+
+def encoder_activation_bytes(encoder: EncoderSpec, seq_len: int, micro_batch: int, precision: Precision,
+                             gradient_checkpointing: bool, pooling: Pooling = "mean",
+                             attention: AttentionKernel = "efficient", dropout_mask_bytes: int | None = None) -> int:
+    """Everything the encoder saves for backward for one micro-batch (bytes), excluding weight copies."""
+    if encoder.kind == "bow":
+        # EmbeddingBag(sum) output (micro_batch, h) fp32; its saved indices depend on nnz (not priced).
+        return micro_batch * encoder.hidden_size * FP32_BYTES
+    tokens = micro_batch * seq_len
+    layer = layer_activation_bytes_per_token(encoder, seq_len, precision, attention, dropout_mask_bytes)
+    if gradient_checkpointing:
+        layers = encoder.n_layers * FP32_BYTES * encoder.hidden_size + layer
+    else:
+        layers = encoder.n_layers * layer
+    fixed = embedding_activation_bytes_per_token(encoder, seq_len, dropout_mask_bytes)
+    return tokens * (layers + fixed + pooling_activation_bytes_per_token(encoder, pooling))
+
+
+# -- head: pooled features, intermediate layer, aux head ---------------------------------------------
+
+
+def head_activation_bytes(hidden_size: int, intermediate_dim: int, micro_batch: int) -> int:
+    """Pooled vector (fp32) and its dropout mask; the intermediate Linear's input and ReLU output; the
+    classifier's saved input (micro_batch, d) fp32."""
+    d = intermediate_dim or hidden_size
+    pooled = micro_batch * hidden_size * (FP32_BYTES + DROPOUT_MASK_BYTES_CUDA)
+    intermediate = micro_batch * (hidden_size + intermediate_dim) * FP32_BYTES if intermediate_dim else 0
+    return pooled + intermediate + micro_batch * d * FP32_BYTES
+
+
+def dense_layer_param_count(in_features: int, out_features: int) -> int:
+    """nn.Linear(in_features, out_features) parameters (weight + bias)."""
+    return in_features * out_features + out_features
+
+
+def intermediate_param_count(hidden_size: int, intermediate_dim: int) -> int:
+    return dense_layer_param_count(hidden_size, intermediate_dim) if intermediate_dim else 0
+
+
+def aux_param_count(features_dim: int, n_clusters: int, enabled: bool) -> int:
+    return dense_layer_param_count(features_dim, n_clusters) if enabled else 0
+
+
+def aux_logit_bytes(micro_batch: int, n_clusters: int, enabled: bool) -> int:
+    """Aux logits (micro_batch, n_clusters) fp32 and their gradient."""
+    return 2 * micro_batch * n_clusters * FP32_BYTES if enabled else 0
+
+
+# -- classifier --------------------------------------------------------------------------------------
+
+
+def classifier_value_bytes(layout: Layout) -> int:
+    """values (rows, k) in value_dtype; dense: weight (rows, d) fp32."""
+    if layout.classifier_kind == "dense":
+        return layout.rows_per_device * layout.features_dim * FP32_BYTES
+    return layout.rows_per_device * layout.fan_in * VALUE_BYTES[layout.value_dtype]
+
+
+def classifier_index_bytes(layout: Layout) -> int:
+    """indices (rows, k), int16 when d <= 32767 else int32; dense: none."""
+    if layout.classifier_kind == "dense":
+        return 0
+    return layout.rows_per_device * layout.fan_in * INDEX_BYTES[index_dtype_for(layout.features_dim)]
+
+
+def classifier_bias_bytes(layout: Layout) -> int:
+    """bias (rows,) fp32."""
+    return layout.rows_per_device * FP32_BYTES if layout.bias else 0
+
+
+def classifier_grad_bytes(layout: Layout) -> int:
+    """Gradients of values (same dtype as values) and of the bias."""
+    return classifier_value_bytes(layout) + classifier_bias_bytes(layout)
+
+
+def classifier_optimizer_bytes(layout: Layout) -> int:
+    """Optimizer state per value and bias entry (AdamW 2, SGD-momentum 1, SGD 0) in the values' dtype,
+    plus one bf16 Kahan compensation buffer per value for bf16 values with Kahan updates."""
+    n_states = OPTIMIZER_STATES[layout.optimizer]
+    kahan = (layout.rows_per_device * layout.fan_in * BF16_BYTES
+             if layout.classifier_kind == "sparse" and layout.value_dtype == "bfloat16"
+             and layout.update_rounding == "kahan" else 0)
+    return n_states * (classifier_value_bytes(layout) + classifier_bias_bytes(layout)) + kahan
+
+
+def loss_workspace_bytes(micro_batch: int, loss_chunk_size: int, n_labels_per_device: int) -> int:
+    """Transient buffers of the chunked loss: about 3 fp32 (micro_batch, chunk) tensors (logits, margin,
+    their gradient). To be confirmed against xmcfit.sparse; keep this the only place it lives."""
+    return 3 * micro_batch * min(loss_chunk_size, n_labels_per_device) * FP32_BYTES
+
+
+def rewiring_workspace_bytes(layout: Layout) -> int:
+    """SET prune-and-regrow buffers per chunk of rows: chunk x (d x 4 + k x 16) bytes (a dense row mask
+    plus sort keys / new indices). To be confirmed against xmcfit.sparse."""
+    if not (layout.rewiring_enabled and layout.classifier_kind == "sparse"):
+        return 0
+    rows = min(layout.rewiring_chunk_rows, layout.rows_per_device)
+    return rows * (layout.features_dim * FP32_BYTES + layout.fan_in * 16)
+
+
+def optimizer_step_workspace_bytes(layout: Layout) -> int:
+    """torch's foreach AdamW (and SGD with weight decay) allocates one temporary as large as the tensors
+    it updates together (e.g. sqrt(exp_avg_sq)). The encoder-side optimizer (encoder + intermediate +
+    aux) and the classifier's run one after the other, so the larger of the two is transient."""
+    side = (layout.encoder.n_params + intermediate_param_count(layout.encoder.hidden_size, layout.intermediate_dim)
+            + aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)) * FP32_BYTES
+    needs_temp = layout.optimizer == "adamw" or layout.weight_decay > 0
+    classifier = classifier_value_bytes(layout) + classifier_bias_bytes(layout) if needs_temp else 0
+    return max(side, classifier)
+
+
+# -- the sum -----------------------------------------------------------------------------------------
+
+RESIDENT = ("encoder_weights", "encoder_optimizer_state", "intermediate_weights", "intermediate_optimizer_state",
+            "classifier_values", "classifier_indices", "classifier_bias", "classifier_optimizer_state",
+            "aux_weights", "aux_optimizer_state")
+BACKWARD = ("encoder_activations", "encoder_amp_weight_copies", "head_activations", "loss_workspace",
+            "aux_logits", "classifier_grads", "intermediate_grads", "aux_grads")
+STEP = ("encoder_grads", "intermediate_grads", "classifier_grads", "aux_grads", "optimizer_step_workspace")
+REWIRING = ("rewiring_workspace",)
+RESERVES = ("fragmentation_margin", "cuda_context")
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Predicted bytes per term and the peak they make (per device)."""
+
+    terms_bytes: dict[str, int]
+    peak_phase: str
+    """"backward", "step" or "rewiring": the phase that sets the peak."""
+    peak_terms: tuple[str, ...]
+    """The terms that coexist at the peak (their sum is predicted_peak_bytes)."""
+    predicted_peak_bytes: int
+
+    def dominant_term(self) -> str:
+        """The largest term alive at the peak."""
+        return max(self.peak_terms, key=lambda name: self.terms_bytes[name])
+
+
+def memory_terms(layout: Layout) -> dict[str, int]:
+    """Bytes of every tensor family (per device), reserves excluded."""
+    enc = layout.encoder
+    n_inter = intermediate_param_count(enc.hidden_size, layout.intermediate_dim)
+    n_aux = aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)
+    return {
+        "encoder_weights": encoder_weight_bytes(enc),
+        "encoder_grads": encoder_grad_bytes(enc),
+        "encoder_optimizer_state": encoder_optimizer_bytes(enc),
+        "encoder_activations": encoder_activation_bytes(enc, layout.seq_len, layout.micro_batch, layout.precision,
+                                                        layout.gradient_checkpointing, layout.pooling),
+        "encoder_amp_weight_copies": amp_weight_copy_bytes(enc, layout.precision, layout.gradient_checkpointing),
+        "head_activations": head_activation_bytes(enc.hidden_size, layout.intermediate_dim, layout.micro_batch),
+        "intermediate_weights": n_inter * FP32_BYTES,
+        "intermediate_grads": n_inter * FP32_BYTES,
+        "intermediate_optimizer_state": n_inter * OPTIMIZER_STATES["adamw"] * FP32_BYTES,
+        "classifier_values": classifier_value_bytes(layout),
+        "classifier_indices": classifier_index_bytes(layout),
+        "classifier_bias": classifier_bias_bytes(layout),
+        "classifier_grads": classifier_grad_bytes(layout),
+        "classifier_optimizer_state": classifier_optimizer_bytes(layout),
+        "loss_workspace": loss_workspace_bytes(layout.micro_batch, layout.loss_chunk_size, layout.rows_per_device),
+        "aux_weights": n_aux * FP32_BYTES,
+        "aux_grads": n_aux * FP32_BYTES,
+        "aux_optimizer_state": n_aux * OPTIMIZER_STATES["adamw"] * FP32_BYTES,
+        "aux_logits": aux_logit_bytes(layout.micro_batch, layout.n_clusters, layout.aux_enabled),
+        "optimizer_step_workspace": optimizer_step_workspace_bytes(layout),
+        "rewiring_workspace": rewiring_workspace_bytes(layout),
+    }
+
+
+def predict(layout: Layout) -> MemoryEstimate:
+    """The predicted peak: resident + the largest phase + fragmentation margin + CUDA context."""
+    terms = memory_terms(layout)
+    backward = BACKWARD + (("encoder_grads",) if layout.grad_accum > 1 else ())
+    phases = {"backward": backward, "step": STEP, "rewiring": REWIRING}
+    phase_bytes = {name: sum(terms[t] for t in members) for name, members in phases.items()}
+    peak_phase = max(phases, key=lambda name: phase_bytes[name])
+    allocator_peak = sum(terms[t] for t in RESIDENT) + phase_bytes[peak_phase]
+    terms["fragmentation_margin"] = math.ceil(FRAGMENTATION_FRACTION * allocator_peak)
+    terms["cuda_context"] = layout.cuda_context_bytes
+    peak_terms = RESIDENT + phases[peak_phase] + RESERVES
+    return MemoryEstimate(terms_bytes=terms, peak_phase=peak_phase, peak_terms=peak_terms,
+                          predicted_peak_bytes=sum(terms[t] for t in peak_terms))
