@@ -1,0 +1,347 @@
+"""The chooser: from labels, a memory budget, an encoder and a target batch to a Plan that fits.
+
+Deterministic. It walks a fixed degradation chain from the method's defaults, changing one knob at a
+time, cheapest in accuracy first, and keeps the first configuration whose predicted peak fits:
+
+  0. start: fan-in = largest of the ladder <= d, fp32 classifier values, AdamW, no checkpointing,
+     micro-batch = target batch
+  1. gradient checkpointing on                     (costs ~1 extra forward, no accuracy)
+  2. halve the micro-batch, doubling grad_accum, down to 16 (effective batch kept; costs speed)
+     -- steps 1-2 are speed moves: each is taken only if it saves >= 5% of the current peak, else the
+        next accuracy move (3-7) comes first and the speed move is reconsidered after it --
+  3. pure-bf16 classifier: bf16 values/grads/state with Kahan-compensated updates (near-lossless)
+  4. fan-in down the ladder to 64
+  5. classifier optimizer AdamW -> SGD with momentum
+  6. fan-in down the ladder to 16
+  7. classifier optimizer -> plain SGD
+  8. halve the micro-batch down to 1
+Every step only lowers memory and never undoes an earlier one, so the configurations form a chain:
+more memory never gives a smaller fan-in, a smaller micro-batch or a cheaper classifier. A pinned knob
+(set by flag) is skipped. If the result's fan-in is below 64, an intermediate layer (4096 wide, ReLU)
+is added when it still fits (the method's remedy for low fan-in). If nothing fits, PlanError names the
+smallest budget that would fit and the term that dominates it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+
+from xmcfit import __version__
+from xmcfit.errors import XmcfitError
+from xmcfit.plan.memory import CUDA_CONTEXT_BYTES, Layout, MemoryEstimate, predict
+from xmcfit.plan.schema import (SCHEMA_VERSION, AuxSection, ClassifierOptimizer, ClassifierSection, EncoderSpec,
+                                InputsSection, MemorySection, ModelSection, Plan, PlanError, Pooling, Precision,
+                                RewiringSection, TrainingSection, ValueDtype, index_dtype_for)
+from xmcfit.plan.units import gib
+
+log = logging.getLogger(__name__)
+
+FAN_IN_LADDER = (256, 192, 128, 96, 64, 48, 32, 24, 16)
+FAN_IN_ACCURACY_FLOOR = 64
+"""Below this fan-in the method's accuracy drops steeply; the chooser changes the optimizer first."""
+MICRO_BATCH_FLOOR = 16
+"""Micro-batch halving stops here until every accuracy knob is spent."""
+SPEED_MOVE_MIN_SAVING = 0.05
+"""A speed move must save this fraction of the peak to come before the next accuracy move."""
+INTERMEDIATE_DIM = 4096
+"""Width of the intermediate layer added at low fan-in (the method's Wiki10-31K setting)."""
+AUX_MIN_LABELS = 100_000
+"""The auxiliary objective is on from this many labels (the regime where a sparse classifier starves the
+encoder of gradient early on; the method turns it on for Amazon-670K)."""
+AUX_LABELS_PER_CLUSTER = 256
+AUX_CLUSTERS_RANGE = (256, 32768)
+LOSS_WORKSPACE_TARGET_BYTES = 256 * 2**20
+"""The loss chunk is the largest power of two whose workspace stays under this (1024 to 131072 labels)."""
+REWIRING_CHUNK_ROWS = 8192
+LARGE_DATASET_LABELS = 100_000
+CLASSIFIER_LR = {"adamw": 0.01, "sgd_momentum": 0.05, "sgd": 0.05}
+
+
+@dataclass(frozen=True)
+class Pins:
+    """Knobs the user fixed by flag (None = the chooser decides). A pinned value is never changed."""
+
+    precision: Precision | None = None
+    fan_in: int | None = None
+    optimizer: ClassifierOptimizer | None = None
+    value_dtype: ValueDtype | None = None
+    gradient_checkpointing: bool | None = None
+    micro_batch: int | None = None
+    intermediate_dim: int | None = None
+    loss_chunk_size: int | None = None
+    aux_clusters: int | None = None
+    """0 turns the auxiliary objective off."""
+    rewiring_interval: int | None = None
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, value in vars(self).items() if value is not None)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the user asked for: the problem, the hardware budget and the training targets."""
+
+    n_labels: int
+    budget_bytes: int
+    encoder: EncoderSpec
+    seq_len: int
+    target_batch: int = 128
+    gpu_name: str = "manual"
+    bf16_supported: bool = True
+    cuda_context_bytes: int = CUDA_CONTEXT_BYTES
+    n_devices: int = 1
+    epochs: int = 10
+    seed: int = 0
+    pooling: Pooling = "mean"
+    dataset: str | None = None
+    data_path: str | None = None
+    pins: Pins = Pins()
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, flag: str, value: object, rule: str) -> None:
+            if not ok:
+                raise XmcfitError(f"{flag} {value}: {rule}")
+
+        need(self.n_labels >= 1, "--labels", self.n_labels, "must be >= 1")
+        need(self.budget_bytes >= 1, "--gpu-mem", self.budget_bytes, "must be >= 1 byte")
+        need(self.target_batch >= 1, "--batch", self.target_batch, "must be >= 1")
+        need(self.n_devices >= 1, "--devices", self.n_devices, "must be >= 1")
+        need(self.epochs >= 1, "--epochs", self.epochs, "must be >= 1")
+        need(self.seed >= 0, "--seed", self.seed, "must be >= 0")
+        if self.encoder.kind == "text":
+            need(1 <= self.seq_len <= self.encoder.max_seq_len, "--seq-len", self.seq_len,
+                 f"must be between 1 and {self.encoder.name}'s maximum {self.encoder.max_seq_len}")
+        p = self.pins
+        d = p.intermediate_dim or self.encoder.hidden_size
+        if p.fan_in is not None:
+            need(1 <= p.fan_in <= d, "--fan-in", p.fan_in, f"must be between 1 and the input dimension d={d}")
+        if p.micro_batch is not None:
+            need(1 <= p.micro_batch <= self.target_batch, "--micro-batch", p.micro_batch,
+                 f"must be between 1 and --batch {self.target_batch}")
+        if p.precision == "bf16_amp":
+            need(self.bf16_supported, "--precision", p.precision, f"{self.gpu_name} has no bf16 support")
+        for flag, value in (("--intermediate-dim", p.intermediate_dim), ("--aux-clusters", p.aux_clusters)):
+            need(value is None or value >= 0, flag, value, "must be >= 0")
+        for flag, value in (("--loss-chunk", p.loss_chunk_size), ("--rewire-every", p.rewiring_interval)):
+            need(value is None or value >= 1, flag, value, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class _Knobs:
+    """One point of the search: the knobs the chain degrades."""
+
+    checkpointing: bool
+    micro_batch: int
+    value_dtype: ValueDtype
+    fan_in: int
+    optimizer: ClassifierOptimizer
+    intermediate_dim: int
+
+
+def choose_plan(req: PlanRequest) -> Plan:
+    """The first configuration on the degradation chain that fits `req.budget_bytes` (see module doc)."""
+    reasons: list[str] = []
+    precision = _precision(req, reasons)
+    chain = list(_chain(req, precision))
+    fitting = next(((k, est) for k, est in ((k, predict(_layout(req, precision, k))) for k in chain)
+                    if est.predicted_peak_bytes <= req.budget_bytes), None)
+    if fitting is None:
+        last = chain[-1]
+        est = predict(_layout(req, precision, last))
+        raise PlanError(
+            f"nothing fits in {gib(req.budget_bytes):.2f} GiB: the smallest configuration "
+            f"(fan-in {last.fan_in}, micro-batch {last.micro_batch}, {last.value_dtype} {last.optimizer} classifier, "
+            f"checkpointing {'on' if last.checkpointing else 'off'}) needs {gib(est.predicted_peak_bytes):.2f} GiB, "
+            f"dominated by {est.dominant_term()} ({gib(est.terms_bytes[est.dominant_term()]):.2f} GiB)")
+    knobs, estimate = fitting
+    knobs, estimate = _maybe_intermediate(req, precision, knobs, estimate)
+    reasons.extend(_explain(req, knobs, chain[0], estimate))
+    return _build_plan(req, precision, knobs, estimate, tuple(reasons))
+
+
+def _precision(req: PlanRequest, reasons: list[str]) -> Precision:
+    if req.pins.precision is not None:
+        reasons.append(f"precision {req.pins.precision}: pinned by --precision")
+        return req.pins.precision
+    if req.bf16_supported:
+        reasons.append("precision bf16_amp: the GPU has bf16 tensor cores (no loss scaling needed)")
+        return "bf16_amp"
+    reasons.append(f"precision fp16_amp: {req.gpu_name} has no bf16, so fp16 autocast with a GradScaler")
+    return "fp16_amp"
+
+
+def _fan_in_ladder(req: PlanRequest, d: int) -> list[int]:
+    if req.pins.fan_in is not None:
+        return [req.pins.fan_in]
+    return [k for k in FAN_IN_LADDER if k <= d] or [d]
+
+
+def _chain(req: PlanRequest, precision: Precision):
+    """Yield the degradation chain, best configuration first (module docstring).
+
+    A speed move (checkpointing, micro-batch halving) is taken only while it saves at least
+    SPEED_MOVE_MIN_SAVING of the current peak; otherwise the next accuracy move comes first and the
+    speed move is reconsidered after it. The chain depends on the request, never on the budget.
+    """
+    p = req.pins
+    inter = p.intermediate_dim or 0
+    ladder = _fan_in_ladder(req, inter or req.encoder.hidden_size)
+    k = _Knobs(checkpointing=bool(p.gradient_checkpointing), micro_batch=p.micro_batch or req.target_batch,
+               value_dtype=p.value_dtype or "float32", fan_in=ladder[0], optimizer=p.optimizer or "adamw",
+               intermediate_dim=inter)
+    yield k
+    speed: list = []
+    if p.gradient_checkpointing is None and req.encoder.kind == "text":
+        speed.append(lambda k: replace(k, checkpointing=True))
+    if p.micro_batch is None:
+        micro = k.micro_batch
+        while micro > MICRO_BATCH_FLOOR:
+            micro = max(MICRO_BATCH_FLOOR, micro // 2)
+            speed.append(lambda k, m=micro: replace(k, micro_batch=m))
+    accuracy: list = []
+    if p.value_dtype is None:
+        accuracy.append(lambda k: replace(k, value_dtype="bfloat16"))
+    accuracy += [lambda k, f=f: replace(k, fan_in=f) for f in ladder[1:] if f >= FAN_IN_ACCURACY_FLOOR]
+    if p.optimizer is None:
+        accuracy.append(lambda k: replace(k, optimizer="sgd_momentum"))
+    accuracy += [lambda k, f=f: replace(k, fan_in=f) for f in ladder[1:] if f < FAN_IN_ACCURACY_FLOOR]
+    if p.optimizer is None:
+        accuracy.append(lambda k: replace(k, optimizer="sgd"))
+    while speed or accuracy:
+        if speed:
+            peak = predict(_layout(req, precision, k)).predicted_peak_bytes
+            candidate = speed[0](k)
+            saving = peak - predict(_layout(req, precision, candidate)).predicted_peak_bytes
+            if saving >= SPEED_MOVE_MIN_SAVING * peak or not accuracy:
+                speed.pop(0)
+                k = candidate
+                yield k
+                continue
+        k = accuracy.pop(0)(k)
+        yield k
+    if p.micro_batch is None:
+        while k.micro_batch > 1:
+            k = replace(k, micro_batch=k.micro_batch // 2)
+            yield k
+
+
+def _maybe_intermediate(req: PlanRequest, precision: Precision, knobs: _Knobs,
+                        estimate: MemoryEstimate) -> tuple[_Knobs, MemoryEstimate]:
+    """Add the intermediate layer when fan-in fell below the accuracy floor and it still fits."""
+    if req.pins.intermediate_dim is not None or knobs.fan_in >= FAN_IN_ACCURACY_FLOOR:
+        return knobs, estimate
+    if index_dtype_for(INTERMEDIATE_DIM) != index_dtype_for(req.encoder.hidden_size):
+        return knobs, estimate
+    wider = replace(knobs, intermediate_dim=INTERMEDIATE_DIM)
+    wider_estimate = predict(_layout(req, precision, wider))
+    if wider_estimate.predicted_peak_bytes <= req.budget_bytes:
+        return wider, wider_estimate
+    return knobs, estimate
+
+
+def _loss_chunk(req: PlanRequest, micro_batch: int) -> int:
+    if req.pins.loss_chunk_size is not None:
+        return req.pins.loss_chunk_size
+    per_label_bytes = 3 * micro_batch * 4
+    chunk = 2 ** int(math.log2(max(1, LOSS_WORKSPACE_TARGET_BYTES // per_label_bytes)))
+    return min(max(chunk, 1024), 131072, req.n_labels)
+
+
+def _aux_clusters(req: PlanRequest) -> int:
+    """0 = off. About 256 labels per cluster, rounded up to a power of two, within 256..32768."""
+    if req.pins.aux_clusters is not None:
+        return min(req.pins.aux_clusters, req.n_labels)
+    if req.n_labels < AUX_MIN_LABELS:
+        return 0
+    lo, hi = AUX_CLUSTERS_RANGE
+    return min(hi, max(lo, 2 ** math.ceil(math.log2(req.n_labels / AUX_LABELS_PER_CLUSTER))))
+
+
+def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
+    target = req.target_batch
+    n_clusters = _aux_clusters(req)
+    return Layout(encoder=req.encoder, seq_len=req.seq_len, precision=precision, gradient_checkpointing=k.checkpointing,
+                  micro_batch=k.micro_batch, grad_accum=math.ceil(target / k.micro_batch), pooling=req.pooling,
+                  intermediate_dim=k.intermediate_dim, classifier_kind="sparse", n_labels=req.n_labels,
+                  fan_in=k.fan_in, value_dtype=k.value_dtype, optimizer=k.optimizer,
+                  weight_decay=1e-4 if k.optimizer == "adamw" else 0.0,
+                  update_rounding="kahan" if k.value_dtype == "bfloat16" else "none",
+                  loss_chunk_size=_loss_chunk(req, k.micro_batch), bias=True, aux_enabled=n_clusters > 0,
+                  n_clusters=max(1, n_clusters), rewiring_enabled=True,
+                  rewiring_chunk_rows=min(REWIRING_CHUNK_ROWS, req.n_labels), n_devices=req.n_devices,
+                  cuda_context_bytes=req.cuda_context_bytes)
+
+
+def _rewiring_interval(req: PlanRequest) -> int:
+    """300 steps at 30K labels up to 1500 at 3M (the method's Wiki10-31K and Amazon-3M settings), log-scaled."""
+    if req.pins.rewiring_interval is not None:
+        return req.pins.rewiring_interval
+    position = (math.log10(req.n_labels) - math.log10(30_000)) / 2.0
+    return int(round(300 + 1200 * min(1.0, max(0.0, position))))
+
+
+def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> list[str]:
+    pinned = set(req.pins.names())
+    why = []
+
+    def say(knob: str, text: str, default: str) -> None:
+        why.append(f"{text}: pinned by flag" if knob in pinned else f"{text}: {default}")
+
+    said_fits = f"the first configuration on the degradation chain that fits ({gib(est.predicted_peak_bytes):.2f} " \
+                f"of {gib(req.budget_bytes):.2f} GiB)"
+    say("fan_in", f"fan-in {k.fan_in}", "largest of the ladder that fits" if k.fan_in == best.fan_in
+        else f"lowered from {best.fan_in}; {said_fits}")
+    say("value_dtype", f"classifier values {k.value_dtype}",
+        "fp32 fits" if k.value_dtype == "float32" else "pure-bf16 values, gradients and state with Kahan-compensated "
+        "updates, to fit")
+    say("optimizer", f"classifier optimizer {k.optimizer}",
+        "the method's default" if k.optimizer == "adamw" else "cheaper optimizer state, to fit")
+    say("gradient_checkpointing", f"gradient checkpointing {'on' if k.checkpointing else 'off'}",
+        "needed to fit the encoder's activations" if k.checkpointing else "activations fit without it")
+    accum = math.ceil(req.target_batch / k.micro_batch)
+    say("micro_batch", f"micro-batch {k.micro_batch} x {accum} accumulation x {req.n_devices} device(s)",
+        "keeps the effective batch" if accum > 1 else "the whole target batch fits at once")
+    if k.intermediate_dim:
+        say("intermediate_dim", f"intermediate layer {k.intermediate_dim} wide",
+            f"fan-in {k.fan_in} is below {FAN_IN_ACCURACY_FLOOR}, so a wider input gives the sparse rows more to choose from")
+    n_clusters = _aux_clusters(req)
+    say("aux_clusters", f"auxiliary objective {'on, ' + str(n_clusters) + ' clusters' if n_clusters else 'off'}",
+        f"on from {AUX_MIN_LABELS} labels, ~{AUX_LABELS_PER_CLUSTER} labels per cluster" if n_clusters
+        else f"under {AUX_MIN_LABELS} labels the sparse layer trains the encoder well enough")
+    why.append(f"peak set by the {est.peak_phase} phase; largest term {est.dominant_term()}")
+    return why
+
+
+def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, est: MemoryEstimate,
+                reasons: tuple[str, ...]) -> Plan:
+    layout = _layout(req, precision, k)
+    dense = predict(layout.as_dense())
+    d = layout.features_dim
+    n_clusters = _aux_clusters(req)
+    large = req.n_labels >= LARGE_DATASET_LABELS
+    return Plan(
+        schema_version=SCHEMA_VERSION, xmcfit_version=__version__, seed=req.seed, n_devices=req.n_devices,
+        precision=precision,
+        inputs=InputsSection(gpu=req.gpu_name, budget_bytes=req.budget_bytes, n_labels=req.n_labels,
+                             dataset=req.dataset, data_path=req.data_path, target_batch=req.target_batch,
+                             pinned=req.pins.names()),
+        model=ModelSection(encoder=req.encoder, seq_len=req.seq_len, pooling=req.pooling,
+                           dropout=0.35 if large else 0.5, intermediate_dim=k.intermediate_dim,
+                           gradient_checkpointing=k.checkpointing),
+        classifier=ClassifierSection(kind="sparse", n_labels=req.n_labels, in_features=d, fan_in=k.fan_in,
+                                     index_dtype=index_dtype_for(d), value_dtype=k.value_dtype, optimizer=k.optimizer,
+                                     update_rounding=layout.update_rounding, lr=CLASSIFIER_LR[k.optimizer],
+                                     weight_decay=layout.weight_decay, momentum=0.9 if k.optimizer == "sgd_momentum" else 0.0,
+                                     loss="squared_hinge", loss_chunk_size=layout.loss_chunk_size, bias=True),
+        rewiring=RewiringSection(enabled=True, mode="fraction", initial=0.25, interval_steps=_rewiring_interval(req),
+                                 stop_fraction=0.66, chunk_rows=layout.rewiring_chunk_rows),
+        aux=AuxSection(enabled=n_clusters > 0, n_clusters=max(1, n_clusters), initial_weight=0.4, cutoff_fraction=0.5),
+        training=TrainingSection(epochs=req.epochs, micro_batch=k.micro_batch, grad_accum=layout.grad_accum,
+                                 encoder_lr=5e-5, encoder_weight_decay=0.01, warmup_fraction=0.1, max_grad_norm=1.0,
+                                 eval_batch=min(512, 2 * k.micro_batch)),
+        memory=MemorySection(terms_bytes=dict(est.terms_bytes), predicted_peak_bytes=est.predicted_peak_bytes,
+                             dense_predicted_peak_bytes=dense.predicted_peak_bytes, budget_bytes=req.budget_bytes),
+        reasons=reasons,
+    )

@@ -1,0 +1,119 @@
+"""Turn what the user named (GPU, dataset or data path, encoder) into a PlanRequest; no torch.
+
+The budget comes from --gpu-mem, else a --gpu profile, else the visible GPU --gpu-index via pynvml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xmcfit.errors import XmcfitError
+from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
+from xmcfit.plan.schema import EncoderSpec, Plan, PlanError
+from xmcfit.plan.units import parse_size
+from xmcfit.profiles import load_dataset, load_encoder, load_gpu, profile_names
+
+DEFAULT_SEQ_LEN = 128
+BOW_HIDDEN_SIZE = 512
+"""Projection width for bag-of-words input (EmbeddingBag(n_features, 512, mode="sum"))."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Where the memory budget came from."""
+
+    gpu_name: str
+    budget_bytes: int
+    bf16_supported: bool
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The labels (and, for bag-of-words data, the input) the plan is for."""
+
+    n_labels: int
+    dataset: str | None
+    data_path: str | None
+    typical_seq_len: int | None
+    bow_features: int = 0
+
+
+def resolve_budget(gpu_mem: str | None, gpu: str | None, gpu_index: int) -> Budget:
+    """--gpu-mem beats --gpu (a profile); with neither, ask pynvml for GPU `gpu_index`."""
+    profile = load_gpu(gpu) if gpu is not None else None
+    if gpu_mem is not None:
+        name = profile.name if profile else "manual"
+        return Budget(name, parse_size(gpu_mem), profile.bf16 if profile else True)
+    if profile is not None:
+        return Budget(profile.name, profile.memory_bytes, profile.bf16)
+    from xmcfit.plan.hardware import NoGpuError, gpu_at
+
+    try:
+        info = gpu_at(gpu_index)
+    except NoGpuError as err:
+        raise XmcfitError(f"no GPU to plan for ({err.message}); pass --gpu PROFILE or --gpu-mem SIZE") from None
+    return Budget(info.name, info.total_bytes, info.bf16)
+
+
+def resolve_problem(labels: int | None, dataset: str | None, data: str | None) -> Problem:
+    """Exactly one of --labels, --dataset, --data names the problem."""
+    given = [flag for flag, value in (("--labels", labels), ("--dataset", dataset), ("--data", data)) if value is not None]
+    if len(given) != 1:
+        raise XmcfitError("give exactly one of --labels N, --dataset PROFILE, --data PATH"
+                          + (f" (got {' and '.join(given)})" if given else ""))
+    if labels is not None:
+        if labels < 1:
+            raise XmcfitError(f"--labels {labels}: must be >= 1")
+        return Problem(labels, None, None, None)
+    if dataset is not None:
+        p = load_dataset(dataset)
+        return Problem(p.n_labels, p.name, None, p.typical_seq_len)
+    from xmcfit.data import compute_stats, load_split  # lazy: reads files, may import numpy/scipy
+
+    stats = compute_stats(load_split(data, "train"))
+    bow = stats.n_features if stats.kind == "bow" else 0
+    return Problem(stats.n_labels, None, str(data), None, bow)
+
+
+def resolve_encoder(name: str, problem: Problem) -> EncoderSpec:
+    if problem.bow_features:
+        h = BOW_HIDDEN_SIZE
+        return EncoderSpec(name="bow", kind="bow", n_params=problem.bow_features * h + h, hidden_size=h, n_layers=0,
+                           n_heads=0, intermediate_size=0, vocab_size=problem.bow_features, max_seq_len=0)
+    return load_encoder(name).to_spec()
+
+
+def make_request(*, labels: int | None, dataset: str | None, data: str | None, gpu_mem: str | None,
+                 gpu: str | None, gpu_index: int, encoder: str, seq_len: int | None, batch: int, devices: int,
+                 epochs: int, seed: int, pins: Pins, budget: Budget | None = None) -> PlanRequest:
+    """Everything the chooser needs, validated; `budget` overrides the GPU flags (used by --all-gpus)."""
+    problem = resolve_problem(labels, dataset, data)
+    spec = resolve_encoder(encoder, problem)
+    budget = budget or resolve_budget(gpu_mem, gpu, gpu_index)
+    if spec.kind == "bow":
+        seq = 0
+    else:
+        seq = seq_len if seq_len is not None else min(problem.typical_seq_len or DEFAULT_SEQ_LEN, spec.max_seq_len)
+    return PlanRequest(n_labels=problem.n_labels, budget_bytes=budget.budget_bytes, encoder=spec, seq_len=seq,
+                       target_batch=batch, gpu_name=budget.gpu_name, bf16_supported=budget.bf16_supported,
+                       n_devices=devices, epochs=epochs, seed=seed, dataset=problem.dataset,
+                       data_path=problem.data_path, pins=pins)
+
+
+def plan_every_gpu_profile(request: PlanRequest) -> list[tuple[str, int, Plan | None, str]]:
+    """(profile, memory bytes, plan or None, why not) for every shipped GPU profile."""
+    from dataclasses import replace
+
+    rows = []
+    for name in profile_names("gpus"):
+        profile = load_gpu(name)
+        pins = request.pins
+        if pins.precision == "bf16_amp" and not profile.bf16:
+            rows.append((name, profile.memory_bytes, None, "no bf16"))
+            continue
+        req = replace(request, budget_bytes=profile.memory_bytes, gpu_name=profile.name, bf16_supported=profile.bf16)
+        try:
+            rows.append((name, profile.memory_bytes, choose_plan(req), ""))
+        except PlanError as err:
+            rows.append((name, profile.memory_bytes, None, err.message.split(":")[0]))
+    return rows

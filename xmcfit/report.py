@@ -1,0 +1,128 @@
+"""Rich tables shared by plan / train / eval: numbers in, renderables out (bytes shown as GiB, 2**30)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console, Group
+from rich.table import Table
+
+from xmcfit.plan.units import gib
+
+if TYPE_CHECKING:
+    from xmcfit.plan.hardware import GpuInfo
+    from xmcfit.plan.schema import Plan
+    from xmcfit.profiles import DatasetProfile, EncoderProfile, GpuProfile
+
+
+def console() -> Console:
+    """The console commands print to (stdout; wide enough that tables do not wrap in tests and pipes)."""
+    return Console(width=140)
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{gib(n_bytes):.3f}"
+
+
+def plan_memory_table(plan: "Plan", peak_terms: tuple[str, ...]) -> Table:
+    """Predicted bytes per term; terms alive at the peak are marked, the rest are transient elsewhere."""
+    table = Table(title="Predicted memory per device (GiB = 2**30 bytes)")
+    table.add_column("term")
+    table.add_column("GiB", justify="right")
+    table.add_column("at peak", justify="center")
+    for name, n_bytes in plan.memory.terms_bytes.items():
+        if n_bytes:
+            table.add_row(name, _gib(n_bytes), "yes" if name in peak_terms else "")
+    mem = plan.memory
+    table.add_section()
+    table.add_row("predicted peak (sparse)", _gib(mem.predicted_peak_bytes), "")
+    table.add_row("dense classifier would need", _gib(mem.dense_predicted_peak_bytes), "")
+    table.add_row("budget", _gib(mem.budget_bytes), "")
+    table.add_row("headroom", _gib(mem.headroom_bytes), "")
+    return table
+
+
+def plan_knobs_table(plan: "Plan") -> Table:
+    """The chosen knobs, then the chooser's reasons."""
+    c, m, t = plan.classifier, plan.model, plan.training
+    table = Table(title="Chosen configuration")
+    table.add_column("knob")
+    table.add_column("value")
+    rows = [
+        ("encoder", f"{m.encoder.name} (seq {m.seq_len}, {m.pooling} pooling)"),
+        ("precision", plan.precision),
+        ("fan-in", f"{c.fan_in} of d={c.in_features} ({c.index_dtype} indices)"),
+        ("classifier", f"{c.value_dtype} values, {c.optimizer} lr {c.lr}, rounding {c.update_rounding}"),
+        ("batch", f"{t.micro_batch} x {t.grad_accum} accumulation x {plan.n_devices} device(s) = {plan.effective_batch}"),
+        ("gradient checkpointing", "on" if m.gradient_checkpointing else "off"),
+        ("intermediate layer", str(m.intermediate_dim or "none")),
+        ("loss chunk", f"{c.loss_chunk_size} labels ({c.loss})"),
+        ("aux objective", f"{plan.aux.n_clusters} clusters, weight {plan.aux.initial_weight}" if plan.aux.enabled else "off"),
+        ("rewiring", f"{plan.rewiring.mode} {plan.rewiring.initial} every {plan.rewiring.interval_steps} steps"),
+    ]
+    for knob, value in rows:
+        table.add_row(knob, value)
+    return table
+
+
+def plan_reasons_table(plan: "Plan") -> Table:
+    table = Table(title="Why")
+    table.add_column("reason")
+    for reason in plan.reasons:
+        table.add_row(reason)
+    return table
+
+
+def plan_report(plan: "Plan") -> Group:
+    """Knobs, memory breakdown (with the terms alive at the peak marked) and reasons."""
+    from xmcfit.plan.memory import Layout, predict
+
+    peak_terms = predict(Layout.from_plan(plan)).peak_terms
+    return Group(plan_knobs_table(plan), plan_memory_table(plan, peak_terms), plan_reasons_table(plan))
+
+
+def all_gpus_table(rows: list[tuple[str, int, "Plan | None", str]]) -> Table:
+    """One row per GPU profile: (name, memory bytes, plan or None, note when it does not fit)."""
+    table = Table(title="Plan per GPU profile")
+    for col in ("GPU", "memory GiB", "fits", "fan-in", "precision", "micro-batch", "peak GiB", "dense GiB"):
+        table.add_column(col)
+    for name, memory_bytes, plan, note in rows:
+        if plan is None:
+            table.add_row(name, _gib(memory_bytes), "no", "", "", "", note, "")
+        else:
+            table.add_row(name, _gib(memory_bytes), "yes", str(plan.classifier.fan_in), plan.precision,
+                          str(plan.training.micro_batch), _gib(plan.memory.predicted_peak_bytes),
+                          _gib(plan.memory.dense_predicted_peak_bytes))
+    return table
+
+
+def gpus_table(gpus: list["GpuInfo"]) -> Table:
+    table = Table(title="Visible GPUs")
+    for col in ("index", "name", "total GiB", "free GiB", "compute capability"):
+        table.add_column(col)
+    for g in gpus:
+        table.add_row(str(g.index), g.name, _gib(g.total_bytes), _gib(g.free_bytes), g.compute_capability)
+    return table
+
+
+def profiles_tables(gpus: list["GpuProfile"], encoders: list["EncoderProfile"],
+                    datasets: list["DatasetProfile"]) -> Group:
+    g = Table(title="GPU profiles")
+    for col in ("name", "memory GiB", "compute capability", "bf16", "fp8", "16-bit TFLOP/s"):
+        g.add_column(col)
+    for p in gpus:
+        g.add_row(p.name, _gib(p.memory_bytes), p.compute_capability, str(p.bf16), str(p.fp8),
+                  f"{p.peak_16bit_tflops:g}")
+    e = Table(title="Encoder profiles")
+    for col in ("name", "params", "hidden", "layers", "heads", "FFN", "vocab", "max seq", "source"):
+        e.add_column(col)
+    for p in encoders:
+        e.add_row(p.name, f"{p.n_params:,}", str(p.hidden_size), str(p.n_layers), str(p.n_heads),
+                  str(p.intermediate_size), str(p.vocab_size), str(p.max_seq_len), p.source)
+    d = Table(title="Dataset profiles (Extreme Classification Repository)")
+    for col in ("name", "input", "labels", "train", "test", "labels/point", "seq", "propensity A/B"):
+        d.add_column(col)
+    for p in datasets:
+        d.add_row(p.name, p.input, f"{p.n_labels:,}", f"{p.n_train:,}", f"{p.n_test:,}", f"{p.avg_labels_per_point:g}",
+                  str(p.typical_seq_len), f"{p.propensity_a:g}/{p.propensity_b:g}")
+    return Group(g, e, d)
