@@ -20,6 +20,10 @@ app = typer.Typer(
 # Command registration: one block per command module (each module adds its own block below).
 from xmcfit.commands import data as _data_cmd
 app.add_typer(_data_cmd.app, name="data")
+from xmcfit.commands import plan as _plan_cmd
+app.command("plan")(_plan_cmd.plan)
+app.command("gpus")(_plan_cmd.gpus)
+app.command("profiles")(_plan_cmd.profiles)
 
 
 def main() -> None:
