@@ -4,13 +4,13 @@ Prints a table (median of repeats after warm-up) with each pass's distance from 
 (max of bytes / measured copy bandwidth and FLOPs / measured matmul peak), then one SUMMARY line.
 CPU default: batch 64, d 384, L 200,000, k 32. GPU setting: --device cuda --dtype bf16 --gpu-setting
 (batch 128, d 768, L 3,000,000, k 128). Peak extra memory: CUDA allocator peak on CUDA; on CPU the
-growth of the process's peak RSS while the pass runs, measured in a fresh subprocess per model.
+growth of resident memory (sampled) while the pass runs, measured in a fresh subprocess per model.
 """
 
 import argparse
 import multiprocessing as mp
 import os
-import resource
+import threading
 import statistics
 import time
 
@@ -86,9 +86,34 @@ def peak_extra_bytes(kind, batch, d, n_labels, fan_in, dtype_name, device_name) 
         base = torch.cuda.memory_allocated()
         model(x).backward(grad)
         return torch.cuda.max_memory_allocated() - base
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model(x).backward(grad)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024  # ru_maxrss is KiB on Linux
+    model(x).backward(grad)  # warm-up: lazily built caches (transposed patterns) count as held, not extra
+    x.grad = None
+    for p in model.parameters():
+        p.grad = None
+    return _sampled_rss_peak(lambda: model(x).backward(grad))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _sampled_rss_peak(fn) -> int:
+    """Peak resident-set growth while fn runs, sampled every 0.5 ms by a thread (CPU only; glibc returns
+    large blocks to the OS on free, so RSS follows the allocator closely for tensors of this size)."""
+    base, peak, done = _rss_bytes(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes() - base)
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    fn()
+    done.set()
+    sampler.join()
+    return max(peak[0], _rss_bytes() - base)
 
 
 def floors(kind, batch, d, n_labels, fan_in, value_bytes, index_bytes, bandwidth, flops) -> dict:
