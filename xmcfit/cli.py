@@ -20,6 +20,9 @@ app = typer.Typer(
 # Command registration: one block per command module (each module adds its own block below).
 from xmcfit.commands import data as _data_cmd
 app.add_typer(_data_cmd.app, name="data")
+from xmcfit.commands import eval as _eval_cmd
+app.command("eval")(_eval_cmd.eval_command)
+app.command("predict")(_eval_cmd.predict_command)
 from xmcfit.commands import plan as _plan_cmd
 app.command("plan")(_plan_cmd.plan)
 app.command("gpus")(_plan_cmd.gpus)

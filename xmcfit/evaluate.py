@@ -1,0 +1,268 @@
+"""Evaluate and query trained runs: ranking metrics on a labelled split, top-k labels for new inputs.
+
+Numbers only: `evaluate_run` returns an EvalResult and `predict_labels` returns label/score lists;
+xmcfit.report draws them. Scores are computed by xmcfit.inference.predict_topk, which streams label
+chunks, so no function here ever holds an n_points x n_labels matrix.
+
+PSP@k and PSnDCG@k use Jain et al. (2016) propensities from the run's training label frequencies
+with the dataset's A/B: explicit arguments, else the dataset profile the run matches, else 0.55/1.5.
+PSnDCG@k follows pyxclib and napkinXC: each point's propensity-weighted DCG@k is divided by its IDCG
+over min(k, |y|) positions, summed over points, and normalised by the same sum for the best ranking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xmcfit.data import XMCDataset, available_splits, eval_split, load_split
+from xmcfit.errors import XmcfitError
+from xmcfit.inference import LoadedRun, predict_topk
+from xmcfit.metrics import ranking_metrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROPENSITY_A = 0.55
+DEFAULT_PROPENSITY_B = 1.5
+DEFAULT_KS = (1, 3, 5)
+# A data file whose label keys mostly miss the run's vocabulary is a different label space, not a
+# split with a few unseen labels (EURLEX57K dev drops none; unseen tail labels drop a few percent).
+MAX_DROPPED_LABEL_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class Propensity:
+    """Jain et al. A/B and where they came from ("--propensity-a/-b", "profile <name>" or "default")."""
+
+    a: float
+    b: float
+    source: str
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a results table shows about a run beside its metrics."""
+
+    run_dir: str
+    name: str
+    encoder: str
+    classifier_kind: str
+    n_labels: int
+    fan_in: int
+    in_features: int
+    precision: str
+    value_dtype: str
+    epochs_done: int | None
+    predicted_peak_bytes: int | None
+    measured_peak_bytes: int | None
+    memory_device: str | None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one run on one labelled split (all metrics are fractions in [0, 1])."""
+
+    metrics: dict[str, float]
+    """P@k, nDCG@k, PSP@k, PSnDCG@k, coverage@k for each k."""
+    n_points: int
+    split: str
+    data_source: str
+    propensity: Propensity
+    run: RunSummary
+    n_dropped_labels: int = 0
+    """Label occurrences in the split that the run's label vocabulary does not know (scored as absent)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One predicted label: its id, display name when known, and the model's score."""
+
+    index: int
+    name: str | None
+    score: float
+
+
+def summarize_run(run: LoadedRun) -> RunSummary:
+    plan, memory = run.plan, run.memory or {}
+    return RunSummary(
+        run_dir=str(run.run_dir), name=run.run_dir.name, encoder=plan.model.encoder.name,
+        classifier_kind=plan.classifier.kind, n_labels=plan.classifier.n_labels, fan_in=plan.classifier.fan_in,
+        in_features=plan.classifier.in_features, precision=plan.precision, value_dtype=plan.classifier.value_dtype,
+        epochs_done=run.info.get("epochs_done"), predicted_peak_bytes=memory.get("predicted_peak_bytes"),
+        measured_peak_bytes=memory.get("measured_peak_bytes"), memory_device=memory.get("device"),
+    )
+
+
+def _matching_profile(run: LoadedRun):
+    """The dataset profile named in the plan, else the one shipped profile with the run's labels and input."""
+    from xmcfit.profiles import load_dataset, profile_names
+
+    if run.plan.inputs.dataset:
+        try:
+            return load_dataset(run.plan.inputs.dataset)
+        except XmcfitError:
+            log.info("plan names dataset %r, which has no profile", run.plan.inputs.dataset)
+    kind, n_labels = run.plan.model.encoder.kind, run.plan.classifier.n_labels
+    matches = [p for p in map(load_dataset, profile_names("datasets")) if p.n_labels == n_labels and p.input == kind]
+    return matches[0] if len(matches) == 1 else None
+
+
+def resolve_propensity(run: LoadedRun, a: float | None = None, b: float | None = None) -> Propensity:
+    """A/B from the arguments (each overrides on its own), else the matching dataset profile, else 0.55/1.5."""
+    profile = _matching_profile(run) if a is None or b is None else None
+    base_a, base_b, source = DEFAULT_PROPENSITY_A, DEFAULT_PROPENSITY_B, "default"
+    if profile is not None:
+        base_a, base_b, source = profile.propensity_a, profile.propensity_b, f"profile {profile.name}"
+    if a is not None or b is not None:
+        source = "--propensity-a/-b" if a is not None and b is not None else f"flag + {source}"
+    a = base_a if a is None else a
+    b = base_b if b is None else b
+    if a <= 0 or b < 0:
+        raise XmcfitError(f"propensity A={a}, B={b}: need A > 0 and B >= 0")
+    return Propensity(float(a), float(b), source)
+
+
+def inverse_propensity_from_counts(label_counts: np.ndarray, n_train: int, a: float, b: float) -> np.ndarray:
+    """1/p_l (n_labels,) float64 from training label frequencies N_l and the training size N.
+
+    Same formula as xmcfit.metrics.inverse_propensity (Jain et al. 2016), for runs that keep counts,
+    not labels: p_l = 1/(1 + C (N_l + B)^-A), C = (ln N - 1)(B + 1)^A.
+    """
+    if n_train < 1:
+        raise ValueError(f"n_train={n_train}: must be >= 1")
+    c = (np.log(n_train) - 1.0) * (b + 1.0) ** a
+    return 1.0 + c * (np.asarray(label_counts, dtype=np.float64) + b) ** -a
+
+
+def training_size(run: LoadedRun) -> int:
+    """N, the number of training points: from run.json, else by re-reading the training split's labels."""
+    if run.info.get("n_train"):
+        return int(run.info["n_train"])
+    data = run.info.get("data") or {}
+    if not data.get("path"):
+        raise XmcfitError(f"{run.run_dir}: run.json records neither n_train nor the training data path")
+    train = load_split(data["path"], "train", text_fields=data.get("text_fields"), label_field=data.get("label_field"),
+                       label_vocab=run.label_vocab, limit=data.get("limit"))
+    return train.n_points
+
+
+def check_label_space(run: LoadedRun, dataset: XMCDataset) -> None:
+    """Raise one XmcfitError line when `dataset` does not share the run's label space."""
+    n_labels = run.plan.classifier.n_labels
+    if dataset.n_labels != n_labels:
+        raise XmcfitError(f"{dataset.source}: {dataset.n_labels} labels, but run {run.run_dir} has {n_labels}; "
+                          "evaluate on data with the run's label space")
+    n_kept = int(dataset.labels.nnz)
+    n_total = n_kept + dataset.n_dropped_labels
+    if n_total and dataset.n_dropped_labels / n_total > MAX_DROPPED_LABEL_FRACTION:
+        raise XmcfitError(f"{dataset.source}: {dataset.n_dropped_labels} of {n_total} label occurrences are not "
+                          f"in run {run.run_dir}'s label vocabulary; the data's label space differs from the run's")
+    if dataset.n_dropped_labels:
+        log.warning("%s: %d label occurrences unknown to the run are scored as absent",
+                    dataset.source, dataset.n_dropped_labels)
+
+
+def load_eval_data(run: LoadedRun, data: str | Path | None = None, split: str | None = None) -> tuple[XMCDataset, str]:
+    """The labelled split to evaluate on and its name: the run's training data and `test` (else `dev`) by default.
+
+    Labels are read through the run's label vocabulary, so ids mean what they meant in training.
+    """
+    recorded = run.info.get("data") or {}
+    path = data if data is not None else recorded.get("path")
+    if not path:
+        raise XmcfitError(f"{run.run_dir}: run.json records no training data path; pass --data PATH")
+    if not Path(path).exists():
+        raise XmcfitError(f"{path}: no such data file or directory (pass --data PATH)")
+    split = split or eval_split(path)
+    dataset = load_split(path, split, text_fields=recorded.get("text_fields"), label_field=recorded.get("label_field"),
+                         label_vocab=run.label_vocab)
+    check_label_space(run, dataset)
+    return dataset, split
+
+
+def _split_of(dataset: XMCDataset) -> str:
+    source = Path(dataset.source)
+    found = available_splits(source) if source.is_file() else []
+    return found[0] if found else "?"
+
+
+def evaluate_run(run: LoadedRun, dataset: XMCDataset, ks: Sequence[int] = DEFAULT_KS, a: float | None = None,
+                 b: float | None = None, *, split: str | None = None, batch_size: int | None = None) -> EvalResult:
+    """Rank every label for every point of `dataset` (streamed) and compute the ranking metrics at `ks`."""
+    check_label_space(run, dataset)
+    if dataset.n_points == 0:
+        raise XmcfitError(f"{dataset.source}: no points to evaluate")
+    k_max = max(ks)
+    top_ids, _ = predict_topk(run, dataset, k_max, batch_size=batch_size)  # (n_points, <= k_max)
+    if top_ids.shape[1] < k_max:  # fewer labels than k: the missing ranks are misses
+        pad = np.full((top_ids.shape[0], k_max - top_ids.shape[1]), -1, dtype=np.int64)
+        top_ids = np.concatenate([top_ids, pad], axis=1)
+    propensity = resolve_propensity(run, a, b)
+    inv_p = inverse_propensity_from_counts(run.train_label_counts, training_size(run), propensity.a, propensity.b)
+    metrics = ranking_metrics(dataset.labels, top_ids, inv_p, ks)
+    return EvalResult(metrics=metrics, n_points=dataset.n_points, split=split or _split_of(dataset),
+                      data_source=dataset.source, propensity=propensity, run=summarize_run(run),
+                      n_dropped_labels=dataset.n_dropped_labels)
+
+
+def evaluate_runs(run_dirs: Sequence[str | Path], data: str | Path | None = None, split: str | None = None,
+                  a: float | None = None, b: float | None = None, device: str | None = None) -> list[EvalResult]:
+    """Load and evaluate each run directory in turn (one model in memory at a time)."""
+    from xmcfit.inference import load_run
+
+    results = []
+    for run_dir in run_dirs:
+        run = load_run(run_dir, device=device)
+        dataset, used_split = load_eval_data(run, data, split)
+        results.append(evaluate_run(run, dataset, DEFAULT_KS, a, b, split=used_split))
+        del run
+    return results
+
+
+def label_names(run: LoadedRun) -> list[str] | None:
+    """Display names by label id: the run's vocabulary, else label_names.txt beside the training data."""
+    if run.label_vocab is not None:
+        return run.label_vocab.display_names()
+    path = (run.info.get("data") or {}).get("path")
+    if not path:
+        return None
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    names_file = folder / "label_names.txt"
+    if names_file.is_file():
+        names = names_file.read_text(encoding="utf-8").splitlines()
+        if len(names) == run.plan.classifier.n_labels:
+            return names
+    return None
+
+
+def _label_scores(ids: np.ndarray, scores: np.ndarray, names: list[str] | None) -> list[list[LabelScore]]:
+    return [[LabelScore(int(i), names[i] if names is not None else None, float(s)) for i, s in zip(row_i, row_s)]
+            for row_i, row_s in zip(ids, scores)]
+
+
+def predict_labels(run: LoadedRun, texts: Sequence[str], k: int) -> list[list[LabelScore]]:
+    """Top-k labels, best first, for each raw text (text runs)."""
+    from xmcfit.inference import predict_texts
+
+    if k < 1:
+        raise XmcfitError(f"--top-k={k}: must be >= 1")
+    if not texts:
+        raise XmcfitError("no inputs: give TEXT arguments or --file")
+    ids, scores = predict_texts(run, list(texts), k)
+    return _label_scores(ids, scores, label_names(run))
+
+
+def predict_dataset(run: LoadedRun, dataset: XMCDataset, k: int) -> list[list[LabelScore]]:
+    """Top-k labels, best first, for each point of a dataset (bag-of-words runs read features files)."""
+    if k < 1:
+        raise XmcfitError(f"--top-k={k}: must be >= 1")
+    ids, scores = predict_topk(run, dataset, k)
+    return _label_scores(ids, scores, label_names(run))
