@@ -1,0 +1,103 @@
+"""Chooser: fits the budget, is monotone in memory, honours pins, fails in one line when nothing fits."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xmcfit.errors import XmcfitError
+from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
+from xmcfit.plan.memory import Layout, predict
+from xmcfit.plan.schema import PlanError
+from xmcfit.profiles import load_encoder, load_gpu
+
+GIB = 2**30
+MINILM = load_encoder("all-MiniLM-L6-v2").to_spec()
+BERT = load_encoder("bert-base-uncased").to_spec()
+RANK = {"float32": 1, "bfloat16": 0, "adamw": 2, "sgd_momentum": 1, "sgd": 0}
+
+
+def _request(budget_bytes: int, n_labels: int = 3_000_000, encoder=MINILM, **over) -> PlanRequest:
+    return PlanRequest(n_labels=n_labels, budget_bytes=budget_bytes, encoder=encoder, seq_len=128, **over)
+
+
+def test_readme_demo_fits_a_t4():
+    t4 = load_gpu("T4-16G")
+    plan = choose_plan(_request(t4.memory_bytes, bf16_supported=t4.bf16, gpu_name=t4.name))
+    assert plan.precision == "fp16_amp"
+    assert plan.memory.predicted_peak_bytes <= t4.memory_bytes
+    assert plan.memory.dense_predicted_peak_bytes > plan.memory.predicted_peak_bytes
+
+
+def test_plan_memory_matches_repricing_the_plan():
+    plan = choose_plan(_request(12 * GIB))
+    assert predict(Layout.from_plan(plan)).predicted_peak_bytes == plan.memory.predicted_peak_bytes
+
+
+@settings(max_examples=25, deadline=None)
+@given(small=st.integers(3, 80), extra=st.integers(0, 80), n_labels=st.integers(1000, 5_000_000),
+       bert=st.booleans())
+def test_more_memory_never_gives_smaller_fan_in_micro_batch_or_cheaper_classifier(small, extra, n_labels, bert):
+    encoder = BERT if bert else MINILM
+    plans = []
+    for budget_gib in (small, small + extra):
+        try:
+            plans.append(choose_plan(_request(budget_gib * GIB, n_labels, encoder)))
+        except PlanError:
+            plans.append(None)
+    lo, hi = plans
+    if lo is None:
+        return
+    assert hi is not None
+    assert hi.classifier.fan_in >= lo.classifier.fan_in
+    assert hi.training.micro_batch >= lo.training.micro_batch
+    assert RANK[hi.classifier.value_dtype] >= RANK[lo.classifier.value_dtype]
+    assert RANK[hi.classifier.optimizer] >= RANK[lo.classifier.optimizer]
+    assert hi.model.gradient_checkpointing <= lo.model.gradient_checkpointing
+
+
+def test_effective_batch_is_kept_when_micro_batch_shrinks():
+    plan = choose_plan(_request(int(2.9 * GIB), n_labels=1000, encoder=BERT))
+    assert plan.training.micro_batch < 128
+    assert plan.effective_batch == 128
+
+
+def test_pinned_fan_in_and_optimizer_are_never_overridden():
+    plan = choose_plan(_request(16 * GIB, pins=Pins(fan_in=64, optimizer="sgd")))
+    assert (plan.classifier.fan_in, plan.classifier.optimizer) == (64, "sgd")
+    assert set(plan.inputs.pinned) == {"fan_in", "optimizer"}
+    with pytest.raises(PlanError, match="nothing fits"):
+        choose_plan(_request(3 * GIB, encoder=BERT, pins=Pins(fan_in=256, value_dtype="float32")))
+
+
+def test_nothing_fits_names_smallest_budget_and_dominant_term():
+    with pytest.raises(PlanError, match=r"nothing fits in 1\.00 GiB: .* needs [0-9.]+ GiB, dominated by \w+"):
+        choose_plan(_request(1 * GIB, n_labels=50_000_000))
+
+
+def test_no_bf16_gpu_gets_fp16_and_fp32_only_when_pinned():
+    assert choose_plan(_request(16 * GIB, bf16_supported=False)).precision == "fp16_amp"
+    assert choose_plan(_request(16 * GIB)).precision == "bf16_amp"
+    assert choose_plan(_request(40 * GIB, pins=Pins(precision="fp32"))).precision == "fp32"
+
+
+def test_low_fan_in_gets_an_intermediate_layer_when_it_fits():
+    roomy = choose_plan(_request(24 * GIB, n_labels=1000, pins=Pins(fan_in=16)))
+    assert roomy.model.intermediate_dim == 4096 and roomy.classifier.in_features == 4096
+    pinned = choose_plan(_request(24 * GIB, n_labels=1000, pins=Pins(fan_in=16, intermediate_dim=0)))
+    assert pinned.model.intermediate_dim == 0
+
+
+def test_request_rejects_fan_in_above_input_dim_and_seq_len_above_maximum():
+    with pytest.raises(XmcfitError, match="--fan-in 512: must be between 1 and the input dimension d=384"):
+        _request(16 * GIB, pins=Pins(fan_in=512))
+    with pytest.raises(XmcfitError, match="--seq-len 1024"):
+        PlanRequest(n_labels=10, budget_bytes=GIB, encoder=MINILM, seq_len=1024)
+
+
+def test_devices_shard_the_classifier():
+    one = choose_plan(_request(16 * GIB, pins=Pins(fan_in=128, value_dtype="float32", optimizer="adamw")))
+    four = choose_plan(_request(16 * GIB, n_devices=4, pins=Pins(fan_in=128, value_dtype="float32", optimizer="adamw")))
+    assert four.memory.terms_bytes["classifier_values"] * 4 >= one.memory.terms_bytes["classifier_values"]
+    assert four.memory.terms_bytes["classifier_values"] < one.memory.terms_bytes["classifier_values"] / 3

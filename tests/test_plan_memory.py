@@ -1,0 +1,111 @@
+"""Memory model: parameter, gradient and optimizer-state bytes equal those of real modules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from xmcfit.plan import memory
+from xmcfit.plan.schema import EncoderSpec
+from xmcfit.profiles import load_encoder
+
+torch = pytest.importorskip("torch")
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _layout(**over) -> memory.Layout:
+    base = dict(encoder=load_encoder("all-MiniLM-L6-v2").to_spec(), seq_len=64, precision="bf16_amp",
+                gradient_checkpointing=False, micro_batch=8, grad_accum=1, pooling="mean", intermediate_dim=0,
+                classifier_kind="sparse", n_labels=1000, fan_in=32, value_dtype="float32", optimizer="adamw",
+                weight_decay=1e-4, update_rounding="none", loss_chunk_size=256, bias=True, aux_enabled=True,
+                n_clusters=16, rewiring_enabled=True, rewiring_chunk_rows=128)
+    base.update(over)
+    return memory.Layout(**base)
+
+
+def test_encoder_weight_grad_and_adamw_bytes_equal_a_real_bert():
+    transformers = pytest.importorskip("transformers")
+    spec = load_encoder("all-MiniLM-L6-v2").to_spec()
+    cfg = transformers.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                                  intermediate_size=1536)
+    with torch.device("meta"):
+        model = transformers.BertModel(cfg)
+    params = list(model.parameters())
+    assert memory.encoder_weight_bytes(spec) == _bytes(params)
+    assert memory.encoder_grad_bytes(spec) == _bytes(params)  # grads: same shape and dtype
+    # AdamW state: exp_avg and exp_avg_sq, each like the parameter (step counters are scalars).
+    assert memory.encoder_optimizer_bytes(spec) == 2 * _bytes(params)
+
+
+def _sparse_layer(layout: memory.Layout, dtype):
+    try:
+        from xmcfit.sparse import FixedFanInLinear
+    except ImportError:  # the sparse engine not there yet: the same tensors, plainly
+        return None
+    return FixedFanInLinear(layout.features_dim, layout.n_labels, layout.fan_in, bias=layout.bias, dtype=dtype)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd_momentum", "sgd"])
+def test_sparse_classifier_bytes_equal_fixed_fan_in_linear_and_its_optimizer(optimizer):
+    layout = _layout(optimizer=optimizer)
+    layer = _sparse_layer(layout, torch.float32)
+    if layer is None:
+        pytest.skip("xmcfit.sparse.FixedFanInLinear not importable")
+    assert memory.classifier_value_bytes(layout) == _bytes([layer.values])
+    assert memory.classifier_index_bytes(layout) == _bytes([layer.indices])
+    assert memory.classifier_bias_bytes(layout) == _bytes([layer.bias])
+    params = [layer.values, layer.bias]
+    opt_cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.SGD
+    kwargs = {"momentum": 0.9} if optimizer == "sgd_momentum" else {}
+    opt = opt_cls(params, lr=0.01, **kwargs)
+    out = layer(torch.randn(4, layout.features_dim))
+    out.square().sum().backward()
+    assert memory.classifier_grad_bytes(layout) == _bytes([p.grad for p in params])
+    opt.step()
+    state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0]
+    assert memory.classifier_optimizer_bytes(layout) == _bytes(state)
+
+
+def test_bf16_kahan_classifier_adds_one_bf16_buffer_per_value():
+    fp32 = _layout(value_dtype="bfloat16", update_rounding="none")
+    kahan = _layout(value_dtype="bfloat16", update_rounding="kahan")
+    n_values = fp32.n_labels * fp32.fan_in
+    assert memory.classifier_optimizer_bytes(kahan) - memory.classifier_optimizer_bytes(fp32) == 2 * n_values
+    assert memory.classifier_value_bytes(kahan) == 2 * n_values
+
+
+def test_dense_classifier_bytes_equal_nn_linear_with_adamw():
+    layout = _layout().as_dense()
+    with torch.device("meta"):
+        linear = torch.nn.Linear(layout.features_dim, layout.n_labels)
+    assert memory.classifier_value_bytes(layout) + memory.classifier_bias_bytes(layout) == _bytes(linear.parameters())
+    assert memory.classifier_index_bytes(layout) == 0
+    assert memory.classifier_optimizer_bytes(layout) == 2 * _bytes(linear.parameters())
+
+
+def test_classifier_rows_are_sharded_per_device_rounding_up():
+    one = _layout(n_labels=1001)
+    four = _layout(n_labels=1001, n_devices=4)
+    assert four.rows_per_device == 251
+    assert memory.classifier_value_bytes(four) == 251 * one.fan_in * 4
+    assert memory.encoder_weight_bytes(four.encoder) == memory.encoder_weight_bytes(one.encoder)
+
+
+def test_peak_is_resident_plus_largest_phase_plus_reserves():
+    est = memory.predict(_layout())
+    t = est.terms_bytes
+    assert est.predicted_peak_bytes == sum(t[n] for n in est.peak_terms)
+    assert est.predicted_peak_bytes < sum(t.values())  # not everything coexists
+    assert "cuda_context" in est.peak_terms and "fragmentation_margin" in est.peak_terms
+
+
+def test_checkpointing_lowers_activations_and_amp_lowers_them_further():
+    spec = load_encoder("bert-base-uncased").to_spec()
+    fp32 = memory.encoder_activation_bytes(spec, 128, 32, "fp32", False)
+    amp = memory.encoder_activation_bytes(spec, 128, 32, "bf16_amp", False)
+    ckpt = memory.encoder_activation_bytes(spec, 128, 32, "bf16_amp", True)
+    assert ckpt < amp < fp32
