@@ -126,3 +126,79 @@ def profiles_tables(gpus: list["GpuProfile"], encoders: list["EncoderProfile"],
         d.add_row(p.name, p.input, f"{p.n_labels:,}", f"{p.n_train:,}", f"{p.n_test:,}", f"{p.avg_labels_per_point:g}",
                   str(p.typical_seq_len), f"{p.propensity_a:g}/{p.propensity_b:g}")
     return Group(g, e, d)
+
+
+# -- eval / predict (numbers gathered by xmcfit.evaluate; these only draw) -------------------------------
+
+if TYPE_CHECKING:
+    from xmcfit.evaluate import EvalResult, LabelScore
+
+METRIC_ROWS = ("P@1", "P@3", "P@5", "nDCG@1", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5",
+               "PSnDCG@1", "PSnDCG@3", "PSnDCG@5", "coverage@5")
+
+
+def _gib_or_dash(n_bytes: int | None) -> str:
+    return "-" if n_bytes is None else f"{gib(n_bytes):.2f}"
+
+
+def _best_of(values: list[float | None], lower_is_better: bool = False) -> float | None:
+    present = [v for v in values if v is not None]
+    if len(present) < 2:
+        return None
+    return min(present) if lower_is_better else max(present)
+
+
+def _highlight_row(values: list[float | None], fmt, lower_is_better: bool = False) -> list[str]:
+    best = _best_of(values, lower_is_better)
+    return [f"[bold green]{fmt(v)}[/]" if v is not None and v == best else ("-" if v is None else fmt(v))
+            for v in values]
+
+
+def eval_table(results: list["EvalResult"], note: str = "") -> Table:
+    """Runs as columns, metrics (in %) as rows; the best value of each row is highlighted."""
+    first = results[0]
+    same_data = all((r.data_source, r.split) == (first.data_source, first.split) for r in results)
+    title = f"{first.split} split of {first.data_source}, {first.n_points:,} points" if same_data else "evaluation"
+    table = Table(title=title)
+    table.add_column("")
+    names = [r.run.name for r in results]
+    if len(set(names)) < len(names):  # same folder name in different places: show the paths
+        names = [r.run.run_dir for r in results]
+    for name in names:
+        table.add_column(name, justify="right")
+    runs = [r.run for r in results]
+    table.add_row("classifier", *(f"{s.classifier_kind}, fan-in {s.fan_in}/{s.in_features}" if s.classifier_kind == "sparse"
+                                  else f"dense, {s.in_features} in" for s in runs))
+    table.add_row("precision", *(s.precision if s.value_dtype == "float32" else f"{s.precision}, {s.value_dtype} values"
+                                 for s in runs))
+    table.add_row("encoder", *(s.encoder.rsplit("/", 1)[-1] for s in runs))
+    table.add_row("measured peak GiB", *_highlight_row([s.measured_peak_bytes for s in runs],
+                                             lambda v: f"{gib(v):.2f}", lower_is_better=True))
+    table.add_row("  predicted GiB, device", *(f"{_gib_or_dash(s.predicted_peak_bytes)}, {s.memory_device or '-'}" for s in runs))
+    if not same_data:
+        table.add_row("data", *(f"{r.split}: {r.data_source} ({r.n_points:,})" for r in results))
+    table.add_section()
+    for metric in METRIC_ROWS:
+        table.add_row(metric, *_highlight_row([r.metrics.get(metric) for r in results], lambda v: f"{100 * v:.2f}"))
+    props = sorted({(r.propensity.a, r.propensity.b, r.propensity.source) for r in results})
+    captions = [f"Metrics in %. Propensity A={a:g}, B={b:g} ({src})." for a, b, src in props]
+    dropped = sum(r.n_dropped_labels for r in results)
+    if dropped:
+        captions.append(f"{dropped:,} label occurrences unknown to a run were scored as absent.")
+    if note:
+        captions.append(note)
+    table.caption = " ".join(captions)
+    return table
+
+
+def predictions_table(inputs: list[str], predictions: list[list["LabelScore"]]) -> Table:
+    """One row per (input, rank): the input text (first rank only), label id, name and score."""
+    table = Table(title="predictions")
+    for name, justify in (("input", "left"), ("rank", "right"), ("label", "right"), ("name", "left"), ("score", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for text, labels in zip(inputs, predictions):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        for rank, label in enumerate(labels, start=1):
+            table.add_row(shown if rank == 1 else "", str(rank), str(label.index), label.name or "-", f"{label.score:.4f}")
+        table.add_section()
+    return table

@@ -9,16 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from xmcfit.errors import XmcfitError
-
-if TYPE_CHECKING:
-    from xmcfit.evaluate import EvalResult, LabelScore
 
 PSNDCG_NOTE = ("PSnDCG@k: per-point propensity-scored DCG@k over the IDCG of min(k, |y|) positions "
                "(as pyxclib and napkinXC), summed over points and divided by the best achievable sum.")
@@ -62,7 +57,9 @@ def eval_command(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
-    _print(eval_table(results, note=PSNDCG_NOTE))
+    from xmcfit import report
+
+    report.console().print(report.eval_table(results, note=PSNDCG_NOTE))
 
 
 def _read_inputs(texts: list[str] | None, file: Path | None) -> list[str]:
@@ -109,79 +106,6 @@ def predict_command(
         for text, labels in zip(inputs, predictions):
             typer.echo(json.dumps({"input": text, "labels": [asdict(label) for label in labels]}))
         return
-    _print(predictions_table(inputs, predictions))
+    from xmcfit import report
 
-
-# -- tables (numbers were gathered by xmcfit.evaluate; this only draws) ---------------------------------
-
-METRIC_ROWS = ("P@1", "P@3", "P@5", "nDCG@1", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5",
-               "PSnDCG@1", "PSnDCG@3", "PSnDCG@5", "coverage@5")
-GIB = 2**30
-
-
-def _print(table: Table) -> None:
-    Console(width=max(100, Console().width)).print(table)
-
-
-def _gib(n_bytes: int | None) -> str:
-    return "-" if n_bytes is None else f"{n_bytes / GIB:.2f}"
-
-
-def _best(values: list[float | None], lower_is_better: bool = False) -> float | None:
-    present = [v for v in values if v is not None]
-    if len(present) < 2:
-        return None
-    return min(present) if lower_is_better else max(present)
-
-
-def _row(values: list[float | None], fmt, lower_is_better: bool = False) -> list[str]:
-    best = _best(values, lower_is_better)
-    return [f"[bold green]{fmt(v)}[/]" if v is not None and v == best else ("-" if v is None else fmt(v))
-            for v in values]
-
-
-def eval_table(results: list[EvalResult], note: str = "") -> Table:
-    """Runs as columns, metrics (in %) as rows; the best value of each row is highlighted."""
-    first = results[0]
-    same_data = all((r.data_source, r.split) == (first.data_source, first.split) for r in results)
-    title = f"{first.split} split of {first.data_source}, {first.n_points:,} points" if same_data else "evaluation"
-    table = Table(title=title)
-    table.add_column("")
-    for r in results:
-        table.add_column(r.run.name, justify="right")
-    runs = [r.run for r in results]
-    table.add_row("classifier", *(f"{s.classifier_kind}, fan-in {s.fan_in}/{s.in_features}" if s.classifier_kind == "sparse"
-                                  else f"dense, {s.in_features} in" for s in runs))
-    table.add_row("precision", *(s.precision if s.value_dtype == "float32" else f"{s.precision}, {s.value_dtype} values"
-                                 for s in runs))
-    table.add_row("encoder", *(s.encoder.rsplit("/", 1)[-1] for s in runs))
-    table.add_row("measured peak GiB", *_row([s.measured_peak_bytes for s in runs],
-                                             lambda v: f"{v / GIB:.2f}", lower_is_better=True))
-    table.add_row("  predicted GiB, device", *(f"{_gib(s.predicted_peak_bytes)}, {s.memory_device or '-'}" for s in runs))
-    if not same_data:
-        table.add_row("data", *(f"{r.split}: {r.data_source} ({r.n_points:,})" for r in results))
-    table.add_section()
-    for metric in METRIC_ROWS:
-        table.add_row(metric, *_row([r.metrics.get(metric) for r in results], lambda v: f"{100 * v:.2f}"))
-    props = sorted({(r.propensity.a, r.propensity.b, r.propensity.source) for r in results})
-    captions = [f"Metrics in %. Propensity A={a:g}, B={b:g} ({src})." for a, b, src in props]
-    dropped = sum(r.n_dropped_labels for r in results)
-    if dropped:
-        captions.append(f"{dropped:,} label occurrences unknown to a run were scored as absent.")
-    if note:
-        captions.append(note)
-    table.caption = " ".join(captions)
-    return table
-
-
-def predictions_table(inputs: list[str], predictions: list[list[LabelScore]]) -> Table:
-    """One row per (input, rank): the input text (first rank only), label id, name and score."""
-    table = Table(title="predictions")
-    for name, justify in (("input", "left"), ("rank", "right"), ("label", "right"), ("name", "left"), ("score", "right")):
-        table.add_column(name, justify=justify, overflow="fold")
-    for text, labels in zip(inputs, predictions):
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        for rank, label in enumerate(labels, start=1):
-            table.add_row(shown if rank == 1 else "", str(rank), str(label.index), label.name or "-", f"{label.score:.4f}")
-        table.add_section()
-    return table
+    report.console().print(report.predictions_table(inputs, predictions))
