@@ -67,10 +67,17 @@ def test_rewiring_moves_connections_and_keeps_fan_in(tmp_path, tiny_encoder_dir,
     assert all(len(set(row.tolist())) == 8 for row in indices)
 
 
-@pytest.mark.parametrize("kind,precision", [("dense", "fp32"), ("sparse", "bf16_amp")])
-def test_other_classifier_and_precision_paths_train(tmp_path, tiny_encoder_dir, synth_dir, kind, precision):
+@pytest.mark.parametrize("kind,precision,value_dtype,optimizer,rounding", [
+    ("dense", "fp32", "float32", "adamw", "none"),
+    ("sparse", "bf16_amp", "float32", "sgd_momentum", "none"),
+    ("sparse", "bf16_amp", "bfloat16", "adamw", "kahan"),
+    ("sparse", "fp16_amp", "bfloat16", "sgd", "stochastic"),
+])
+def test_other_classifier_and_precision_paths_train(tmp_path, tiny_encoder_dir, synth_dir, kind, precision,
+                                                   value_dtype, optimizer, rounding):
     plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, kind=kind, precision=precision, epochs=1, aux_clusters=0,
-                     intermediate_dim=48 if kind == "dense" else 0)
+                     intermediate_dim=48 if kind == "dense" else 0, value_dtype=value_dtype, optimizer=optimizer,
+                     rounding=rounding)
     result = _train(plan, tmp_path / "run", synth_dir)
     assert result.steps == 15 and np.isfinite(result.final_loss)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -15,20 +13,6 @@ from xmcfit.data import compute_stats, load_split
 from xmcfit.data.stats import DatasetStats
 from xmcfit.data.synth import write_synthetic
 from xmcfit.errors import XmcfitError
-
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """Print an XmcfitError as one `Error: ...` line on stderr and exit 2.
-
-    Why here: typer 0.29 vendors its own click, so an XmcfitError (a subclass of the standalone
-    click's ClickException) escapes typer's handler as a traceback with exit code 1.
-    """
-    try:
-        yield
-    except XmcfitError as exc:
-        typer.echo(f"Error: {exc.message}", err=True)
-        raise typer.Exit(code=exc.exit_code) from exc
-
 
 app = typer.Typer(help="Inspect datasets and generate synthetic data.", no_args_is_help=True, add_completion=False)
 
@@ -63,8 +47,7 @@ def stats_command(
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as one JSON object."),
 ) -> None:
     """Print statistics of one split of a dataset."""
-    with _one_line_errors():
-        stats = compute_stats(load_split(path, split, limit=limit))
+    stats = compute_stats(load_split(path, split, limit=limit))
     if as_json:
         typer.echo(json.dumps(stats.to_dict()))
     else:
@@ -80,11 +63,10 @@ def synth_command(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
 ) -> None:
     """Write a synthetic raw-text dataset (Zipf label frequencies, words that carry label signal)."""
-    with _one_line_errors():
-        try:
-            cfg = write_synthetic(out_dir, n_train=train, n_test=test, n_labels=labels, seed=seed)
-        except ValueError as exc:
-            raise XmcfitError(f"xmcfit data synth: {exc}") from exc
-        except OSError as exc:
-            raise XmcfitError(f"{out_dir}: cannot write ({exc.strerror or exc})") from exc
+    try:
+        cfg = write_synthetic(out_dir, n_train=train, n_test=test, n_labels=labels, seed=seed)
+    except ValueError as exc:
+        raise XmcfitError(f"xmcfit data synth: {exc}") from exc
+    except OSError as exc:
+        raise XmcfitError(f"{out_dir}: cannot write ({exc.strerror or exc})") from exc
     typer.echo(f"wrote {cfg.n_train} train / {cfg.n_test} test points, {cfg.n_labels} labels to {out_dir}")

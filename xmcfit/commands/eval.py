@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -17,17 +15,6 @@ from xmcfit.errors import XmcfitError
 
 PSNDCG_NOTE = ("PSnDCG@k: per-point propensity-scored DCG@k over the IDCG of min(k, |y|) positions "
                "(as pyxclib and napkinXC), summed over points and divided by the best achievable sum.")
-
-
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """An XmcfitError becomes `Error: <line>` on stderr and exit 2 (typer vendors its own click, so
-    the standalone click's ClickException would otherwise escape as a traceback)."""
-    try:
-        yield
-    except XmcfitError as exc:
-        typer.echo(f"Error: {exc.message}", err=True)
-        raise typer.Exit(code=exc.exit_code) from exc
 
 
 def eval_command(
@@ -50,10 +37,9 @@ def eval_command(
     from xmcfit.evaluate import evaluate_runs
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with _one_line_errors():
-        if split is not None and split not in ("dev", "test"):
-            raise XmcfitError(f"--split={split}: must be dev or test")
-        results = evaluate_runs(run_dirs, data, split, propensity_a, propensity_b, device)
+    if split is not None and split not in ("dev", "test"):
+        raise XmcfitError(f"--split={split}: must be dev or test")
+    results = evaluate_runs(run_dirs, data, split, propensity_a, propensity_b, device)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
@@ -88,20 +74,19 @@ def predict_command(
     from xmcfit.inference import load_run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with _one_line_errors():
-        run = load_run(run_dir, device=device)
-        if run.plan.model.encoder.kind == "bow":
-            if texts or file is None:
-                raise XmcfitError(f"{run_dir} was trained on bag-of-words features: pass --file FEATURES "
-                                  "(XMC text format) instead of TEXT")
-            from xmcfit.data import load_split
+    run = load_run(run_dir, device=device)
+    if run.plan.model.encoder.kind == "bow":
+        if texts or file is None:
+            raise XmcfitError(f"{run_dir} was trained on bag-of-words features: pass --file FEATURES "
+                              "(XMC text format) instead of TEXT")
+        from xmcfit.data import load_split
 
-            dataset = load_split(file)
-            inputs = [f"{dataset.source}:{i}" for i in range(dataset.n_points)]
-            predictions = predict_dataset(run, dataset, top_k)
-        else:
-            inputs = _read_inputs(texts, file)
-            predictions = predict_labels(run, inputs, top_k)
+        dataset = load_split(file)
+        inputs = [f"{dataset.source}:{i}" for i in range(dataset.n_points)]
+        predictions = predict_dataset(run, dataset, top_k)
+    else:
+        inputs = _read_inputs(texts, file)
+        predictions = predict_labels(run, inputs, top_k)
     if as_json:
         for text, labels in zip(inputs, predictions):
             typer.echo(json.dumps({"input": text, "labels": [asdict(label) for label in labels]}))

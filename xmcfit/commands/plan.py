@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.units import SIZE_HELP
-
-def _one_line_errors(command: Callable) -> Callable:
-    """Print an XmcfitError as `Error: <message>` on stderr and exit 2.
-
-    Needed because typer >= 0.2x vendors its own click, whose standalone mode does not recognise
-    xmcfit.errors.XmcfitError (a subclass of the separately installed click's ClickException) and
-    would let it escape as a traceback. Remove once xmcfit.errors subclasses the class typer catches.
-    """
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except XmcfitError as err:
-            typer.echo(f"Error: {err.message}", err=True)
-            raise typer.Exit(err.exit_code) from None
-
-    return wrapper
 
 
 _CHOICES = {
@@ -43,7 +24,6 @@ def _choice(flag: str, value: Optional[str]) -> Optional[str]:
     return value
 
 
-@_one_line_errors
 def plan(
     labels: Optional[int] = typer.Option(None, "--labels", help="Number of labels L."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset profile (see `xmcfit profiles`) or .toml path."),
@@ -101,7 +81,6 @@ def plan(
         report.console().print(f"wrote {output}")
 
 
-@_one_line_errors
 def gpus() -> None:
     """List the GPUs pynvml can see (name, total/free memory, compute capability)."""
     from xmcfit import report
@@ -115,7 +94,6 @@ def gpus() -> None:
     report.console().print(report.gpus_table(found))
 
 
-@_one_line_errors
 def profiles() -> None:
     """List the shipped GPU, encoder and dataset profiles."""
     from xmcfit import report

@@ -43,12 +43,17 @@ def build_classifier_optimizer(model: XMCModel, plan: Plan) -> torch.optim.Optim
     c = plan.classifier
     params = model.parts().classifier
     if c.value_dtype == "bfloat16":
-        from xmcfit.sparse import LowPrecisionOptimizer
+        # Pure-bf16 classifier: bf16 state, updates Kahan-compensated or stochastically rounded (ELMO).
+        from xmcfit.sparse.lowprec_optim import LowPrecisionAdamW, LowPrecisionSGD
 
-        opt: torch.optim.Optimizer = LowPrecisionOptimizer(
-            params, kind=c.optimizer, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum,
-            rounding=c.update_rounding,
-        )
+        rounding = "nearest" if c.update_rounding == "none" else c.update_rounding
+        if c.optimizer == "adamw":
+            opt: torch.optim.Optimizer = LowPrecisionAdamW(params, lr=c.lr, weight_decay=c.weight_decay,
+                                                           rounding=rounding, seed=plan.seed)
+        else:
+            momentum = c.momentum if c.optimizer == "sgd_momentum" else 0.0
+            opt = LowPrecisionSGD(params, lr=c.lr, momentum=momentum, weight_decay=c.weight_decay,
+                                  rounding=rounding, seed=plan.seed)
     elif c.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
     elif c.optimizer == "sgd_momentum":
