@@ -1,8 +1,13 @@
-"""Small, explicit plans for trainer tests, built field by field (independent of the chooser)."""
+"""Small, explicit plans for trainer tests, built field by field (independent of the chooser); the memory
+section is priced by the planner's memory model, as `xmcfit plan` would."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from xmcfit import __version__
+from xmcfit.plan.memory import Layout, predict
+from xmcfit.profiles import load_encoder
 from xmcfit.plan.schema import (AuxSection, ClassifierSection, EncoderSpec, InputsSection, MemorySection,
                                 ModelSection, Plan, RewiringSection, TrainingSection, index_dtype_for)
 
@@ -17,11 +22,11 @@ def tiny_plan(encoder: str, n_labels: int, *, kind: str = "sparse", fan_in: int 
         enc = EncoderSpec("bow", "bow", bow_features * 32 + 32, 32, 0, 0, 0, bow_features, 0)
         seq_len = 0
     else:
-        enc = EncoderSpec(encoder, "text", 1_000_000, 32, 2, 2, 64, 30522, 64)
+        enc = load_encoder(encoder).to_spec()  # the tiny BERT's config.json: 32 wide, 2 layers
         seq_len = 24
     d = intermediate_dim or 32
     k = d if kind == "dense" else fan_in
-    return Plan(
+    plan = Plan(
         schema_version=1, xmcfit_version=__version__, seed=seed, n_devices=1, precision=precision,
         inputs=InputsSection("manual", 2**30, n_labels, None, None, micro_batch * grad_accum, ()),
         model=ModelSection(enc, seq_len, "mean", 0.1, intermediate_dim, checkpointing),
@@ -30,6 +35,11 @@ def tiny_plan(encoder: str, n_labels: int, *, kind: str = "sparse", fan_in: int 
         rewiring=RewiringSection(kind == "sparse", "fraction", 0.25, 3, 0.66, 16),
         aux=AuxSection(aux_clusters > 0, max(1, aux_clusters), 0.4, 0.5),
         training=TrainingSection(epochs, micro_batch, grad_accum, 1e-3, 0.01, 0.1, 1.0, 64),
-        memory=MemorySection({"unpriced": 1}, 1, 1, 2**30),
+        memory=MemorySection({}, 1, 1, 2**30),
         reasons=("test plan",),
     )
+    layout = Layout.from_plan(plan)
+    sized = predict(layout).terms_bytes
+    memory = MemorySection(sized, predict(layout).predicted_peak_bytes,
+                           predict(layout.as_dense()).predicted_peak_bytes, 2**30)
+    return replace(plan, memory=memory)

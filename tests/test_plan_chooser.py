@@ -101,3 +101,28 @@ def test_devices_shard_the_classifier():
     four = choose_plan(_request(16 * GIB, n_devices=4, pins=Pins(fan_in=128, value_dtype="float32", optimizer="adamw")))
     assert four.memory.terms_bytes["classifier_values"] * 4 >= one.memory.terms_bytes["classifier_values"]
     assert four.memory.terms_bytes["classifier_values"] < one.memory.terms_bytes["classifier_values"] / 3
+
+
+def test_dense_baseline_plan_prices_an_l_by_d_adamw_classifier():
+    plan = choose_plan(_request(40 * GIB, n_labels=200_000, pins=Pins(classifier="dense")))
+    c = plan.classifier
+    assert (c.kind, c.fan_in, c.value_dtype, c.optimizer) == ("dense", c.in_features, "float32", "adamw")
+    assert not plan.rewiring.enabled
+    assert plan.memory.predicted_peak_bytes == plan.memory.dense_predicted_peak_bytes
+    assert plan.memory.terms_bytes["classifier_values"] == 200_000 * c.in_features * 4
+    assert predict(Layout.from_plan(plan)).predicted_peak_bytes == plan.memory.predicted_peak_bytes
+
+
+def test_dense_baseline_degrades_only_speed_knobs():
+    roomy = choose_plan(_request(40 * GIB, n_labels=1_000_000, pins=Pins(classifier="dense")))
+    tight = choose_plan(_request(roomy.memory.predicted_peak_bytes - 1, n_labels=1_000_000,
+                                 pins=Pins(classifier="dense")))
+    assert tight.classifier.kind == "dense" and tight.classifier.value_dtype == "float32"
+    assert (tight.model.gradient_checkpointing, -tight.training.micro_batch) > (
+        roomy.model.gradient_checkpointing, -roomy.training.micro_batch)
+
+
+@pytest.mark.parametrize("pin", [{"fan_in": 32}, {"optimizer": "sgd"}, {"value_dtype": "bfloat16"}])
+def test_dense_baseline_rejects_sparse_only_pins(pin):
+    with pytest.raises(XmcfitError, match="not --classifier dense"):
+        _request(40 * GIB, pins=Pins(classifier="dense", **pin))

@@ -33,7 +33,7 @@ def test_encoder_weight_grad_and_adamw_bytes_equal_a_real_bert():
     cfg = transformers.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
                                   intermediate_size=1536)
     with torch.device("meta"):
-        model = transformers.BertModel(cfg)
+        model = transformers.BertModel(cfg, add_pooling_layer=False)  # xmcfit pools itself
     params = list(model.parameters())
     assert memory.encoder_weight_bytes(spec) == _bytes(params)
     assert memory.encoder_grad_bytes(spec) == _bytes(params)  # grads: same shape and dtype
@@ -42,10 +42,8 @@ def test_encoder_weight_grad_and_adamw_bytes_equal_a_real_bert():
 
 
 def _sparse_layer(layout: memory.Layout, dtype):
-    try:
-        from xmcfit.sparse import FixedFanInLinear
-    except ImportError:  # the sparse engine not there yet: the same tensors, plainly
-        return None
+    from xmcfit.sparse import FixedFanInLinear
+
     return FixedFanInLinear(layout.features_dim, layout.n_labels, layout.fan_in, bias=layout.bias, dtype=dtype)
 
 
@@ -53,8 +51,6 @@ def _sparse_layer(layout: memory.Layout, dtype):
 def test_sparse_classifier_bytes_equal_fixed_fan_in_linear_and_its_optimizer(optimizer):
     layout = _layout(optimizer=optimizer)
     layer = _sparse_layer(layout, torch.float32)
-    if layer is None:
-        pytest.skip("xmcfit.sparse.FixedFanInLinear not importable")
     assert memory.classifier_value_bytes(layout) == _bytes([layer.values])
     assert memory.classifier_index_bytes(layout) == _bytes([layer.indices])
     assert memory.classifier_bias_bytes(layout) == _bytes([layer.bias])
@@ -70,11 +66,35 @@ def test_sparse_classifier_bytes_equal_fixed_fan_in_linear_and_its_optimizer(opt
     assert memory.classifier_optimizer_bytes(layout) == _bytes(state)
 
 
-def test_bf16_kahan_classifier_adds_one_bf16_buffer_per_value():
+def test_workspace_terms_agree_with_the_sparse_engine():
+    from xmcfit import sparse
+
+    for over in ({}, {"value_dtype": "bfloat16"}, {"fan_in": 24, "loss_chunk_size": 999, "micro_batch": 3}):
+        layout = _layout(**over)
+        assert memory.rewiring_workspace_bytes(layout) == sparse.rewire_workspace_bytes(
+            layout.rewiring_chunk_rows, layout.features_dim, layout.fan_in,
+            memory.VALUE_BYTES[layout.value_dtype])
+        chunk = min(layout.loss_chunk_size, layout.n_labels)
+        assert memory.loss_workspace_bytes(layout) == sparse.loss_workspace_bytes(
+            layout.micro_batch, chunk, layout.fan_in, layout.features_dim)
+        dense = layout.as_dense()
+        assert memory.loss_workspace_bytes(dense) == sparse.loss_workspace_bytes(
+            layout.micro_batch, chunk, None, layout.features_dim)
+
+
+def test_bf16_sparse_bias_is_stored_in_bf16():
+    layout = _layout(value_dtype="bfloat16")
+    layer = _sparse_layer(layout, torch.bfloat16)
+    assert memory.classifier_bias_bytes(layout) == _bytes([layer.bias])
+    assert memory.classifier_value_bytes(layout) == _bytes([layer.values])
+
+
+def test_bf16_kahan_classifier_adds_one_bf16_buffer_per_value_and_bias():
     fp32 = _layout(value_dtype="bfloat16", update_rounding="none")
     kahan = _layout(value_dtype="bfloat16", update_rounding="kahan")
     n_values = fp32.n_labels * fp32.fan_in
-    assert memory.classifier_optimizer_bytes(kahan) - memory.classifier_optimizer_bytes(fp32) == 2 * n_values
+    n_entries = n_values + fp32.n_labels  # values and bias
+    assert memory.classifier_optimizer_bytes(kahan) - memory.classifier_optimizer_bytes(fp32) == 2 * n_entries
     assert memory.classifier_value_bytes(kahan) == 2 * n_values
 
 

@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from xmcfit.model import enable_checkpointing  # noqa: E402
 from xmcfit.plan import memory  # noqa: E402
 from xmcfit.plan.schema import EncoderSpec  # noqa: E402
 
@@ -39,9 +40,9 @@ def _saved_bytes(shape, amp: bool, checkpointing: bool) -> tuple[int, int]:
     """(activation bytes, weight-copy bytes) saved for backward by one mean-pooled training forward."""
     h, n_layers, a, i, b, s = shape
     torch.manual_seed(0)
-    model = transformers.BertModel(_config(h, n_layers, a, i)).train()
+    model = transformers.BertModel(_config(h, n_layers, a, i), add_pooling_layer=False).train()
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+        enable_checkpointing(model)  # as the trainer does
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     casts = [p.detach().to(torch.bfloat16) for p in model.parameters() if p.dim() == 2]
     saved: dict[int, tuple[int, bool]] = {}
@@ -50,7 +51,7 @@ def _saved_bytes(shape, amp: bool, checkpointing: bool) -> tuple[int, int]:
         storage = t.untyped_storage()
         if storage.data_ptr() not in params:
             is_weight_copy = t.dtype == torch.bfloat16 and any(
-                c.shape == w.shape and torch.equal(c, w) for c in casts for w in (t.detach(), t.detach().T))
+                c.shape == w.shape and torch.equal(c, w) for c in casts for w in ((t.detach(), t.detach().mT) if t.dim() == 2 else (t.detach(),)))
             saved[storage.data_ptr()] = (storage.nbytes(), is_weight_copy)
         return t
 

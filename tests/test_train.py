@@ -38,8 +38,9 @@ def test_training_writes_a_complete_run_directory(tmp_path, tiny_encoder_dir, sy
     assert info["status"] == "done" and info["epochs_done"] == 1
     memory = json.loads((tmp_path / "run" / "memory.json").read_text())
     assert memory["measured_peak_bytes"] > 0
-    assert memory["measured_terms_bytes"]["classifier_weights"] == N_LABELS * 8 * 4 + N_LABELS * 4
-    assert memory["measured_terms_bytes"]["classifier_buffers"] == N_LABELS * 8 * 2  # int16 indices
+    assert memory["measured_terms_bytes"]["classifier_values"] == N_LABELS * 8 * 4
+    assert memory["measured_terms_bytes"]["classifier_indices"] == N_LABELS * 8 * 2  # int16 indices
+    _assert_static_terms_match_the_plan(memory)
     assert np.isfinite(result.final_loss)
 
 
@@ -67,6 +68,14 @@ def test_rewiring_moves_connections_and_keeps_fan_in(tmp_path, tiny_encoder_dir,
     assert all(len(set(row.tolist())) == 8 for row in indices)
 
 
+def _assert_static_terms_match_the_plan(memory: dict) -> None:
+    """Every persistent tensor family the planner prices is exactly what the trainer held."""
+    from xmcfit.train.memory_report import STATIC_TERMS
+
+    predicted, measured = memory["predicted_terms_bytes"], memory["measured_terms_bytes"]
+    assert {t: measured[t] for t in STATIC_TERMS} == {t: predicted[t] for t in STATIC_TERMS}
+
+
 @pytest.mark.parametrize("kind,precision,value_dtype,optimizer,rounding", [
     ("dense", "fp32", "float32", "adamw", "none"),
     ("sparse", "bf16_amp", "float32", "sgd_momentum", "none"),
@@ -80,6 +89,7 @@ def test_other_classifier_and_precision_paths_train(tmp_path, tiny_encoder_dir, 
                      rounding=rounding)
     result = _train(plan, tmp_path / "run", synth_dir)
     assert result.steps == 15 and np.isfinite(result.final_loss)
+    _assert_static_terms_match_the_plan(json.loads((tmp_path / "run" / "memory.json").read_text()))
 
 
 def test_bag_of_words_input_trains(tmp_path):
@@ -95,6 +105,7 @@ def test_bag_of_words_input_trains(tmp_path):
     plan = tiny_plan("bow", 6, bow_features=30, fan_in=4, epochs=1, aux_clusters=2)
     result = _train(plan, tmp_path / "run", data)
     assert result.steps == 4 and np.isfinite(result.final_loss)
+    _assert_static_terms_match_the_plan(json.loads((tmp_path / "run" / "memory.json").read_text()))
 
 
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path, tiny_encoder_dir, synth_dir):

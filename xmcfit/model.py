@@ -73,6 +73,15 @@ def encoder_from_config_dir(source: str) -> nn.Module:
     return _drop_pooler(AutoModel.from_config(config, attn_implementation="sdpa"))
 
 
+def enable_checkpointing(backbone: nn.Module) -> None:
+    """Non-reentrant activation checkpointing per layer (transformers 5 renamed the method; 4.x has the old one)."""
+    enable = getattr(backbone, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _drop_pooler(backbone: nn.Module) -> nn.Module:
     """Remove BERT-style pooler heads: xmcfit pools itself, and unused parameters would still hold memory."""
     if getattr(backbone, "pooler", None) is not None:
@@ -88,7 +97,7 @@ class TextEncoder(nn.Module):
         self.backbone = backbone
         self.pooling = pooling
         if gradient_checkpointing:
-            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(backbone)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

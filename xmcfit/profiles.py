@@ -81,9 +81,16 @@ class EncoderProfile:
         _need(self.hidden_size % self.n_heads == 0, where, "n_heads", self.n_heads,
               f"must divide hidden_size={self.hidden_size}")
 
+    @property
+    def pooler_params(self) -> int:
+        """Parameters of the BERT/RoBERTa pooler head (h x h + h; DistilBERT has none). Counted in n_params,
+        which is the transformers model's size, but dropped by xmcfit, which pools the hidden states itself."""
+        return 0 if self.architecture == "distilbert" else self.hidden_size * self.hidden_size + self.hidden_size
+
     def to_spec(self) -> EncoderSpec:
-        """The plan's view of this encoder."""
-        return EncoderSpec(name=self.name, kind="text", n_params=self.n_params, hidden_size=self.hidden_size,
+        """The plan's view of this encoder: the parameters xmcfit trains (the model without its pooler)."""
+        return EncoderSpec(name=self.name, kind="text", n_params=self.n_params - self.pooler_params,
+                           hidden_size=self.hidden_size,
                            n_layers=self.n_layers, n_heads=self.n_heads, intermediate_size=self.intermediate_size,
                            vocab_size=self.vocab_size, max_seq_len=self.max_seq_len)
 

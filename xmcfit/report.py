@@ -35,7 +35,7 @@ def plan_memory_table(plan: "Plan", peak_terms: tuple[str, ...]) -> Table:
             table.add_row(name, _gib(n_bytes), "yes" if name in peak_terms else "")
     mem = plan.memory
     table.add_section()
-    table.add_row("predicted peak (sparse)", _gib(mem.predicted_peak_bytes), "")
+    table.add_row(f"predicted peak ({plan.classifier.kind})", _gib(mem.predicted_peak_bytes), "")
     table.add_row("dense classifier would need", _gib(mem.dense_predicted_peak_bytes), "")
     table.add_row("budget", _gib(mem.budget_bytes), "")
     table.add_row("headroom", _gib(mem.headroom_bytes), "")
@@ -51,14 +51,16 @@ def plan_knobs_table(plan: "Plan") -> Table:
     rows = [
         ("encoder", f"{m.encoder.name} (seq {m.seq_len}, {m.pooling} pooling)"),
         ("precision", plan.precision),
-        ("fan-in", f"{c.fan_in} of d={c.in_features} ({c.index_dtype} indices)"),
+        ("fan-in", f"{c.fan_in} of d={c.in_features} ({c.index_dtype} indices)" if c.kind == "sparse"
+         else f"dense {c.n_labels} x {c.in_features}"),
         ("classifier", f"{c.value_dtype} values, {c.optimizer} lr {c.lr}, rounding {c.update_rounding}"),
         ("batch", f"{t.micro_batch} x {t.grad_accum} accumulation x {plan.n_devices} device(s) = {plan.effective_batch}"),
         ("gradient checkpointing", "on" if m.gradient_checkpointing else "off"),
         ("intermediate layer", str(m.intermediate_dim or "none")),
         ("loss chunk", f"{c.loss_chunk_size} labels ({c.loss})"),
         ("aux objective", f"{plan.aux.n_clusters} clusters, weight {plan.aux.initial_weight}" if plan.aux.enabled else "off"),
-        ("rewiring", f"{plan.rewiring.mode} {plan.rewiring.initial} every {plan.rewiring.interval_steps} steps"),
+        ("rewiring", f"{plan.rewiring.mode} {plan.rewiring.initial} every {plan.rewiring.interval_steps} steps"
+         if plan.rewiring.enabled else "off"),
     ]
     for knob, value in rows:
         table.add_row(knob, value)

@@ -12,6 +12,7 @@ from xmcfit.plan.units import SIZE_HELP
 
 
 _CHOICES = {
+    "--classifier": ("sparse", "dense"),
     "--precision": ("bf16_amp", "fp16_amp", "fp32"),
     "--classifier-optimizer": ("adamw", "sgd_momentum", "sgd"),
     "--classifier-dtype": ("float32", "bfloat16"),
@@ -39,6 +40,8 @@ def plan(
     epochs: int = typer.Option(10, "--epochs"),
     seed: int = typer.Option(0, "--seed"),
     precision: Optional[str] = typer.Option(None, "--precision", help="Pin: bf16_amp, fp16_amp or fp32."),
+    classifier: Optional[str] = typer.Option(None, "--classifier",
+                                             help="sparse (default) or dense: the L x d AdamW baseline."),
     fan_in: Optional[int] = typer.Option(None, "--fan-in", help="Pin the classifier's fan-in k."),
     classifier_optimizer: Optional[str] = typer.Option(None, "--classifier-optimizer", help="Pin: adamw, sgd_momentum or sgd."),
     classifier_dtype: Optional[str] = typer.Option(None, "--classifier-dtype", help="Pin: float32 or bfloat16 (Kahan updates)."),
@@ -59,7 +62,8 @@ def plan(
                 optimizer=_choice("--classifier-optimizer", classifier_optimizer),
                 value_dtype=_choice("--classifier-dtype", classifier_dtype), gradient_checkpointing=checkpointing,
                 micro_batch=micro_batch, intermediate_dim=intermediate_dim, loss_chunk_size=loss_chunk,
-                aux_clusters=aux_clusters, rewiring_interval=rewire_every)
+                aux_clusters=aux_clusters, rewiring_interval=rewire_every,
+                classifier=_choice("--classifier", classifier))
     # --all-gpus replaces the budget per row, so it needs no GPU and no budget flag.
     placeholder = Budget("manual", 1, True) if all_gpus and gpu is None and gpu_mem is None else None
     request = make_request(labels=labels, dataset=dataset, data=str(data) if data else None, gpu_mem=gpu_mem, gpu=gpu,

@@ -15,6 +15,8 @@ time, cheapest in accuracy first, and keeps the first configuration whose predic
   6. fan-in down the ladder to 16
   7. classifier optimizer -> plain SGD
   8. halve the micro-batch down to 1
+With `--classifier dense` (the baseline the method is compared with) the classifier is a dense fp32
+L x d matrix trained by AdamW and only the speed moves (1, 2, 8) apply.
 Every step only lowers memory and never undoes an earlier one, so the configurations form a chain:
 more memory never gives a smaller fan-in, a smaller micro-batch or a cheaper classifier. A pinned knob
 (set by flag) is skipped. If the result's fan-in is below 64, an intermediate layer (4096 wide, ReLU)
@@ -31,7 +33,7 @@ from dataclasses import dataclass, replace
 from xmcfit import __version__
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.memory import CUDA_CONTEXT_BYTES, Layout, MemoryEstimate, predict
-from xmcfit.plan.schema import (SCHEMA_VERSION, AuxSection, ClassifierOptimizer, ClassifierSection, EncoderSpec,
+from xmcfit.plan.schema import (SCHEMA_VERSION, AuxSection, ClassifierKind, ClassifierOptimizer, ClassifierSection, EncoderSpec,
                                 InputsSection, MemorySection, ModelSection, Plan, PlanError, Pooling, Precision,
                                 RewiringSection, TrainingSection, ValueDtype, index_dtype_for)
 from xmcfit.plan.units import gib
@@ -74,6 +76,8 @@ class Pins:
     aux_clusters: int | None = None
     """0 turns the auxiliary objective off."""
     rewiring_interval: int | None = None
+    classifier: ClassifierKind | None = None
+    """"dense" plans the L x d baseline; None or "sparse" the fixed fan-in classifier."""
 
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, value in vars(self).items() if value is not None)
@@ -126,6 +130,14 @@ class PlanRequest:
             need(value is None or value >= 0, flag, value, "must be >= 0")
         for flag, value in (("--loss-chunk", p.loss_chunk_size), ("--rewire-every", p.rewiring_interval)):
             need(value is None or value >= 1, flag, value, "must be >= 1")
+        if p.classifier == "dense":
+            for flag, value in (("--fan-in", p.fan_in), ("--classifier-optimizer", p.optimizer),
+                                ("--classifier-dtype", p.value_dtype), ("--rewire-every", p.rewiring_interval)):
+                need(value is None, flag, value, "applies to the sparse classifier, not --classifier dense")
+
+    @property
+    def dense(self) -> bool:
+        return self.pins.classifier == "dense"
 
 
 @dataclass(frozen=True)
@@ -173,6 +185,8 @@ def _precision(req: PlanRequest, reasons: list[str]) -> Precision:
 
 
 def _fan_in_ladder(req: PlanRequest, d: int) -> list[int]:
+    if req.dense:
+        return [d]
     if req.pins.fan_in is not None:
         return [req.pins.fan_in]
     return [k for k in FAN_IN_LADDER if k <= d] or [d]
@@ -201,14 +215,17 @@ def _chain(req: PlanRequest, precision: Precision):
             micro = max(MICRO_BATCH_FLOOR, micro // 2)
             speed.append(lambda k, m=micro: replace(k, micro_batch=m))
     accuracy: list = []
-    if p.value_dtype is None:
+    if req.dense:
+        accuracy = []
+    elif p.value_dtype is None:
         accuracy.append(lambda k: replace(k, value_dtype="bfloat16"))
-    accuracy += [lambda k, f=f: replace(k, fan_in=f) for f in ladder[1:] if f >= FAN_IN_ACCURACY_FLOOR]
-    if p.optimizer is None:
-        accuracy.append(lambda k: replace(k, optimizer="sgd_momentum"))
-    accuracy += [lambda k, f=f: replace(k, fan_in=f) for f in ladder[1:] if f < FAN_IN_ACCURACY_FLOOR]
-    if p.optimizer is None:
-        accuracy.append(lambda k: replace(k, optimizer="sgd"))
+    if not req.dense:
+        accuracy += [lambda k, f=f: replace(k, fan_in=f) for f in ladder[1:] if f >= FAN_IN_ACCURACY_FLOOR]
+        if p.optimizer is None:
+            accuracy.append(lambda k: replace(k, optimizer="sgd_momentum"))
+        accuracy += [lambda k, f=f: replace(k, fan_in=f) for f in ladder[1:] if f < FAN_IN_ACCURACY_FLOOR]
+        if p.optimizer is None:
+            accuracy.append(lambda k: replace(k, optimizer="sgd"))
     while speed or accuracy:
         if speed:
             peak = predict(_layout(req, precision, k)).predicted_peak_bytes
@@ -230,7 +247,7 @@ def _chain(req: PlanRequest, precision: Precision):
 def _maybe_intermediate(req: PlanRequest, precision: Precision, knobs: _Knobs,
                         estimate: MemoryEstimate) -> tuple[_Knobs, MemoryEstimate]:
     """Add the intermediate layer when fan-in fell below the accuracy floor and it still fits."""
-    if req.pins.intermediate_dim is not None or knobs.fan_in >= FAN_IN_ACCURACY_FLOOR:
+    if req.dense or req.pins.intermediate_dim is not None or knobs.fan_in >= FAN_IN_ACCURACY_FLOOR:
         return knobs, estimate
     if index_dtype_for(INTERMEDIATE_DIM) != index_dtype_for(req.encoder.hidden_size):
         return knobs, estimate
@@ -241,10 +258,11 @@ def _maybe_intermediate(req: PlanRequest, precision: Precision, knobs: _Knobs,
     return knobs, estimate
 
 
-def _loss_chunk(req: PlanRequest, micro_batch: int) -> int:
+def _loss_chunk(req: PlanRequest, micro_batch: int, fan_in: int, features_dim: int) -> int:
+    """The largest power of two whose loss workspace (memory.loss_workspace_bytes) stays under the target."""
     if req.pins.loss_chunk_size is not None:
         return req.pins.loss_chunk_size
-    per_label_bytes = 3 * micro_batch * 4
+    per_label_bytes = 2 * micro_batch * 4 + (features_dim * 4 if req.dense else fan_in * 16 + 4)
     chunk = 2 ** int(math.log2(max(1, LOSS_WORKSPACE_TARGET_BYTES // per_label_bytes)))
     return min(max(chunk, 1024), 131072, req.n_labels)
 
@@ -262,16 +280,18 @@ def _aux_clusters(req: PlanRequest) -> int:
 def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
     target = req.target_batch
     n_clusters = _aux_clusters(req)
-    return Layout(encoder=req.encoder, seq_len=req.seq_len, precision=precision, gradient_checkpointing=k.checkpointing,
+    d = k.intermediate_dim or req.encoder.hidden_size
+    layout = Layout(encoder=req.encoder, seq_len=req.seq_len, precision=precision, gradient_checkpointing=k.checkpointing,
                   micro_batch=k.micro_batch, grad_accum=math.ceil(target / k.micro_batch), pooling=req.pooling,
                   intermediate_dim=k.intermediate_dim, classifier_kind="sparse", n_labels=req.n_labels,
                   fan_in=k.fan_in, value_dtype=k.value_dtype, optimizer=k.optimizer,
                   weight_decay=1e-4 if k.optimizer == "adamw" else 0.0,
                   update_rounding="kahan" if k.value_dtype == "bfloat16" else "none",
-                  loss_chunk_size=_loss_chunk(req, k.micro_batch), bias=True, aux_enabled=n_clusters > 0,
+                  loss_chunk_size=_loss_chunk(req, k.micro_batch, k.fan_in, d), bias=True, aux_enabled=n_clusters > 0,
                   n_clusters=max(1, n_clusters), rewiring_enabled=True,
                   rewiring_chunk_rows=min(REWIRING_CHUNK_ROWS, req.n_labels), n_devices=req.n_devices,
                   cuda_context_bytes=req.cuda_context_bytes)
+    return layout.as_dense() if req.dense else layout
 
 
 def _rewiring_interval(req: PlanRequest) -> int:
@@ -289,15 +309,19 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
     def say(knob: str, text: str, default: str) -> None:
         why.append(f"{text}: pinned by flag" if knob in pinned else f"{text}: {default}")
 
-    said_fits = f"the first configuration on the degradation chain that fits ({gib(est.predicted_peak_bytes):.2f} " \
-                f"of {gib(req.budget_bytes):.2f} GiB)"
-    say("fan_in", f"fan-in {k.fan_in}", "largest of the ladder that fits" if k.fan_in == best.fan_in
-        else f"lowered from {best.fan_in}; {said_fits}")
-    say("value_dtype", f"classifier values {k.value_dtype}",
-        "fp32 fits" if k.value_dtype == "float32" else "pure-bf16 values, gradients and state with Kahan-compensated "
-        "updates, to fit")
-    say("optimizer", f"classifier optimizer {k.optimizer}",
-        "the method's default" if k.optimizer == "adamw" else "cheaper optimizer state, to fit")
+    if req.dense:
+        why.append(f"dense fp32 classifier ({req.n_labels} x {k.intermediate_dim or req.encoder.hidden_size}) "
+                   "trained by AdamW: pinned by --classifier dense (the baseline)")
+    else:
+        said_fits = (f"the first configuration on the degradation chain that fits "
+                     f"({gib(est.predicted_peak_bytes):.2f} of {gib(req.budget_bytes):.2f} GiB)")
+        say("fan_in", f"fan-in {k.fan_in}", "largest of the ladder that fits" if k.fan_in == best.fan_in
+            else f"lowered from {best.fan_in}; {said_fits}")
+        say("value_dtype", f"classifier values {k.value_dtype}",
+            "fp32 fits" if k.value_dtype == "float32" else "pure-bf16 values, gradients and state with "
+            "Kahan-compensated updates, to fit")
+        say("optimizer", f"classifier optimizer {k.optimizer}",
+            "the method's default" if k.optimizer == "adamw" else "cheaper optimizer state, to fit")
     say("gradient_checkpointing", f"gradient checkpointing {'on' if k.checkpointing else 'off'}",
         "needed to fit the encoder's activations" if k.checkpointing else "activations fit without it")
     accum = math.ceil(req.target_batch / k.micro_batch)
@@ -317,7 +341,7 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
 def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, est: MemoryEstimate,
                 reasons: tuple[str, ...]) -> Plan:
     layout = _layout(req, precision, k)
-    dense = predict(layout.as_dense())
+    dense = predict(layout.as_dense())  # the same as `est` for a dense plan
     d = layout.features_dim
     n_clusters = _aux_clusters(req)
     large = req.n_labels >= LARGE_DATASET_LABELS
@@ -330,12 +354,13 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, est: MemoryEs
         model=ModelSection(encoder=req.encoder, seq_len=req.seq_len, pooling=req.pooling,
                            dropout=0.35 if large else 0.5, intermediate_dim=k.intermediate_dim,
                            gradient_checkpointing=k.checkpointing),
-        classifier=ClassifierSection(kind="sparse", n_labels=req.n_labels, in_features=d, fan_in=k.fan_in,
-                                     index_dtype=index_dtype_for(d), value_dtype=k.value_dtype, optimizer=k.optimizer,
-                                     update_rounding=layout.update_rounding, lr=CLASSIFIER_LR[k.optimizer],
-                                     weight_decay=layout.weight_decay, momentum=0.9 if k.optimizer == "sgd_momentum" else 0.0,
+        classifier=ClassifierSection(kind=layout.classifier_kind, n_labels=req.n_labels, in_features=d,
+                                     fan_in=layout.fan_in, index_dtype=index_dtype_for(d), value_dtype=layout.value_dtype,
+                                     optimizer=layout.optimizer, update_rounding=layout.update_rounding,
+                                     lr=CLASSIFIER_LR[layout.optimizer], weight_decay=layout.weight_decay,
+                                     momentum=0.9 if layout.optimizer == "sgd_momentum" else 0.0,
                                      loss="squared_hinge", loss_chunk_size=layout.loss_chunk_size, bias=True),
-        rewiring=RewiringSection(enabled=True, mode="fraction", initial=0.25, interval_steps=_rewiring_interval(req),
+        rewiring=RewiringSection(enabled=layout.rewiring_enabled, mode="fraction", initial=0.25, interval_steps=_rewiring_interval(req),
                                  stop_fraction=0.66, chunk_rows=layout.rewiring_chunk_rows),
         aux=AuxSection(enabled=n_clusters > 0, n_clusters=max(1, n_clusters), initial_weight=0.4, cutoff_fraction=0.5),
         training=TrainingSection(epochs=req.epochs, micro_batch=k.micro_batch, grad_accum=layout.grad_accum,

@@ -156,15 +156,13 @@ def matmul_weight_params(encoder: EncoderSpec) -> int:
 def amp_weight_copy_bytes(encoder: EncoderSpec, precision: Precision, gradient_checkpointing: bool) -> int:
     """16-bit copies autocast makes of the Linear weights and backward keeps until it has used them.
 
-    Without checkpointing all layers' copies are saved; with it only the recomputed layer's are. The
-    pooler (h x h, BERT/RoBERTa; outside the checkpointed layers) is counted too: HF computes it even
-    when the trainer pools the hidden states itself.
+    Without checkpointing all layers' copies are saved; with it only the recomputed layer's are. No
+    pooler: xmcfit builds the encoder without one and pools the hidden states itself.
     """
     if precision == "fp32" or encoder.kind != "text":
         return 0
     n_layers_saved = 1 if gradient_checkpointing else encoder.n_layers
-    pooler = encoder.hidden_size * encoder.hidden_size
-    return (matmul_weight_params(encoder) // encoder.n_layers * n_layers_saved + pooler) * BF16_BYTES
+    return matmul_weight_params(encoder) // encoder.n_layers * n_layers_saved * BF16_BYTES
 
 
 def layer_activation_bytes_per_token(encoder: EncoderSpec, seq_len: int, precision: Precision,
@@ -269,8 +267,11 @@ def classifier_index_bytes(layout: Layout) -> int:
 
 
 def classifier_bias_bytes(layout: Layout) -> int:
-    """bias (rows,) fp32."""
-    return layout.rows_per_device * FP32_BYTES if layout.bias else 0
+    """bias (rows,): in value_dtype for the sparse layer (FixedFanInLinear keeps one dtype), fp32 dense."""
+    if not layout.bias:
+        return 0
+    dtype = "float32" if layout.classifier_kind == "dense" else layout.value_dtype
+    return layout.rows_per_device * VALUE_BYTES[dtype]
 
 
 def classifier_grad_bytes(layout: Layout) -> int:
@@ -280,27 +281,34 @@ def classifier_grad_bytes(layout: Layout) -> int:
 
 def classifier_optimizer_bytes(layout: Layout) -> int:
     """Optimizer state per value and bias entry (AdamW 2, SGD-momentum 1, SGD 0) in the values' dtype,
-    plus one bf16 Kahan compensation buffer per value for bf16 values with Kahan updates."""
+    plus one bf16 Kahan compensation buffer per value and bias entry for bf16 values with Kahan updates."""
     n_states = OPTIMIZER_STATES[layout.optimizer]
-    kahan = (layout.rows_per_device * layout.fan_in * BF16_BYTES
-             if layout.classifier_kind == "sparse" and layout.value_dtype == "bfloat16"
-             and layout.update_rounding == "kahan" else 0)
-    return n_states * (classifier_value_bytes(layout) + classifier_bias_bytes(layout)) + kahan
+    kahan = int(layout.classifier_kind == "sparse" and layout.value_dtype == "bfloat16"
+                and layout.update_rounding == "kahan")
+    return (n_states + kahan) * (classifier_value_bytes(layout) + classifier_bias_bytes(layout))
 
 
-def loss_workspace_bytes(micro_batch: int, loss_chunk_size: int, n_labels_per_device: int) -> int:
-    """Transient buffers of the chunked loss: about 3 fp32 (micro_batch, chunk) tensors (logits, margin,
-    their gradient). To be confirmed against xmcfit.sparse; keep this the only place it lives."""
-    return 3 * micro_batch * min(loss_chunk_size, n_labels_per_device) * FP32_BYTES
+def loss_workspace_bytes(layout: Layout) -> int:
+    """Transient buffers of one chunk of xmcfit.sparse.chunked_loss (c = chunk rows, b = micro-batch):
+    2·b·c fp32 (logits and the loss/margin buffer) + c·k·16 (int32 columns, the sampled fp32 value
+    gradient, fp32 copies of 16-bit values) + (c+1)·4 CSR row pointers; dense: 2·b·c·4 + c·d·4 for the
+    weight-gradient chunk. Mirrors the sparse module's docstring (tests check the two agree)."""
+    c = min(layout.loss_chunk_size, layout.rows_per_device)
+    logits = 2 * layout.micro_batch * c * FP32_BYTES
+    if layout.classifier_kind == "dense":
+        return logits + c * layout.features_dim * FP32_BYTES
+    return logits + c * layout.fan_in * 16 + (c + 1) * 4
 
 
 def rewiring_workspace_bytes(layout: Layout) -> int:
-    """SET prune-and-regrow buffers per chunk of rows: chunk x (d x 4 + k x 16) bytes (a dense row mask
-    plus sort keys / new indices). To be confirmed against xmcfit.sparse."""
+    """SET prune-and-regrow buffers of one chunk of r rows: r·(4·d + 47·k + value_bytes·k) bytes (random
+    sampling keys over the d columns, then per-slot masks, ranks, sort orders and one permuted state
+    tensor); the same bound as xmcfit.sparse.rewire_workspace_bytes (tests check the two agree)."""
     if not (layout.rewiring_enabled and layout.classifier_kind == "sparse"):
         return 0
     rows = min(layout.rewiring_chunk_rows, layout.rows_per_device)
-    return rows * (layout.features_dim * FP32_BYTES + layout.fan_in * 16)
+    k = layout.fan_in
+    return rows * (layout.features_dim * FP32_BYTES + 47 * k + VALUE_BYTES[layout.value_dtype] * k)
 
 
 def optimizer_step_workspace_bytes(layout: Layout) -> int:
@@ -363,7 +371,7 @@ def memory_terms(layout: Layout) -> dict[str, int]:
         "classifier_bias": classifier_bias_bytes(layout),
         "classifier_grads": classifier_grad_bytes(layout),
         "classifier_optimizer_state": classifier_optimizer_bytes(layout),
-        "loss_workspace": loss_workspace_bytes(layout.micro_batch, layout.loss_chunk_size, layout.rows_per_device),
+        "loss_workspace": loss_workspace_bytes(layout),
         "aux_weights": n_aux * FP32_BYTES,
         "aux_grads": n_aux * FP32_BYTES,
         "aux_optimizer_state": n_aux * OPTIMIZER_STATES["adamw"] * FP32_BYTES,

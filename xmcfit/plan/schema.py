@@ -57,7 +57,7 @@ class EncoderSpec:
     kind: InputKind
     """"text": a transformer over tokens; "bow": sparse features -> dense projection (EmbeddingBag)."""
     n_params: int
-    """Trainable parameters of the encoder (count)."""
+    """Trainable parameters of the encoder as xmcfit builds it (count; without a BERT pooler head)."""
     hidden_size: int
     """Output width d of the pooled representation (features)."""
     n_layers: int

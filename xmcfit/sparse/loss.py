@@ -34,6 +34,14 @@ LOSSES = ("squared_hinge", "bce")
 DEFAULT_LOSS_CHUNK = 8192
 
 
+def loss_workspace_bytes(batch: int, chunk_rows: int, fan_in: int | None, in_features: int) -> int:
+    """Transient bytes of one fp32 chunk (see the module docstring); fan_in None = a dense nn.Linear."""
+    logits = 2 * batch * chunk_rows * 4
+    if fan_in is None:
+        return logits + chunk_rows * in_features * 4
+    return logits + chunk_rows * fan_in * 16 + (chunk_rows + 1) * 4
+
+
 class _DenseOps:
     """The backend interface over an nn.Linear weight chunk (same label-major contract)."""
 

@@ -72,20 +72,32 @@ def _optimizer_state_bytes(opt: torch.optim.Optimizer, params: set[int]) -> int:
     )
 
 
+STATIC_TERMS = ("encoder_weights", "encoder_optimizer_state", "intermediate_weights", "intermediate_optimizer_state",
+                "aux_weights", "aux_optimizer_state", "classifier_values", "classifier_bias", "classifier_indices",
+                "classifier_optimizer_state")
+"""Planner terms (xmcfit.plan.memory) that are persistent tensors, so they are measured exactly."""
+
+
 def measured_terms(model: XMCModel, optimizers: list[torch.optim.Optimizer]) -> dict[str, int]:
-    """Bytes of the persistent tensors the trainer holds, by family (gradients are freed each step)."""
-    enc = {id(p) for p in model.encoder.parameters()}
-    heads = {id(p) for p in model.parts().heads}
-    cls = {id(p) for p in model.classifier.parameters()}
-    terms = {
-        "encoder_weights": sum(_tensor_bytes(p) for p in model.encoder.parameters()),
-        "encoder_optimizer": sum(_optimizer_state_bytes(o, enc) for o in optimizers),
-        "heads_weights": sum(_tensor_bytes(p) for p in model.parts().heads),
-        "heads_optimizer": sum(_optimizer_state_bytes(o, heads) for o in optimizers),
-        "classifier_weights": sum(_tensor_bytes(p) for p in model.classifier.parameters()),
-        "classifier_buffers": sum(_tensor_bytes(b) for b in model.classifier.buffers()),
-        "classifier_optimizer": sum(_optimizer_state_bytes(o, cls) for o in optimizers),
-    }
+    """Bytes of the persistent tensors the trainer holds, under the planner's term names."""
+
+    def weights_and_state(module: torch.nn.Module | None) -> tuple[int, int]:
+        if module is None:
+            return 0, 0
+        params = list(module.parameters())
+        ids = {id(p) for p in params}
+        return (sum(_tensor_bytes(p) for p in params), sum(_optimizer_state_bytes(o, ids) for o in optimizers))
+
+    terms: dict[str, int] = {}
+    for name, module in (("encoder", model.encoder), ("intermediate", model.intermediate), ("aux", model.aux_head)):
+        terms[f"{name}_weights"], terms[f"{name}_optimizer_state"] = weights_and_state(module)
+    cls = model.classifier
+    value = cls.values if hasattr(cls, "values") else cls.weight
+    bias = cls.bias
+    terms["classifier_values"] = _tensor_bytes(value)
+    terms["classifier_bias"] = _tensor_bytes(bias) if bias is not None else 0
+    terms["classifier_indices"] = sum(_tensor_bytes(b) for b in cls.buffers())
+    terms["classifier_optimizer_state"] = weights_and_state(cls)[1]
     return terms
 
 
