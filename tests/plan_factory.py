@@ -3,10 +3,8 @@ section is priced by the planner's memory model, as `xmcfit plan` would."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from xmcfit import __version__
-from xmcfit.plan.memory import Layout, predict
+from xmcfit.plan.memory import reprice
 from xmcfit.profiles import load_encoder
 from xmcfit.plan.schema import (AuxSection, ClassifierSection, EncoderSpec, InputsSection, MemorySection,
                                 ModelSection, Plan, RewiringSection, TrainingSection, index_dtype_for)
@@ -35,11 +33,7 @@ def tiny_plan(encoder: str, n_labels: int, *, kind: str = "sparse", fan_in: int 
         rewiring=RewiringSection(kind == "sparse", "fraction", 0.25, 3, 0.66, 16),
         aux=AuxSection(aux_clusters > 0, max(1, aux_clusters), 0.4, 0.5),
         training=TrainingSection(epochs, micro_batch, grad_accum, 1e-3, 0.01, 0.1, 1.0, 64),
-        memory=MemorySection({}, 1, 1, 2**30),
+        memory=MemorySection({}, 1, 1, 2**30),  # priced below
         reasons=("test plan",),
     )
-    layout = Layout.from_plan(plan)
-    sized = predict(layout).terms_bytes
-    memory = MemorySection(sized, predict(layout).predicted_peak_bytes,
-                           predict(layout.as_dense()).predicted_peak_bytes, 2**30)
-    return replace(plan, memory=memory)
+    return reprice(plan)

@@ -80,3 +80,20 @@ def test_backend_env_rejects_unknown_name(monkeypatch):
     monkeypatch.setenv(dispatch.BACKEND_ENV, "cuda")
     with pytest.raises(ValueError, match="must be 'torch' or 'triton'"):
         dispatch.backend_name(torch.device("cpu"))
+
+
+def test_torch_value_gradient_ignores_whatever_memory_it_reuses():
+    """grad_values must not read uninitialised memory (sampled_addmm computes beta * input even at
+    beta=0): freed NaN-filled blocks of the same size are handed back by the allocator."""
+    from xmcfit.sparse import torch_backend
+
+    torch.manual_seed(0)
+    n_rows, fan_in, d, batch = 30, 16, 64, 8
+    indices = torch.stack([torch.randperm(d)[:fan_in].sort().values for _ in range(n_rows)])
+    grad_t, x = torch.randn(n_rows, batch), torch.randn(batch, d)
+    expected = (grad_t @ x).gather(1, indices)
+    for _ in range(50):
+        poison = [torch.full((n_rows * fan_in,), float("nan")) for _ in range(8)]
+        del poison
+        got = torch_backend.grad_values(grad_t, x, indices)
+        torch.testing.assert_close(got, expected)

@@ -27,6 +27,8 @@ from xmcfit.commands import plan as _plan_cmd
 app.command("plan")(_plan_cmd.plan)
 app.command("gpus")(_plan_cmd.gpus)
 app.command("profiles")(_plan_cmd.profiles)
+from xmcfit.commands import train as _train_cmd
+app.command("train")(_train_cmd.train)
 
 
 def main() -> None:

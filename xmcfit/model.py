@@ -50,7 +50,9 @@ def load_pretrained_encoder(source: str) -> nn.Module:
     A directory with a config.json but no weights builds a randomly initialised encoder (tests, ablations).
     """
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # xmcfit draws its own progress; a second bar on stderr is noise
     path = Path(source)
     try:
         if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):

@@ -10,6 +10,7 @@ from rich.table import Table
 from xmcfit.plan.units import gib
 
 if TYPE_CHECKING:
+    from xmcfit.train.loop import StepStats, TrainResult
     from xmcfit.plan.hardware import GpuInfo
     from xmcfit.plan.schema import Plan
     from xmcfit.profiles import DatasetProfile, EncoderProfile, GpuProfile
@@ -204,3 +205,69 @@ def predictions_table(inputs: list[str], predictions: list[list["LabelScore"]]) 
             table.add_row(shown if rank == 1 else "", str(rank), str(label.index), label.name or "-", f"{label.score:.4f}")
         table.add_section()
     return table
+
+
+class TrainProgress:
+    """A rich progress bar over optimizer steps (on stderr, so stdout stays for results), fed by the
+    trainer's on_step callback: loss, learning rate, auxiliary weight, connections rewired, throughput
+    and memory (CUDA allocated, or the process RSS on the CPU)."""
+
+    def __init__(self, encoder_lr: float, classifier_lr: float) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.encoder_lr, self.classifier_lr = encoder_lr, classifier_lr
+        self._progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[figures]}"),
+            console=Console(stderr=True, width=160), transient=False,
+        )
+        self._task = None
+
+    def __enter__(self) -> "TrainProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, stats: "StepStats") -> None:
+        figures = (f"loss {stats.loss:.4f} (aux {stats.aux_loss:.3f} x {stats.aux_weight:.2f})  "
+                   f"lr {self.encoder_lr * stats.lr_mult:.1e}/{self.classifier_lr * stats.lr_mult:.1e}  "
+                   f"rewired {stats.connections_moved:,}  {stats.points_per_s:.0f} pts/s  "
+                   f"mem {gib(stats.memory_bytes):.2f} GiB"
+                   + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else ""))
+        if self._task is None:
+            self._task = self._progress.add_task("train", total=stats.total_steps, epoch=stats.epoch + 1,
+                                                 figures=figures)
+        self._progress.update(self._task, completed=stats.step, total=stats.total_steps, epoch=stats.epoch + 1,
+                              figures=figures)
+
+
+def train_result_table(result: "TrainResult") -> Table:
+    """Steps done, final loss, and the plan's predicted memory beside what the run measured."""
+    from xmcfit.train.memory_report import STATIC_TERMS
+
+    mem = result.memory
+    table = Table(title=f"Trained {result.run_dir}: {result.steps} steps, {result.epochs_done} epoch(s), "
+                        f"final loss {result.final_loss:.4f}"
+                        + (f", {result.skipped_steps} non-finite steps skipped" if result.skipped_steps else ""))
+    table.add_column("memory (GiB)")
+    table.add_column("predicted", justify="right")
+    table.add_column(f"measured ({mem['device']})", justify="right")
+    predicted, measured = mem["predicted_terms_bytes"], mem["measured_terms_bytes"]
+    for term in STATIC_TERMS:
+        if predicted.get(term) or measured.get(term):
+            table.add_row(term, _gib_or_dash(predicted.get(term)), _gib_or_dash(measured.get(term)))
+    table.add_section()
+    table.add_row("peak", _gib_or_dash(mem["predicted_peak_bytes"]), _gib_or_dash(mem["measured_peak_bytes"]))
+    if "measured_reserved_bytes" in mem:
+        table.add_row("  reserved by the allocator", "", _gib_or_dash(mem["measured_reserved_bytes"]))
+    if "measured_peak_rss_growth_bytes" in mem:
+        table.add_row("  RSS growth while training", "", _gib_or_dash(mem["measured_peak_rss_growth_bytes"]))
+    table.caption = mem["note"]
+    return table
+
+
+def print_train_result(result: "TrainResult") -> None:
+    console().print(train_result_table(result))

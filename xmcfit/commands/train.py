@@ -38,8 +38,12 @@ def train(
         if plan_path is not None or data is not None:
             raise XmcfitError("--resume takes the plan and data recorded in the run; drop PLAN and --data")
         run_dir = resume
+        info = read_run_info(run_dir)
+        if info.get("status") == "done":
+            typer.echo(f"{run_dir}: already finished ({info.get('epochs_done')} epochs); nothing to resume")
+            return
         plan = Plan.from_json(RunFiles(run_dir).plan)
-        options = data_options_of(read_run_info(run_dir))
+        options = data_options_of(info)
     else:
         if plan_path is None or data is None:
             raise XmcfitError("give a PLAN and --data PATH (or --resume RUN_DIR)")
@@ -48,7 +52,7 @@ def train(
         options = DataOptions(data, tuple(text_field) if text_field else None, label_field, limit)
         prepare_run_dir(plan, run_dir, options)
     train_data = load_train_data(plan, run_dir, options, resume=resume is not None)
-    with report.TrainProgress() as progress:
+    with report.TrainProgress(plan.training.encoder_lr, plan.classifier.lr) as progress:
         result = run_training(plan, run_dir, train_data, device=device, resume=resume is not None,
                               max_steps=max_steps, log_every=log_every, auto_recover=auto_recover,
                               on_step=progress.update)

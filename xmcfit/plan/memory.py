@@ -394,3 +394,16 @@ def predict(layout: Layout) -> MemoryEstimate:
     peak_terms = RESIDENT + phases[peak_phase] + RESERVES
     return MemoryEstimate(terms_bytes=terms, peak_phase=peak_phase, peak_terms=peak_terms,
                           predicted_peak_bytes=sum(terms[t] for t in peak_terms))
+
+
+def reprice(plan: "Plan") -> "Plan":
+    """`plan` with its memory section recomputed from its knobs (same budget): for plans changed after
+    the chooser made them (the trainer's out-of-memory recovery, hand-built test plans)."""
+    from xmcfit.plan.schema import MemorySection
+
+    layout = Layout.from_plan(plan)
+    est = predict(layout)
+    memory = MemorySection(terms_bytes=dict(est.terms_bytes), predicted_peak_bytes=est.predicted_peak_bytes,
+                           dense_predicted_peak_bytes=predict(layout.as_dense()).predicted_peak_bytes,
+                           budget_bytes=plan.memory.budget_bytes)
+    return replace(plan, memory=memory)

@@ -70,7 +70,9 @@ def logits_t(
 def grad_values(grad_t: torch.Tensor, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """grad_values[l, j] = sum_b grad_t[l, b] * x[b, indices[l, j]]: (chunk, k) in x's dtype."""
     n_rows, fan_in = indices.shape
-    pattern = _csr(torch.empty(n_rows * fan_in, dtype=x.dtype, device=x.device), indices, x.shape[1], x.dtype)
+    # Zeros, not torch.empty: sampled_addmm computes beta * input even for beta=0, and 0 * (a NaN left in
+    # uninitialised memory) is NaN, which corrupted the value gradient now and then.
+    pattern = _csr(torch.zeros(n_rows * fan_in, dtype=x.dtype, device=x.device), indices, x.shape[1], x.dtype)
     sampled = torch.sparse.sampled_addmm(pattern, grad_t, x, beta=0.0)  # CSR (chunk, d), pattern order
     return sampled.values().reshape(n_rows, fan_in)
 

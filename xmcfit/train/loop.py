@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from xmcfit import __version__
 from xmcfit.errors import XmcfitError
 from xmcfit.model import XMCModel, build_model
+from xmcfit.plan.memory import reprice
 from xmcfit.plan.schema import Plan
 from xmcfit.seed import seed_everything
 from xmcfit.sparse import SETRewirer, chunked_loss
@@ -172,6 +173,12 @@ class _Stepper:
             total += float(loss.detach()) / len(micro_batches)
             main_sum += main / len(micro_batches)
             aux_sum += aux / len(micro_batches)
+        if finite and not self.scaler.is_enabled():
+            # A finite loss can still back-propagate a non-finite gradient; one such step would poison the
+            # weights for good, so it is skipped like a non-finite loss (the fp16 GradScaler does this itself).
+            grads = [p.grad for opt in self.optimizers for g in opt.param_groups for p in g["params"]
+                     if p.grad is not None]
+            finite = bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
         if finite:
             max_norm = self.plan.training.max_grad_norm
             if max_norm > 0:
@@ -405,7 +412,7 @@ def _recovery_plan(plan: Plan, run_dir: Path, auto_recover: bool) -> Plan:
             f"{run_dir}. Re-plan with `xmcfit plan --micro-batch {max(1, t.micro_batch // 2)}` or a smaller "
             "--gpu-mem, or resume with --auto-recover"
         )
-    smaller = replace(plan, training=replace(t, micro_batch=t.micro_batch // 2, grad_accum=t.grad_accum * 2))
+    smaller = reprice(replace(plan, training=replace(t, micro_batch=t.micro_batch // 2, grad_accum=t.grad_accum * 2)))
     smaller.save(run_dir / "plan.json")
     log.warning("out of memory: micro-batch %d -> %d, accumulation %d -> %d", t.micro_batch,
                 smaller.training.micro_batch, t.grad_accum, smaller.training.grad_accum)
