@@ -157,8 +157,8 @@ def _highlight_row(values: list[float | None], fmt, lower_is_better: bool = Fals
             for v in values]
 
 
-def eval_table(results: list["EvalResult"], note: str = "") -> Table:
-    """Runs as columns, metrics (in %) as rows; the best value of each row is highlighted."""
+def eval_table(results: list["EvalResult"], note: str = "") -> Group:
+    """Runs as columns, metrics (in %) as rows, the best value of each row highlighted; notes below."""
     first = results[0]
     same_data = all((r.data_source, r.split) == (first.data_source, first.split) for r in results)
     title = f"{first.split} split of {first.data_source}, {first.n_points:,} points" if same_data else "evaluation"
@@ -190,8 +190,7 @@ def eval_table(results: list["EvalResult"], note: str = "") -> Table:
         captions.append(f"{dropped:,} label occurrences unknown to a run were scored as absent.")
     if note:
         captions.append(note)
-    table.caption = " ".join(captions)
-    return table
+    return Group(table, *captions)
 
 
 def predictions_table(inputs: list[str], predictions: list[list["LabelScore"]]) -> Table:
@@ -265,9 +264,8 @@ def train_result_table(result: "TrainResult") -> Table:
         table.add_row("  reserved by the allocator", "", _gib_or_dash(mem["measured_reserved_bytes"]))
     if "measured_peak_rss_growth_bytes" in mem:
         table.add_row("  RSS growth while training", "", _gib_or_dash(mem["measured_peak_rss_growth_bytes"]))
-    table.caption = mem["note"]
     return table
 
 
 def print_train_result(result: "TrainResult") -> None:
-    console().print(train_result_table(result))
+    console().print(train_result_table(result), result.memory["note"])
