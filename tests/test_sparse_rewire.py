@@ -89,6 +89,32 @@ def test_regrowth_is_roughly_uniform_over_free_columns():
     assert counts.min() > 0.7 * counts.mean() and counts.max() < 1.3 * counts.mean()
 
 
+def test_regrowth_is_uniform_over_the_columns_a_row_does_not_keep():
+    """Every row keeps columns {2, 3} and prunes {0, 1}: the two regrown columns are distinct draws from
+    the 14 columns not kept (pruned ones included), each about equally often."""
+    n_rows, d = 7000, 16
+    layer = FixedFanInLinear(d, n_rows, 4, seed=0)
+    with torch.no_grad():
+        layer.indices.copy_(torch.arange(4, dtype=layer.indices.dtype).expand(n_rows, 4))
+        layer.values.copy_(torch.arange(4).float().expand(n_rows, 4) + 1)  # slots 0 and 1 are the smallest
+    SETRewirer(layer, None, lambda s: 0.5, interval=1, end_step=1, seed=3, chunk_rows=1000).step(1)
+    idx = layer.indices.long()
+    assert (idx[:, 1:] > idx[:, :-1]).all()
+    new_cols = idx[layer.values == 0]  # two per row
+    assert new_cols.shape == (2 * n_rows,)
+    counts = torch.bincount(new_cols, minlength=d).float()
+    assert counts[2] == 0 and counts[3] == 0
+    free = torch.cat([counts[:2], counts[4:]])
+    expected = 2 * n_rows / 14
+    assert ((free - expected).abs() < 0.15 * expected).all(), counts
+
+
+def test_rewiring_a_fully_connected_row_regrows_exactly_the_pruned_columns():
+    layer = FixedFanInLinear(6, 50, 6, seed=0)  # fan-in = d: every column is in every row
+    SETRewirer(layer, None, lambda s: 0.5, interval=1, end_step=1, seed=0).step(1)
+    assert torch.equal(layer.indices.long(), torch.arange(6).expand(50, 6))
+
+
 def test_cosine_schedule_decays_from_initial_to_final():
     f = cosine_schedule(0.25, 0.0, 100)
     assert f(0) == pytest.approx(0.25) and f(50) == pytest.approx(0.125) and f(100) == pytest.approx(0.0)

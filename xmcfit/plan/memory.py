@@ -301,14 +301,14 @@ def loss_workspace_bytes(layout: Layout) -> int:
 
 
 def rewiring_workspace_bytes(layout: Layout) -> int:
-    """SET prune-and-regrow buffers of one chunk of r rows: r·(4·d + 47·k + value_bytes·k) bytes (random
-    sampling keys over the d columns, then per-slot masks, ranks, sort orders and one permuted state
-    tensor); the same bound as xmcfit.sparse.rewire_workspace_bytes (tests check the two agree)."""
+    """SET prune-and-regrow buffers of one chunk of r rows: r·(117·k + 288 + value_bytes·k) bytes (per-slot
+    masks, sorted kept columns, rejection-sampled free-column draws, sort orders and one permuted state
+    tensor, int64 indices); the same bound as xmcfit.sparse.rewire_workspace_bytes (tests check it)."""
     if not (layout.rewiring_enabled and layout.classifier_kind == "sparse"):
         return 0
     rows = min(layout.rewiring_chunk_rows, layout.rows_per_device)
     k = layout.fan_in
-    return rows * (layout.features_dim * FP32_BYTES + 47 * k + VALUE_BYTES[layout.value_dtype] * k)
+    return rows * (117 * k + 288 + VALUE_BYTES[layout.value_dtype] * k)
 
 
 def optimizer_step_workspace_bytes(layout: Layout) -> int:
