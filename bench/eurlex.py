@@ -23,15 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from xmcfit_runs import GIB, REPO_ROOT, Row, describe, run_config
+
 COLUMNS = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@3", "PSP@5")
-GIB = 2**30
 
 SETTINGS = {
     "cpu": dict(fields=["title"], seq_len=32, precision="fp32", batch=32, epochs=2, gpu_mem="16G",
@@ -39,55 +36,6 @@ SETTINGS = {
     "gpu": dict(fields=["title", "header", "recitals", "main_body"], seq_len=256, precision="bf16_amp", batch=64,
                 epochs=10, gpu_mem="16G", encoder="all-MiniLM-L6-v2"),
 }
-
-
-@dataclass
-class Row:
-    method: str
-    plan: dict
-    metrics: dict
-    train_s: float
-    epochs: int
-    memory: dict
-    predict_s: float
-
-
-def xmcfit(*args: str, capture: bool = False) -> str:
-    """Run the xmcfit CLI in a fresh process; stop the benchmark with its message when it fails."""
-    cmd = [sys.executable, "-m", "xmcfit.cli", *args]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE if capture else None)
-    if proc.returncode != 0:
-        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}")
-    return proc.stdout or ""
-
-
-def run_config(name: str, plan_flags: list[str], data: Path, out: Path, s: dict, limit: int | None) -> Row:
-    run_dir = out / name
-    plan_path = out / f"{name}.plan.json"
-    xmcfit("plan", "--data", str(data), "--encoder", s["encoder"], "--gpu-mem", s["gpu_mem"],
-           "--precision", s["precision"], "--batch", str(s["batch"]), "--seq-len", str(s["seq_len"]),
-           "--epochs", str(s["epochs"]), *plan_flags, "-o", str(plan_path))
-    train_args = ["train", str(plan_path), "--data", str(data), "--out", str(run_dir), "--log-every", "50"]
-    for field in s["fields"]:
-        train_args += ["--text-field", field]
-    if limit:
-        train_args += ["--limit", str(limit)]
-    started = time.perf_counter()
-    xmcfit(*train_args)
-    train_s = time.perf_counter() - started
-    started = time.perf_counter()
-    [result] = json.loads(xmcfit("eval", str(run_dir), "--split", "dev", "--json", capture=True))
-    predict_s = time.perf_counter() - started
-    return Row(name, json.loads(plan_path.read_text()), result["metrics"], train_s, s["epochs"],
-               json.loads((run_dir / "memory.json").read_text()), predict_s)
-
-
-def describe(plan: dict) -> str:
-    c = plan["classifier"]
-    if c["kind"] == "dense":
-        return f"dense {c['n_labels']}x{c['in_features']}"
-    inter = plan["model"]["intermediate_dim"]
-    return f"fan-in {c['fan_in']}/{c['in_features']}" + (f" (+{inter} intermediate)" if inter else "")
 
 
 def table(rows: list[Row], device: str) -> str:
@@ -129,7 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configs = [("dense", ["--classifier", "dense"]), ("sparse", [])]
     configs += [(f"sparse-k{k}", ["--fan-in", str(k)]) for k in args.fan_in]
-    rows = [run_config(name, flags, data, out, s, args.limit) for name, flags in configs]
+    plan_common = ["--encoder", s["encoder"], "--gpu-mem", s["gpu_mem"], "--precision", s["precision"],
+                   "--batch", str(s["batch"]), "--seq-len", str(s["seq_len"])]
+    train_flags = [arg for field in s["fields"] for arg in ("--text-field", field)]
+    train_flags += ["--limit", str(args.limit)] if args.limit else []
+    rows = [run_config(name, data, out, plan_common + flags, train_flags, "dev", s["epochs"])
+            for name, flags in configs]
     device = rows[0].memory["device"]
     print(f"setting {args.setting}: {s}, device {device}")
     print(table(rows, device))

@@ -6,10 +6,11 @@ train/test). Metrics come from xmcfit.metrics with Jain et al. propensities (A=0
 from the training labels. Model size is the saved model directory on disk.
 
     python bench/peers.py [--data-root DIR] [--datasets EURLEX57K,Bibtex,Delicious] [--threads 2]
-                          [--xmcfit-results RESULTS.json ...] [--json-out FILE]
+                          [--xmcfit-results RESULTS.json ...] [--xmcfit-bow-epochs N] [--json-out FILE]
 
 Prints one table per dataset (xmcfit rows from --xmcfit-results files, as bench/eurlex.py writes
-them, beside the peers), then one `SUMMARY ...` line. Exits 0 with a message when the data is absent.
+them, and with --xmcfit-bow-epochs xmcfit dense and sparse trained on the bag-of-words sets through the
+fixed-feature path, beside the peers), then one `SUMMARY ...` line. Exits 0 with a message when the data is absent.
 """
 
 from __future__ import annotations
@@ -241,6 +242,21 @@ def xmcfit_rows(paths: Sequence[str], dataset: str) -> list[PeerResult]:
     return rows
 
 
+def xmcfit_bow_rows(root: Path, name: str, epochs: int, out: Path) -> list[PeerResult]:
+    """Train and evaluate xmcfit dense and sparse (planner's choice for an 8 GiB budget, fp32) on a
+    bag-of-words dataset through its fixed-feature input path, as `xmcfit plan/train/eval` would."""
+    from xmcfit_runs import describe, run_config
+
+    flags = ["--gpu-mem", "8G", "--precision", "fp32", "--batch", "64"]
+    rows = []
+    for label, extra in (("dense", ["--classifier", "dense"]), ("sparse", [])):
+        row = run_config(label, root / name, out / name, flags + extra, [], DATASETS[name], epochs)
+        size = (out / name / label / "model.safetensors").stat().st_size
+        rows.append(PeerResult(name, f"xmcfit {label} ({describe(row.plan)})", row.metrics, row.train_s,
+                               row.predict_s, size, f"{epochs} epochs"))
+    return rows
+
+
 def format_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain fixed-width table (first column left-aligned, the rest right-aligned)."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
@@ -270,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="Threads for each peer.")
     parser.add_argument("--xmcfit-results", action="append", default=[], help="results.json from bench/eurlex.py.")
     parser.add_argument("--json-out", help="Also write every row to this JSON file.")
+    parser.add_argument("--xmcfit-bow-epochs", type=int, default=0,
+                        help="Also train xmcfit dense and sparse for this many epochs on Bibtex and Delicious.")
+    parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-peers"), help="Run directories for xmcfit.")
     args = parser.parse_args(argv)
     root = data_root_or_exit(args.data_root)
     names = [n for n in args.datasets.split(",") if n]
@@ -280,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     everything: list[PeerResult] = []
     for name in names:
         results = bench_dataset(root, name, args.threads) + xmcfit_rows(args.xmcfit_results, name)
+        if args.xmcfit_bow_epochs and name != "EURLEX57K":
+            results += xmcfit_bow_rows(root, name, args.xmcfit_bow_epochs, Path(args.out))
         everything += results
         print(results_table(name, results))
         if results and results[0].note:
