@@ -31,3 +31,21 @@ def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     write_synthetic(out, n_train=240, n_test=60, n_labels=40, seed=3, words_per_text=10)
     return out
+
+
+@pytest.fixture
+def bow_dir(tmp_path) -> Path:
+    """A toy XMC-text-format dataset: 60 train / 10 test points, 30 features, 6 labels (2 per point)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = ["60 30 6"]
+    for _ in range(60):
+        labels = ",".join(str(x) for x in sorted(rng.choice(6, 2, replace=False)))
+        feats = " ".join(f"{f}:1" for f in sorted(rng.choice(30, 5, replace=False)))
+        lines.append(f"{labels} {feats}")
+    data = tmp_path / "bow"
+    data.mkdir()
+    (data / "toy_train.txt").write_text("\n".join(lines) + "\n")
+    (data / "toy_test.txt").write_text("\n".join(["10 30 6"] + lines[1:11]) + "\n")
+    return data

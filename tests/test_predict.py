@@ -66,17 +66,8 @@ def test_predict_with_both_texts_and_a_file_exits_2(text_run, tmp_path):
     assert result.exit_code == 2 and "not both" in result.stderr
 
 
-def test_predict_on_a_bag_of_words_run_reads_a_features_file(tmp_path):
-    rng = np.random.default_rng(0)
-    lines = ["60 30 6"]
-    for _ in range(60):
-        labels = ",".join(str(x) for x in sorted(rng.choice(6, 2, replace=False)))
-        feats = " ".join(f"{f}:1" for f in sorted(rng.choice(30, 5, replace=False)))
-        lines.append(f"{labels} {feats}")
-    data = tmp_path / "bow"
-    data.mkdir()
-    (data / "toy_train.txt").write_text("\n".join(lines) + "\n")
-    (data / "toy_test.txt").write_text("\n".join(["10 30 6"] + lines[1:11]) + "\n")
+def test_predict_on_a_bag_of_words_run_reads_a_features_file(tmp_path, bow_dir):
+    data = bow_dir
     plan = tiny_plan("bow", 6, bow_features=30, fan_in=4, epochs=1, aux_clusters=0)
     run = train_tiny_run(tmp_path / "run", data, plan)
     result = runner.invoke(app, ["predict", str(run), "--file", str(data / "toy_test.txt"), "-k", "2", "--json"])

@@ -92,16 +92,8 @@ def test_other_classifier_and_precision_paths_train(tmp_path, tiny_encoder_dir, 
     _assert_static_terms_match_the_plan(json.loads((tmp_path / "run" / "memory.json").read_text()))
 
 
-def test_bag_of_words_input_trains(tmp_path):
-    rng = np.random.default_rng(0)
-    lines = ["60 30 6"]
-    for _ in range(60):
-        labels = ",".join(str(x) for x in sorted(rng.choice(6, 2, replace=False)))
-        feats = " ".join(f"{f}:1" for f in sorted(rng.choice(30, 5, replace=False)))
-        lines.append(f"{labels} {feats}")
-    data = tmp_path / "bow"
-    data.mkdir()
-    (data / "toy_train.txt").write_text("\n".join(lines) + "\n")
+def test_bag_of_words_input_trains(tmp_path, bow_dir):
+    data = bow_dir
     plan = tiny_plan("bow", 6, bow_features=30, fan_in=4, epochs=1, aux_clusters=2)
     result = _train(plan, tmp_path / "run", data)
     assert result.steps == 4 and np.isfinite(result.final_loss)
