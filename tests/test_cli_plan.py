@@ -89,3 +89,14 @@ def test_plan_path_imports_neither_torch_nor_transformers():
             "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "torch" not in out and "transformers" not in out
+
+
+def test_output_creates_folders_and_an_unwritable_path_is_one_line(tmp_path):
+    nested = tmp_path / "a" / "b" / "plan.json"
+    result = runner.invoke(app, ["plan", "--labels", "1000", "--gpu-mem", "8G", "-o", str(nested)])
+    assert result.exit_code == 0, result.output
+    assert Plan.from_json(nested).classifier.n_labels == 1000
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["plan", "--labels", "1000", "--gpu-mem", "8G", "-o", str(blocker / "plan.json")])
+    assert result.exit_code == 2 and "cannot write" in result.output and "Traceback" not in result.output

@@ -339,10 +339,9 @@ class Plan:
 
     def save(self, path: str | Path) -> None:
         """Write atomically (temp file + rename) so a crash never leaves half a plan."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
+        from xmcfit.atomic import atomic_write_text
+
+        atomic_write_text(path, self.to_json())
 
     @classmethod
     def from_dict(cls, data: Any) -> "Plan":

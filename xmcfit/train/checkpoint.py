@@ -16,22 +16,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from xmcfit.atomic import atomic_write_text
 from xmcfit.errors import XmcfitError
 
 CHECKPOINT_DIR = "checkpoint"
 _TENSORS = "tensors.safetensors"
 _META = "state.json"
 _TENSOR_MARK = "__tensor__"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file and rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def flatten_state(prefix: str, state: Any, tensors: dict[str, torch.Tensor]) -> Any:

@@ -24,7 +24,7 @@ from xmcfit.data import XMCDataset, load_split
 from xmcfit.errors import XmcfitError
 from xmcfit.model import resolve_encoder_source
 from xmcfit.plan.schema import Plan
-from xmcfit.train.checkpoint import atomic_write_text
+from xmcfit.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
