@@ -109,6 +109,24 @@ def test_a_diverging_run_stops_with_a_clear_message(tmp_path, tiny_encoder_dir, 
         _train(plan, tmp_path / "run", synth_dir)
 
 
+def test_a_step_with_a_non_finite_gradient_is_skipped_and_training_goes_on(tmp_path, tiny_encoder_dir, synth_dir,
+                                                                           monkeypatch):
+    from xmcfit.sparse import torch_backend
+
+    real, calls = torch_backend.grad_values, []
+
+    def poisoned_once(*args, **kwargs):  # the loss stays finite; one value gradient is NaN
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return out.fill_(float("nan")) if len(calls) == 3 else out
+
+    monkeypatch.setenv("XMCFIT_SPARSE_BACKEND", "torch")
+    monkeypatch.setattr(torch_backend, "grad_values", poisoned_once)
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=1, aux_clusters=0)
+    result = _train(plan, tmp_path / "run", synth_dir)
+    assert result.skipped_steps == 1 and result.steps == 15 and np.isfinite(result.final_loss)
+
+
 def test_a_fresh_run_never_overwrites_an_existing_run(tmp_path, tiny_encoder_dir, synth_dir):
     plan = tiny_plan(str(tiny_encoder_dir), N_LABELS)
     prepare_run_dir(plan, tmp_path / "run", DataOptions(str(synth_dir)))

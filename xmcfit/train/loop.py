@@ -173,17 +173,21 @@ class _Stepper:
             total += float(loss.detach()) / len(micro_batches)
             main_sum += main / len(micro_batches)
             aux_sum += aux / len(micro_batches)
-        if finite and not self.scaler.is_enabled():
-            # A finite loss can still back-propagate a non-finite gradient; one such step would poison the
-            # weights for good, so it is skipped like a non-finite loss (the fp16 GradScaler does this itself).
-            grads = [p.grad for opt in self.optimizers for g in opt.param_groups for p in g["params"]
-                     if p.grad is not None]
-            finite = bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
         if finite:
+            parts = self.model.parts()
             max_norm = self.plan.training.max_grad_norm
             if max_norm > 0:
                 self.scaler.unscale_(self.enc_opt)
-                torch.nn.utils.clip_grad_norm_(self.model.parts().encoder, max_norm)
+                enc_norm = torch.nn.utils.clip_grad_norm_(parts.encoder, max_norm)  # the norm before clipping
+            else:
+                enc_norm = torch.nn.utils.get_total_norm([p.grad for p in parts.encoder if p.grad is not None])
+            if not self.scaler.is_enabled():
+                # A finite loss can still back-propagate a non-finite gradient; one such step would poison the
+                # weights for good, so it is skipped like a non-finite loss (the fp16 GradScaler does this).
+                rest = torch.nn.utils.get_total_norm([p.grad for p in parts.heads + parts.classifier
+                                                      if p.grad is not None])
+                finite = bool(torch.isfinite(enc_norm + rest))
+        if finite:
             self.scaler.step(self.enc_opt)
             self.scaler.step(self.cls_opt)
             self.scaler.update()
