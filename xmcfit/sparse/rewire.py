@@ -7,7 +7,7 @@ The pruned columns are excluded from the candidates only through the "not in the
 to the kept connections, so a pruned column may be redrawn (then its value restarts at zero).
 After rewiring each row's indices are sorted again and values, gradient and every optimizer state
 tensor shaped like `values` (exp_avg, exp_avg_sq, momentum_buffer, Kahan compensation, ...) are
-permuted with them, which keeps the CSR built by the torch backend canonical.
+permuted with them, which keeps the CSR pattern the torch backend builds for the value gradient canonical.
 
 Transient workspace per chunk of r = chunk_rows rows (k fan-in, n = most pruned in a row <= k, m = 2n + 8
 draws per round of sampling; int64 indices throughout):
