@@ -5,7 +5,7 @@ on train, reported on dev because test is withheld), Bibtex and Delicious (bag-o
 train/test). Metrics come from xmcfit.metrics with Jain et al. propensities (A=0.55, B=1.5) computed
 from the training labels. Model size is the saved model directory on disk.
 
-    python bench/peers.py [--data-root DIR] [--datasets EURLEX57K,Bibtex,Delicious] [--threads 2]
+    python bench/peers.py [--data-root DIR] [--datasets EURLEX57K,Bibtex,Delicious] [--threads 2] [--train-limit N]
                           [--xmcfit-results RESULTS.json ...] [--xmcfit-bow-epochs N] [--json-out FILE]
 
 Prints one table per dataset (xmcfit rows from --xmcfit-results files, as bench/eurlex.py writes
@@ -101,9 +101,12 @@ def tfidf_features(model: Tfidf, texts: Sequence[str]) -> sp.csr_matrix:
     return sp.csr_matrix(x, dtype=np.float32)
 
 
-def bow_splits(root: Path, name: str, eval_split: str) -> tuple[sp.csr_matrix, sp.csr_matrix, XMCDataset, XMCDataset]:
-    """(train features, eval features, train split, eval split); raw text is turned into TF-IDF."""
-    train = load_split(root / name, "train")
+def bow_splits(root: Path, name: str, eval_split: str, train_limit: int | None = None,
+               ) -> tuple[sp.csr_matrix, sp.csr_matrix, XMCDataset, XMCDataset]:
+    """(train features, eval features, train split, eval split); raw text is turned into TF-IDF.
+
+    train_limit: the first N training points only, as `xmcfit train --limit N` reads them."""
+    train = load_split(root / name, "train", limit=train_limit)
     test = load_split(root / name, eval_split, label_vocab=train.label_vocab)
     if train.kind == "text":
         tfidf = fit_tfidf(train.texts)
@@ -210,10 +213,10 @@ def _pad(pred: list[list[int]]) -> np.ndarray:
 PEERS: dict[str, Callable] = {"napkinXC PLT": run_napkinxc_plt, "omikuji": run_omikuji}
 
 
-def bench_dataset(root: Path, name: str, threads: int) -> list[PeerResult]:
+def bench_dataset(root: Path, name: str, threads: int, train_limit: int | None = None) -> list[PeerResult]:
     eval_split = DATASETS[name]
     tick = time.perf_counter()
-    x_train, x_test, train, test = bow_splits(root, name, eval_split)
+    x_train, x_test, train, test = bow_splits(root, name, eval_split, train_limit)
     features_s = time.perf_counter() - tick
     inv_p = inverse_propensity(train.labels, train.n_labels, PROPENSITY_A, PROPENSITY_B)
     results = []
@@ -289,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--xmcfit-bow-epochs", type=int, default=0,
                         help="Also train xmcfit dense and sparse for this many epochs on Bibtex and Delicious.")
     parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-peers"), help="Run directories for xmcfit.")
+    parser.add_argument("--train-limit", type=int,
+                        help="Train the peers on the first N training points only (match bench/eurlex.py --limit N).")
     args = parser.parse_args(argv)
     root = data_root_or_exit(args.data_root)
     names = [n for n in args.datasets.split(",") if n]
@@ -298,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     np.random.seed(SEED)
     everything: list[PeerResult] = []
     for name in names:
-        results = bench_dataset(root, name, args.threads) + xmcfit_rows(args.xmcfit_results, name)
+        results = bench_dataset(root, name, args.threads, args.train_limit) + xmcfit_rows(args.xmcfit_results, name)
         if args.xmcfit_bow_epochs and name != "EURLEX57K":
             results += xmcfit_bow_rows(root, name, args.xmcfit_bow_epochs, Path(args.out))
         everything += results
