@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [run_config(name, data, out, plan_common + flags, train_flags, "dev", s["epochs"])
             for name, flags in configs]
     device = rows[0].memory["device"]
-    print(f"setting {args.setting}: {s}, device {device}")
+    print(f"setting {args.setting}: {s}, device {device}" + (f", first {args.limit:,} training points" if args.limit else ""))
     print(table(rows, device))
     dense = rows[0].metrics["P@1"]
     ratios = " ".join(f"{r.method}_p1_ratio={r.metrics['P@1'] / dense:.3f}" for r in rows[1:])
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.results_json).write_text(json.dumps({"dataset": "EURLEX57K", "rows": [
             {"method": f"xmcfit {r.method} ({describe(r.plan)})", "metrics": r.metrics, "train_s": r.train_s,
              "predict_s": r.predict_s, "model_bytes": 0,
-             "note": f"{args.setting} setting: {', '.join(s['fields'])}, {s['seq_len']} tokens, {s['encoder']}"}
+             "note": f"{args.setting} setting: {', '.join(s['fields'])}, {s['seq_len']} tokens, {s['encoder']}"
+                     + (f", first {args.limit:,} training points" if args.limit else "")}
             for r in rows]}, indent=2) + "\n")
     print("SUMMARY " + " ".join(f"{r.method}_p1={100 * r.metrics['P@1']:.2f}" for r in rows) + " " + ratios)
 
