@@ -6,6 +6,7 @@ train/test). Metrics come from xmcfit.metrics with Jain et al. propensities (A=0
 from the training labels. Model size is the saved model directory on disk.
 
     python bench/peers.py [--data-root DIR] [--datasets EURLEX57K,Bibtex,Delicious] [--threads 2] [--train-limit N]
+                          [--text-field FIELD ...]
                           [--xmcfit-results RESULTS.json ...] [--xmcfit-bow-epochs N] [--json-out FILE]
 
 Prints one table per dataset (xmcfit rows from --xmcfit-results files, as bench/eurlex.py writes
@@ -102,12 +103,14 @@ def tfidf_features(model: Tfidf, texts: Sequence[str]) -> sp.csr_matrix:
 
 
 def bow_splits(root: Path, name: str, eval_split: str, train_limit: int | None = None,
+               text_fields: Sequence[str] | None = None,
                ) -> tuple[sp.csr_matrix, sp.csr_matrix, XMCDataset, XMCDataset]:
     """(train features, eval features, train split, eval split); raw text is turned into TF-IDF.
 
-    train_limit: the first N training points only, as `xmcfit train --limit N` reads them."""
-    train = load_split(root / name, "train", limit=train_limit)
-    test = load_split(root / name, eval_split, label_vocab=train.label_vocab)
+    train_limit: the first N training points only, as `xmcfit train --limit N` reads them; text_fields:
+    the JSON fields read as text (None: the reader's default, every text field)."""
+    train = load_split(root / name, "train", limit=train_limit, text_fields=text_fields)
+    test = load_split(root / name, eval_split, label_vocab=train.label_vocab, text_fields=text_fields)
     if train.kind == "text":
         tfidf = fit_tfidf(train.texts)
         return tfidf_features(tfidf, train.texts), tfidf_features(tfidf, test.texts), train, test
@@ -213,10 +216,11 @@ def _pad(pred: list[list[int]]) -> np.ndarray:
 PEERS: dict[str, Callable] = {"napkinXC PLT": run_napkinxc_plt, "omikuji": run_omikuji}
 
 
-def bench_dataset(root: Path, name: str, threads: int, train_limit: int | None = None) -> list[PeerResult]:
+def bench_dataset(root: Path, name: str, threads: int, train_limit: int | None = None,
+                  text_fields: Sequence[str] | None = None) -> list[PeerResult]:
     eval_split = DATASETS[name]
     tick = time.perf_counter()
-    x_train, x_test, train, test = bow_splits(root, name, eval_split, train_limit)
+    x_train, x_test, train, test = bow_splits(root, name, eval_split, train_limit, text_fields)
     features_s = time.perf_counter() - tick
     inv_p = inverse_propensity(train.labels, train.n_labels, PROPENSITY_A, PROPENSITY_B)
     results = []
@@ -224,7 +228,8 @@ def bench_dataset(root: Path, name: str, threads: int, train_limit: int | None =
         with tempfile.TemporaryDirectory(prefix="xmcfit-peers-") as tmp:
             top_k, train_s, predict_s, size = fn(x_train, train.labels, x_test, Path(tmp), threads)
         metrics = ranking_metrics(test.labels, top_k, inv_p, KS)
-        note = (f"{x_train.shape[1]:,} features; {train.n_points:,} train / {test.n_points:,} {eval_split}; "
+        fields = f"text fields {', '.join(text_fields)}; " if text_fields and train.kind == "text" else ""
+        note = (f"{fields}{x_train.shape[1]:,} features; {train.n_points:,} train / {test.n_points:,} {eval_split}; "
                 f"features built in {features_s:.0f} s")
         results.append(PeerResult(name, method, metrics, train_s, predict_s, size, note))
     return results
@@ -294,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-peers"), help="Run directories for xmcfit.")
     parser.add_argument("--train-limit", type=int,
                         help="Train the peers on the first N training points only (match bench/eurlex.py --limit N).")
+    parser.add_argument("--text-field", action="append", default=[],
+                        help="Read only this JSON field as text for EURLEX57K (repeatable; match bench/eurlex.py's setting).")
     args = parser.parse_args(argv)
     root = data_root_or_exit(args.data_root)
     names = [n for n in args.datasets.split(",") if n]
@@ -303,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     np.random.seed(SEED)
     everything: list[PeerResult] = []
     for name in names:
-        results = bench_dataset(root, name, args.threads, args.train_limit) + xmcfit_rows(args.xmcfit_results, name)
+        results = bench_dataset(root, name, args.threads, args.train_limit, args.text_field or None) + xmcfit_rows(args.xmcfit_results, name)
         if args.xmcfit_bow_epochs and name != "EURLEX57K":
             results += xmcfit_bow_rows(root, name, args.xmcfit_bow_epochs, Path(args.out))
         everything += results
