@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from xmcfit.sparse import FixedFanInLinear, dispatch
+from xmcfit.sparse.layer import DEFAULT_CHUNK_SIZE
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -50,15 +51,15 @@ def machine_peaks(device: torch.device, dtype: torch.dtype) -> tuple[float, floa
     return 2 * src.numel() * 4 / t_copy, 2 * 2048**3 / t_mm
 
 
-def build(kind: str, d: int, n_labels: int, fan_in: int, dtype, device):
+def build(kind: str, d: int, n_labels: int, fan_in: int, dtype, device, chunk_size: int = DEFAULT_CHUNK_SIZE):
     if kind == "sparse":
-        return FixedFanInLinear(d, n_labels, fan_in, dtype=dtype, device=device, seed=0)
+        return FixedFanInLinear(d, n_labels, fan_in, dtype=dtype, device=device, seed=0, chunk_size=chunk_size)
     return nn.Linear(d, n_labels, dtype=dtype, device=device)
 
 
-def time_passes(kind, batch, d, n_labels, fan_in, dtype, device, warmup, repeats) -> dict:
+def time_passes(kind, batch, d, n_labels, fan_in, dtype, device, warmup, repeats, chunk_size) -> dict:
     torch.manual_seed(0)
-    model = build(kind, d, n_labels, fan_in, dtype, device)
+    model = build(kind, d, n_labels, fan_in, dtype, device, chunk_size)
     x = torch.randn(batch, d, dtype=dtype, device=device, requires_grad=True)
     grad = torch.randn(batch, n_labels, dtype=dtype, device=device)
     fwd = median_seconds(lambda: model(x), device, warmup, repeats)
@@ -74,11 +75,11 @@ def time_passes(kind, batch, d, n_labels, fan_in, dtype, device, warmup, repeats
     return {"fwd_s": fwd, "bwd_s": both - fwd, "fwd_bwd_s": both}
 
 
-def peak_extra_bytes(kind, batch, d, n_labels, fan_in, dtype_name, device_name) -> int:
+def peak_extra_bytes(kind, batch, d, n_labels, fan_in, dtype_name, device_name, chunk_size) -> int:
     """Peak memory above the model + inputs during one fwd+bwd (see module docstring)."""
     device, dtype = torch.device(device_name), DTYPES[dtype_name]
     torch.manual_seed(0)
-    model = build(kind, d, n_labels, fan_in, dtype, device)
+    model = build(kind, d, n_labels, fan_in, dtype, device, chunk_size)
     x = torch.randn(batch, d, dtype=dtype, device=device, requires_grad=True)
     grad = torch.randn(batch, n_labels, dtype=dtype, device=device)
     if device.type == "cuda":
@@ -143,12 +144,13 @@ def main() -> None:
     parser.add_argument("--gpu-setting", action="store_true", help="batch 128, d 768, L 3,000,000, k 128")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="Label rows per sparse chunk.")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
-        # OpenMP threads spin-wait: on a CPU shared with other jobs, MKL's sparse products slow down by
-        # 10-50x with 2 threads (measured); 1 thread is then the honest setting.
+        # OpenMP threads spin-wait: on a CPU shared with other jobs, 2 threads can be several times slower
+        # than 1 (measured with the earlier CSR products); 1 thread is then the honest setting.
         torch.set_num_threads(args.threads)
     if args.gpu_setting:
         args.batch, args.in_features, args.labels, args.fan_in = 128, 768, 3_000_000, 128
@@ -160,15 +162,15 @@ def main() -> None:
     backend = dispatch.backend_name(device)
     rows = {}
     for kind in ("sparse", "dense"):
-        rows[kind] = time_passes(kind, *shape, dtype, device, args.warmup, args.repeats)
+        rows[kind] = time_passes(kind, *shape, dtype, device, args.warmup, args.repeats, args.chunk_size)
         rows[kind]["floor"] = floors(kind, *shape, value_bytes, index_bytes, bandwidth, flops)
         if not args.skip_memory:
             ctx = mp.get_context("spawn")
             with ctx.Pool(1) as pool:
                 rows[kind]["peak_extra_bytes"] = pool.apply(
-                    peak_extra_bytes, (kind, *shape, args.dtype, args.device))
+                    peak_extra_bytes, (kind, *shape, args.dtype, args.device, args.chunk_size))
     print(f"device={device} dtype={args.dtype} backend={backend} batch={shape[0]} d={shape[1]} L={shape[2]} "
-          f"k={shape[3]} threads={torch.get_num_threads()} load_avg_1min={os.getloadavg()[0]:.1f}")
+          f"k={shape[3]} chunk={args.chunk_size} threads={torch.get_num_threads()} load_avg_1min={os.getloadavg()[0]:.1f}")
     print(f"measured copy bandwidth {bandwidth / 1e9:.1f} GB/s, matmul peak {flops / 1e9:.1f} GFLOP/s")
     print(f"{'model':8} {'pass':9} {'ms':>9} {'floor ms':>9} {'x floor':>8}")
     for kind, row in rows.items():
