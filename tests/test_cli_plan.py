@@ -79,16 +79,16 @@ def test_bad_input_is_one_line_on_stderr_with_exit_2(args, needle):
     assert "Traceback" not in result.output
 
 
-def test_plan_path_imports_neither_torch_nor_transformers():
+def test_plan_path_imports_no_heavy_library():
     import subprocess
     import sys
 
     code = ("import sys; from xmcfit.cli import app; from typer.testing import CliRunner; "
             "r = CliRunner().invoke(app, ['plan', '--labels', '3000000', '--gpu', 'T4-16G']); "
             "assert r.exit_code == 0, r.output; "
-            "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'numpy', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "torch" not in out and "transformers" not in out
+    assert out.strip() == "[]"  # the planner is pure Python: it answers in well under a second
 
 
 def test_output_creates_folders_and_an_unwritable_path_is_one_line(tmp_path):
