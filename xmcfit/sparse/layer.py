@@ -4,7 +4,8 @@ The weight is stored in ELLPACK form: `values` (L, k) and `indices` (L, k), indi
 row and free of duplicates (SET rewiring keeps both invariants). The forward walks the label space in
 chunks of `chunk_size` rows through the backend chosen by `dispatch` (torch embedding-bag and sampled
 matmul ops, or Triton kernels on CUDA), so nothing of size L x d is ever built; the (batch, L) logits
-are built only because forward() returns them. For training over many labels use `chunked_loss`, which never builds them.
+are built only because forward() returns them. For training over many labels use `chunked_loss`, which
+never builds them.
 
 Memory the layer holds: values L*k*value_bytes, indices L*k*(2 if d <= 32767 else 4), bias L*value_bytes;
 with the torch backend also one cached TransposedPattern per chunk (L*k*12 + n_chunks*(d+1)*4 bytes),
