@@ -310,7 +310,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     np.random.seed(SEED)
     everything: list[PeerResult] = []
     for name in names:
-        results = bench_dataset(root, name, args.threads, args.train_limit, args.text_field or None) + xmcfit_rows(args.xmcfit_results, name)
+        results = bench_dataset(root, name, args.threads, args.train_limit, args.text_field or None)
+        results += xmcfit_rows(args.xmcfit_results, name)
         if args.xmcfit_bow_epochs and name != "EURLEX57K":
             results += xmcfit_bow_rows(root, name, args.xmcfit_bow_epochs, Path(args.out))
         everything += results
