@@ -1,13 +1,32 @@
 """The xmcfit command line: a typer app that only registers the command modules in xmcfit.commands.
 
-User errors (xmcfit.errors.XmcfitError) print `Error: <one line>` on stderr and exit with code 2.
+User errors (xmcfit.errors.XmcfitError) print `Error: <one line>` on stderr and exit with code 2; the
+app's command group does it, so the console script (`main`) and typer's test runner behave alike.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
+
+from xmcfit.errors import XmcfitError
+
+
+class OneLineErrors(TyperGroup):
+    """The app's command group: an XmcfitError from any command becomes `Error: ...` and its exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except XmcfitError as err:
+            typer.echo(f"Error: {err}", err=True)
+            raise typer.Exit(code=err.exit_code) from None
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     name="xmcfit",
     help="Plan, train and evaluate extreme multi-label classifiers that fit the GPU you have.",
     no_args_is_help=True,
@@ -32,7 +51,7 @@ app.command("train")(_train_cmd.train)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (XmcfitError -> one `Error:` line on stderr, exit code 2)."""
     app()
 
 

@@ -93,7 +93,7 @@ def gpus() -> None:
     try:
         found = query_gpus()
     except NoGpuError as err:
-        typer.echo(err.message)
+        typer.echo(str(err))
         return
     report.console().print(report.gpus_table(found))
 

@@ -51,7 +51,7 @@ def resolve_budget(gpu_mem: str | None, gpu: str | None, gpu_index: int) -> Budg
     try:
         info = gpu_at(gpu_index)
     except NoGpuError as err:
-        raise XmcfitError(f"no GPU to plan for ({err.message}); pass --gpu PROFILE or --gpu-mem SIZE") from None
+        raise XmcfitError(f"no GPU to plan for ({err}); pass --gpu PROFILE or --gpu-mem SIZE") from None
     return Budget(info.name, info.total_bytes, info.bf16)
 
 
@@ -115,5 +115,5 @@ def plan_every_gpu_profile(request: PlanRequest) -> list[tuple[str, int, Plan | 
         try:
             rows.append((name, profile.memory_bytes, choose_plan(req), ""))
         except PlanError as err:
-            rows.append((name, profile.memory_bytes, None, err.message.split(":")[0]))
+            rows.append((name, profile.memory_bytes, None, str(err).split(":")[0]))
     return rows
