@@ -11,7 +11,7 @@ import importlib.util  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from xmcfit.sparse import FixedFanInLinear, chunked_loss, dispatch  # noqa: E402
+from xmcfit.sparse import FixedFanInLinear, backend, chunked_loss, dispatch  # noqa: E402
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton missing"))]
@@ -20,7 +20,7 @@ SHAPES = [(1, 9, 5, 3, 4), (3, 20, 45, 7, 16), (5, 33, 70, 33, 64)]  # (batch, d
 
 @pytest.fixture(autouse=True)
 def poison_outputs(monkeypatch):
-    monkeypatch.setattr(dispatch, "POISON_OUTPUTS", True)
+    monkeypatch.setattr(backend, "POISON_OUTPUTS", True)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from xmcfit.sparse import FixedFanInLinear, chunked_loss, dispatch
+from xmcfit.sparse import FixedFanInLinear, backend, chunked_loss
 
 
 @pytest.fixture(autouse=True)
 def poison_outputs(monkeypatch):
     """Fill every output with NaN before the kernels write it; an unwritten element then fails."""
-    monkeypatch.setattr(dispatch, "POISON_OUTPUTS", True)
+    monkeypatch.setattr(backend, "POISON_OUTPUTS", True)
     monkeypatch.setenv("XMCFIT_SPARSE_BACKEND", "torch")
 
 SHAPES = [  # (batch, in_features, out_features, fan_in, chunk_size): odd sizes on purpose

@@ -8,9 +8,11 @@ call so tests can switch backends in one process.
 import importlib
 import logging
 import os
-from types import ModuleType
+from typing import cast
 
 import torch
+
+from xmcfit.sparse.backend import SparseBackend
 
 logger = logging.getLogger(__name__)
 
@@ -41,20 +43,10 @@ def backend_name(device: torch.device) -> str:
     return "triton" if device.type == "cuda" and _triton_available() else "torch"
 
 
-def get_backend(device: torch.device) -> ModuleType:
-    """The backend module (logits_t, grad_values, add_grad_input_t, transposed_pattern) for `device`."""
+def get_backend(device: torch.device) -> SparseBackend:
+    """The backend module (a SparseBackend: logits_t, grad_values, add_grad_input_t, transposed_pattern)
+    for `device`; imported on first use, so triton loads only when it is chosen."""
     if backend_name(device) == "triton":
-        return importlib.import_module("xmcfit.sparse.triton_backend")
-    return importlib.import_module("xmcfit.sparse.torch_backend")
+        return cast(SparseBackend, importlib.import_module("xmcfit.sparse.triton_backend"))
+    return cast(SparseBackend, importlib.import_module("xmcfit.sparse.torch_backend"))
 
-
-# Tests set this to True: outputs are then filled with NaN before kernels write them, so an element a
-# kernel forgets to write shows up as NaN instead of stale memory that happens to look plausible.
-POISON_OUTPUTS = False
-
-
-def new_output(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """torch.empty, or NaN-filled when POISON_OUTPUTS is set."""
-    if POISON_OUTPUTS:
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-    return torch.empty(shape, dtype=dtype, device=device)

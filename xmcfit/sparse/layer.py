@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from xmcfit.sparse import dispatch
+from xmcfit.sparse.backend import new_output
 from xmcfit.sparse.dispatch import get_backend
 from xmcfit.sparse.validate import check_fan_in, check_input
 
@@ -131,7 +131,7 @@ class _SparseLinearFn(torch.autograd.Function):
         acc = accumulation_dtype(x, values)
         xa = x.to(acc).contiguous()
         batch = x.shape[0]
-        out_t = dispatch.new_output((layer.out_features, batch), acc, x.device)  # (L, batch)
+        out_t = new_output((layer.out_features, batch), acc, x.device)  # (L, batch)
         for start, stop in chunk_ranges(layer.out_features, layer.chunk_size):
             b = bias[start:stop] if bias is not None else None
             out_t[start:stop] = backend.logits_t(xa, values[start:stop], layer.indices[start:stop], b)
@@ -146,7 +146,7 @@ class _SparseLinearFn(torch.autograd.Function):
         need_x, need_v, need_b = ctx.needs_input_grad[:3]
         grad_t_full = grad_out.t()  # (L, batch) view
         gx_t = torch.zeros(layer.in_features, xa.shape[0], dtype=xa.dtype, device=xa.device) if need_x else None
-        gv = dispatch.new_output(values.shape, values.dtype, values.device) if need_v else None
+        gv = new_output(values.shape, values.dtype, values.device) if need_v else None
         for start, stop in chunk_ranges(layer.out_features, layer.chunk_size):
             g = grad_t_full[start:stop].to(xa.dtype).contiguous()  # (chunk, batch)
             idx = layer.indices[start:stop]

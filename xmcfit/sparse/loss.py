@@ -25,7 +25,7 @@ values, torch backend; the Triton backend needs at most that). The NaN check on 
 import torch
 from torch import nn
 
-from xmcfit.sparse import dispatch
+from xmcfit.sparse.backend import new_output
 from xmcfit.sparse.dispatch import get_backend
 from xmcfit.sparse.layer import FixedFanInLinear, accumulation_dtype, chunk_ranges
 from xmcfit.sparse.validate import check_input, check_positives
@@ -43,7 +43,11 @@ def loss_workspace_bytes(batch: int, chunk_rows: int, fan_in: int | None, in_fea
 
 
 class _DenseOps:
-    """The backend interface over an nn.Linear weight chunk (same label-major contract)."""
+    """The SparseBackend interface over an nn.Linear weight chunk (same label-major contract)."""
+
+    @staticmethod
+    def transposed_pattern(indices, in_features):
+        return None  # a dense chunk needs no pattern
 
     @staticmethod
     def logits_t(x, weight, indices, bias):
@@ -98,8 +102,8 @@ class _ChunkedLossFn(torch.autograd.Function):
         starts = torch.tensor([s for s, _ in chunk_ranges(n_labels, chunk_size)] + [n_labels], device=keys.device)
         bounds = torch.searchsorted(pos_label, starts).tolist()
         gx_t = torch.zeros(x.shape[1], batch, dtype=acc, device=x.device) if need_x else None
-        gw = dispatch.new_output(weight.shape, weight.dtype, weight.device) if need_w else None
-        gb = dispatch.new_output(bias.shape, bias.dtype, bias.device) if need_b else None
+        gw = new_output(weight.shape, weight.dtype, weight.device) if need_w else None
+        gb = new_output(bias.shape, bias.dtype, bias.device) if need_b else None
         total = torch.zeros((), dtype=acc, device=x.device)
         for i, (start, stop) in enumerate(chunk_ranges(n_labels, chunk_size)):
             idx = layer.indices[start:stop] if layer is not None else None

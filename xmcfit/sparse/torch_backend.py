@@ -1,4 +1,4 @@
-"""Torch backend: the sparse layer's three chunk products from PyTorch ops (any device).
+"""Torch backend: the sparse layer's three chunk products from PyTorch ops (any device); a SparseBackend.
 
 All products work label-major on one chunk of rows [l0, l1) of the ELLPACK weight:
 

@@ -1,7 +1,7 @@
 """Triton backend: the sparse layer's three chunk products as Triton kernels (CUDA, or CPU under
 TRITON_INTERPRET=1 for tests). Importing this module imports triton; `dispatch` imports it lazily.
 
-Same label-major interface as `torch_backend`. Values may be fp32, bf16 or fp16; every product
+Implements xmcfit.sparse.backend.SparseBackend, like `torch_backend`. Values may be fp32, bf16 or fp16; every product
 accumulates in fp32. The input gradient scatters with fp32 atomics into a (d, batch) buffer, so it
 needs no transposed pattern (and is not bitwise deterministic across runs; the error is fp32 rounding).
 No transient buffers beyond the outputs: logits (chunk, batch) fp32, grad_values (chunk, k) fp32.
@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from xmcfit.sparse import dispatch
+from xmcfit.sparse.backend import new_output
 
 BLOCK_LABELS = 32
 BLOCK_BATCH = 32
@@ -81,7 +81,7 @@ def logits_t(
     """Logits of one label chunk, label-major: (chunk, batch) fp32."""
     n_rows, fan_in = indices.shape
     batch, d = x.shape
-    out = dispatch.new_output((n_rows, batch), torch.float32, x.device)
+    out = new_output((n_rows, batch), torch.float32, x.device)
     _logits_kernel[_grid(n_rows, batch)](
         x.contiguous(), values.contiguous(), indices.contiguous(), bias if bias is not None else values,
         out, n_rows, batch, d, K=fan_in, HAS_BIAS=bias is not None, BL=BLOCK_LABELS, BB=BLOCK_BATCH,
@@ -93,7 +93,7 @@ def grad_values(grad_t: torch.Tensor, x: torch.Tensor, indices: torch.Tensor) ->
     """grad_values[l, j] = sum_b grad_t[l, b] * x[b, indices[l, j]]: (chunk, k) fp32."""
     n_rows, fan_in = indices.shape
     batch, d = x.shape
-    out = dispatch.new_output((n_rows, fan_in), torch.float32, x.device)
+    out = new_output((n_rows, fan_in), torch.float32, x.device)
     _grad_values_kernel[(triton.cdiv(n_rows, BLOCK_LABELS),)](
         grad_t.contiguous(), x.contiguous(), indices.contiguous(), out, n_rows, batch, d,
         K=fan_in, KP=triton.next_power_of_2(fan_in), BL=BLOCK_LABELS,
