@@ -19,7 +19,8 @@ from xmcfit.evaluate import (evaluate_run, inverse_propensity_from_counts, load_
 from xmcfit.inference import load_run
 from xmcfit.metrics import inverse_propensity
 from xmcfit.train.loop import run_training
-from xmcfit.train.rundir import DataOptions, load_train_data, prepare_run_dir
+from xmcfit.rundir import DataOptions, prepare_run_dir
+from xmcfit.train.data import load_train_data
 
 N_LABELS = 40
 METRICS = [f"{m}@{k}" for m in ("P", "nDCG", "PSP", "PSnDCG") for k in (1, 3, 5)] + ["coverage@5"]

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from plan_factory import tiny_plan
 from xmcfit.errors import XmcfitError
 from xmcfit.train.loop import TrainingStopped, _recovery_plan, run_training
-from xmcfit.train.rundir import DataOptions, load_train_data, prepare_run_dir
+from xmcfit.rundir import DataOptions, prepare_run_dir
+from xmcfit.train.data import load_train_data
 from xmcfit.train.schedules import cosine_decay, fraction_step, warmup_cosine
 
 N_LABELS = 40

@@ -22,8 +22,8 @@ from xmcfit.model import XMCModel, build_model
 from xmcfit.plan.schema import Plan
 from xmcfit.sparse import FixedFanInLinear
 from xmcfit.sparse.dispatch import get_backend
-from xmcfit.train.loop import pick_device
-from xmcfit.train.rundir import RUN_FORMAT_VERSION, RunFiles, read_run_info
+from xmcfit.device import pick_device
+from xmcfit.rundir import RunFiles, check_run_format, read_run_info
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     if not root.is_dir():
         raise XmcfitError(f"{root}: no such run directory")
     info = read_run_info(root)
-    if info.get("run_format_version") != RUN_FORMAT_VERSION:
-        raise XmcfitError(f"{root}: run format {info.get('run_format_version')!r} is not the supported "
-                          f"{RUN_FORMAT_VERSION} (written by xmcfit {info.get('xmcfit_version')}); re-train")
+    check_run_format(root, info)
     for needed in (files.plan, files.weights, files.label_counts):
         if not needed.exists():
             hint = " (training has not finished: `xmcfit train --resume`)" if needed == files.weights else ""

@@ -30,8 +30,8 @@ def train(
     from xmcfit import report
     from xmcfit.plan.schema import Plan
     from xmcfit.train.loop import run_training
-    from xmcfit.train.rundir import (DataOptions, RunFiles, data_options_of, load_train_data, prepare_run_dir,
-                                     read_run_info)
+    from xmcfit.rundir import DataOptions, RunFiles, data_options_of, prepare_run_dir, read_run_info
+    from xmcfit.train.data import load_train_data
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if resume is not None:

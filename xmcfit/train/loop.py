@@ -30,7 +30,10 @@ from xmcfit.seed import seed_everything
 from xmcfit.sparse import SETRewirer, chunked_loss
 from xmcfit.train import checkpoint as ckpt
 from xmcfit.train.optim import build_classifier_optimizer, build_encoder_optimizer, set_learning_rates
-from xmcfit.train.rundir import RunFiles, TrainData, load_train_data, prepare_run_dir, write_final_weights
+from xmcfit.device import pick_device
+from xmcfit.rundir import RunFiles
+from xmcfit.train.data import TrainData
+from xmcfit.train.finish import write_final_weights
 from xmcfit.train.memory_report import MemoryMeter, memory_report
 from xmcfit.train.schedules import cosine_decay, fraction_step
 
@@ -96,15 +99,6 @@ class _StepOut:
 
 _AMP_DTYPES = {"bf16_amp": torch.bfloat16, "fp16_amp": torch.float16}
 _VALUE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def pick_device(requested: str | None) -> torch.device:
-    """`cuda` when available (or asked for), else the CPU; asking for an absent CUDA is a user error."""
-    if requested in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise XmcfitError(f"--device {requested}: no CUDA device is visible; use --device cpu")
-    return torch.device(requested)
 
 
 class _Stepper:

@@ -1,88 +1,25 @@
-"""The run directory: what a training run writes, and the training data it reads (with caches).
-
-Layout: plan.json (the plan trained), run.json (data options, status, version), labels.json (label
-vocabulary), label_counts.npy (training frequency per label, for propensities), encoder/ (config and
-tokenizer, so the run loads without the original encoder), clusters.npy (aux-objective label clusters),
-train_log.jsonl, checkpoint/, and at the end model.safetensors and memory.json.
-"""
+"""The data side of a training run: read the training split, check it against the plan, prepare the
+tokenizer and the aux-objective label clusters, and record what eval needs in the run directory
+(label vocabulary, label counts, encoder config and tokenizer, clusters)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from xmcfit import __version__
 from xmcfit.data import XMCDataset, load_split
 from xmcfit.errors import XmcfitError
 from xmcfit.model import resolve_encoder_source
 from xmcfit.plan.schema import Plan
-from xmcfit.atomic import atomic_write_text
+from xmcfit.rundir import DataOptions, RunFiles
 
 log = logging.getLogger(__name__)
-
-RUN_FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class RunFiles:
-    """Paths inside one run directory."""
-
-    root: Path
-
-    @property
-    def plan(self) -> Path:
-        return self.root / "plan.json"
-
-    @property
-    def run(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def labels(self) -> Path:
-        return self.root / "labels.json"
-
-    @property
-    def label_counts(self) -> Path:
-        return self.root / "label_counts.npy"
-
-    @property
-    def encoder(self) -> Path:
-        return self.root / "encoder"
-
-    @property
-    def clusters(self) -> Path:
-        return self.root / "clusters.npy"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "train_log.jsonl"
-
-    @property
-    def weights(self) -> Path:
-        return self.root / "model.safetensors"
-
-    @property
-    def memory(self) -> Path:
-        return self.root / "memory.json"
-
-
-@dataclass(frozen=True)
-class DataOptions:
-    """How to read the training data; recorded in run.json so eval and resume read it the same way."""
-
-    path: str
-    text_fields: tuple[str, ...] | None = None
-    label_field: str | None = None
-    limit: int | None = None
-    """Read only the first `limit` training points (quick runs, CPU benchmarks)."""
 
 
 @dataclass(frozen=True)
@@ -95,45 +32,6 @@ class TrainData:
     """Directory or hub id the text encoder loads from (None for bag-of-words)."""
     clusters: torch.Tensor | None
     """Cluster id per label (n_labels,) for the auxiliary objective, or None."""
-
-
-def read_run_info(root: Path) -> dict[str, Any]:
-    files = RunFiles(root)
-    try:
-        return json.loads(files.run.read_text())
-    except OSError:
-        raise XmcfitError(f"{root}: not a run directory (no run.json)") from None
-    except json.JSONDecodeError as err:
-        raise XmcfitError(f"{files.run}: not valid JSON ({err.msg})") from None
-
-
-def write_run_info(root: Path, info: dict[str, Any]) -> None:
-    atomic_write_text(RunFiles(root).run, json.dumps(info, indent=2) + "\n")
-
-
-def prepare_run_dir(plan: Plan, root: Path, options: DataOptions) -> None:
-    """Create a fresh run directory holding the plan and run.json; never overwrite an existing run."""
-    files = RunFiles(root)
-    if files.run.exists():
-        raise XmcfitError(f"{root} already holds a run: continue it with `xmcfit train --resume {root}` "
-                          "or choose another --out")
-    root.mkdir(parents=True, exist_ok=True)
-    plan.save(files.plan)
-    write_run_info(root, {
-        "run_format_version": RUN_FORMAT_VERSION,
-        "xmcfit_version": __version__,
-        "status": "training",
-        "seed": plan.seed,
-        "data": {**asdict(options), "path": str(Path(options.path).resolve())},
-        "data_kind": plan.model.encoder.kind,
-        "encoder": plan.model.encoder.name,
-    })
-
-
-def data_options_of(info: dict[str, Any]) -> DataOptions:
-    d = info["data"]
-    return DataOptions(d["path"], tuple(d["text_fields"]) if d.get("text_fields") else None,
-                       d.get("label_field"), d.get("limit"))
 
 
 def _check_against_plan(plan: Plan, ds: XMCDataset) -> None:
@@ -213,15 +111,3 @@ def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool) 
         return collator([torch_ds[int(r)] for r in rows])
 
     return TrainData(ds, collate, source, _clusters(plan, ds, files))
-
-
-def write_final_weights(files: RunFiles, model: torch.nn.Module, memory: dict[str, Any], *,
-                        epochs_done: int, steps: int) -> None:
-    """model.safetensors and memory.json (both atomic), then mark the run done in run.json."""
-    tmp = files.weights.with_name("model.tmp.safetensors")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, files.weights)
-    atomic_write_text(files.memory, json.dumps(memory, indent=2) + "\n")
-    info = read_run_info(files.root)
-    info.update(status="done", epochs_done=epochs_done, steps=steps)
-    write_run_info(files.root, info)
