@@ -22,7 +22,7 @@ import numpy as np
 
 from xmcfit.data import XMCDataset, available_splits, eval_split, load_split
 from xmcfit.errors import XmcfitError
-from xmcfit.inference import LoadedRun, predict_topk
+from xmcfit.inference import RUN_DATA_FIX, LoadedRun, predict_topk
 from xmcfit.metrics import ranking_metrics
 
 log = logging.getLogger(__name__)
@@ -156,10 +156,7 @@ def training_size(run: LoadedRun) -> int:
 
 def check_label_space(run: LoadedRun, dataset: XMCDataset) -> None:
     """Raise one XmcfitError line when `dataset` does not share the run's label space."""
-    n_labels = run.plan.classifier.n_labels
-    if dataset.n_labels != n_labels:
-        raise XmcfitError(f"{dataset.source}: {dataset.n_labels} labels, but run {run.run_dir} has {n_labels}; "
-                          "evaluate on data with the run's label space")
+    run.plan.check_data(dataset, fix=RUN_DATA_FIX)
     n_kept = int(dataset.labels.nnz)
     n_total = n_kept + dataset.n_dropped_labels
     if n_total and dataset.n_dropped_labels / n_total > MAX_DROPPED_LABEL_FRACTION:

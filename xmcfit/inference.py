@@ -27,6 +27,9 @@ from xmcfit.rundir import RunFiles, check_run_format, read_run_info
 
 log = logging.getLogger(__name__)
 
+RUN_DATA_FIX = "use data with the input and label space the run was trained on"
+"""How a data/run mismatch line ends in eval and predict."""
+
 # Labels scored per chunk at inference: (batch, chunk) fp32 scores, 8 MiB at batch 256.
 SCORE_CHUNK_LABELS = 8192
 
@@ -132,15 +135,7 @@ def _batches(run: LoadedRun, dataset: XMCDataset, batch_size: int):
 def predict_topk(run: LoadedRun, dataset: XMCDataset, k: int,
                  batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k label ids (n_points, k) int64, best first, and their float32 scores."""
-    if dataset.kind != run.plan.model.encoder.kind:
-        raise XmcfitError(f"{dataset.source}: {dataset.kind} data, but the run was trained on "
-                          f"{run.plan.model.encoder.kind} input")
-    if dataset.n_labels != run.plan.classifier.n_labels:
-        raise XmcfitError(f"{dataset.source}: {dataset.n_labels} labels, but the run has "
-                          f"{run.plan.classifier.n_labels}; evaluate on data with the run's label space")
-    if dataset.kind == "bow" and dataset.n_features != run.plan.model.encoder.vocab_size:
-        raise XmcfitError(f"{dataset.source}: {dataset.n_features} features, but the run was trained on "
-                          f"{run.plan.model.encoder.vocab_size}")
+    run.plan.check_data(dataset, fix=RUN_DATA_FIX)
     batch_size = batch_size or run.plan.training.eval_batch
     all_ids, all_scores = [], []
     with torch.no_grad():

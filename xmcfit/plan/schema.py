@@ -13,9 +13,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from xmcfit.errors import XmcfitError
+
+if TYPE_CHECKING:
+    from xmcfit.data import XMCDataset
 
 SCHEMA_VERSION = 1
 
@@ -327,6 +330,19 @@ class Plan:
     @property
     def effective_batch(self) -> int:
         return self.training.micro_batch * self.training.grad_accum * self.n_devices
+
+    def check_data(self, dataset: "XMCDataset", fix: str) -> None:
+        """One XmcfitError line unless `dataset` has the input kind, labels and (bag-of-words) features
+        this plan was made for; `fix` ends the line with what to do (train, eval and predict say it)."""
+        enc, n_labels = self.model.encoder, self.classifier.n_labels
+        if dataset.kind != enc.kind:
+            raise XmcfitError(f"{dataset.source}: {dataset.kind} data, but the plan's encoder reads {enc.kind} "
+                              f"input; {fix}")
+        if dataset.n_labels != n_labels:
+            raise XmcfitError(f"{dataset.source}: {dataset.n_labels} labels but the plan has n_labels={n_labels}; {fix}")
+        if dataset.kind == "bow" and dataset.n_features != enc.vocab_size:
+            raise XmcfitError(f"{dataset.source}: {dataset.n_features} features but the plan's input has "
+                              f"{enc.vocab_size}; {fix}")
 
     # -- (de)serialisation -------------------------------------------------------------------------
 

@@ -34,18 +34,6 @@ class TrainData:
     """Cluster id per label (n_labels,) for the auxiliary objective, or None."""
 
 
-def _check_against_plan(plan: Plan, ds: XMCDataset) -> None:
-    enc = plan.model.encoder
-    if ds.kind != enc.kind:
-        raise XmcfitError(f"{ds.source}: {ds.kind} data but the plan's encoder expects {enc.kind} input; "
-                          "re-run `xmcfit plan --data` on this data")
-    if ds.n_labels != plan.classifier.n_labels:
-        raise XmcfitError(f"{ds.source}: {ds.n_labels} labels but the plan has n_labels={plan.classifier.n_labels}; "
-                          "re-run `xmcfit plan --data` on this data")
-    if ds.kind == "bow" and ds.n_features != enc.vocab_size:
-        raise XmcfitError(f"{ds.source}: {ds.n_features} features but the plan's input has {enc.vocab_size}")
-
-
 def _label_counts(ds: XMCDataset) -> np.ndarray:
     return np.bincount(ds.labels.indices, minlength=ds.n_labels).astype(np.int64)
 
@@ -84,7 +72,7 @@ def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool) 
         vocab = LabelVocab.load(files.labels)
     ds = load_split(options.path, "train", text_fields=options.text_fields, label_field=options.label_field,
                     label_vocab=vocab, limit=options.limit)
-    _check_against_plan(plan, ds)
+    plan.check_data(ds, fix="re-run `xmcfit plan --data` on this data")
     if ds.label_vocab is not None and not files.labels.exists():
         ds.label_vocab.save(files.labels)
     if not files.label_counts.exists():
