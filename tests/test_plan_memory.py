@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from xmcfit.dtypes import DTYPE_BYTES
 from xmcfit.plan import memory
 from xmcfit.plan.schema import EncoderSpec
 from xmcfit.profiles import load_encoder
@@ -73,7 +74,7 @@ def test_workspace_terms_agree_with_the_sparse_engine():
         layout = _layout(**over)
         assert memory.rewiring_workspace_bytes(layout) == sparse.rewire_workspace_bytes(
             layout.rewiring_chunk_rows, layout.features_dim, layout.fan_in,
-            memory.VALUE_BYTES[layout.value_dtype])
+            DTYPE_BYTES[layout.value_dtype])
         chunk = min(layout.loss_chunk_size, layout.n_labels)
         assert memory.loss_workspace_bytes(layout) == sparse.loss_workspace_bytes(
             layout.micro_batch, chunk, layout.fan_in, layout.features_dim)
@@ -129,3 +130,16 @@ def test_checkpointing_lowers_activations_and_amp_lowers_them_further():
     amp = memory.encoder_activation_bytes(spec, 128, 32, "bf16_amp", False)
     ckpt = memory.encoder_activation_bytes(spec, 128, 32, "bf16_amp", True)
     assert ckpt < amp < fp32
+
+
+def test_every_dtype_a_plan_names_has_a_size_and_a_torch_dtype():
+    import typing
+
+    from xmcfit.dtypes import AUTOCAST_DTYPE, torch_dtype
+    from xmcfit.plan.schema import IndexDtype, Precision, ValueDtype
+
+    names = set(typing.get_args(ValueDtype)) | set(typing.get_args(IndexDtype))
+    names |= {n for n in AUTOCAST_DTYPE.values() if n is not None}
+    assert set(AUTOCAST_DTYPE) == set(typing.get_args(Precision))
+    for name in names:
+        assert torch.empty(0, dtype=torch_dtype(name)).element_size() == DTYPE_BYTES[name]

@@ -4,8 +4,9 @@ values and optimizer state, other slots untouched (up to the re-sort), determini
 import pytest
 import torch
 
-from xmcfit.sparse import FixedFanInLinear, SETRewirer, cosine_schedule
+from xmcfit.sparse import FixedFanInLinear, SETRewirer
 from xmcfit.sparse.lowprec_optim import LowPrecisionSGD
+from xmcfit.train.schedules import cosine_schedule
 
 
 def _trained_layer(optimizer_cls=torch.optim.AdamW, **kw):

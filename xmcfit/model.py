@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from xmcfit.dtypes import torch_dtype
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.schema import Plan
 from xmcfit.sparse import FixedFanInLinear
@@ -164,18 +165,14 @@ class XMCModel(nn.Module):
         return ModelParts(list(self.encoder.parameters()), heads, list(self.classifier.parameters()))
 
 
-_VALUE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
 def build_classifier(plan: Plan, seed: int) -> nn.Module:
     """The classifier the plan describes: FixedFanInLinear (sparse) or nn.Linear (dense), on the CPU."""
     cls = plan.classifier
-    dtype = _VALUE_DTYPES[cls.value_dtype]
+    dtype = torch_dtype(cls.value_dtype)
     if cls.kind == "dense":
         return nn.Linear(cls.in_features, cls.n_labels, bias=cls.bias, dtype=dtype)
-    index_dtype = torch.int16 if cls.index_dtype == "int16" else torch.int32
     return FixedFanInLinear(cls.in_features, cls.n_labels, cls.fan_in, bias=cls.bias, dtype=dtype,
-                            index_dtype=index_dtype, seed=seed)
+                            index_dtype=torch_dtype(cls.index_dtype), seed=seed)
 
 
 def build_model(plan: Plan, encoder_source: str | None, pretrained: bool = True) -> XMCModel:

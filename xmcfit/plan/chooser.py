@@ -37,6 +37,7 @@ from xmcfit.plan.schema import (SCHEMA_VERSION, AuxSection, ClassifierKind, Clas
                                 InputsSection, MemorySection, ModelSection, Plan, PlanError, Pooling, Precision,
                                 RewiringSection, TrainingSection, ValueDtype, index_dtype_for)
 from xmcfit.plan.units import gib
+from xmcfit.workspace import loss_workspace_per_label_bytes
 
 log = logging.getLogger(__name__)
 
@@ -259,10 +260,10 @@ def _maybe_intermediate(req: PlanRequest, precision: Precision, knobs: _Knobs,
 
 
 def _loss_chunk(req: PlanRequest, micro_batch: int, fan_in: int, features_dim: int) -> int:
-    """The largest power of two whose loss workspace (memory.loss_workspace_bytes) stays under the target."""
+    """The largest power of two whose loss workspace (xmcfit.workspace) stays under the target."""
     if req.pins.loss_chunk_size is not None:
         return req.pins.loss_chunk_size
-    per_label_bytes = 2 * micro_batch * 4 + (features_dim * 4 if req.dense else fan_in * 16 + 4)
+    per_label_bytes = loss_workspace_per_label_bytes(micro_batch, None if req.dense else fan_in, features_dim)
     chunk = 2 ** int(math.log2(max(1, LOSS_WORKSPACE_TARGET_BYTES // per_label_bytes)))
     return min(max(chunk, 1024), 131072, req.n_labels)
 

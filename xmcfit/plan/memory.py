@@ -39,16 +39,16 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+from xmcfit import workspace
+from xmcfit.dtypes import DTYPE_BYTES
 from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, EncoderSpec, Pooling, Precision,
                                 UpdateRounding, ValueDtype, index_dtype_for)
 
 if TYPE_CHECKING:
     from xmcfit.plan.schema import Plan
 
-FP32_BYTES = 4
-BF16_BYTES = 2
-INDEX_BYTES = {"int16": 2, "int32": 4}
-VALUE_BYTES = {"float32": 4, "bfloat16": 2}
+FP32_BYTES = DTYPE_BYTES["float32"]
+BF16_BYTES = DTYPE_BYTES["bfloat16"]
 OPTIMIZER_STATES = {"adamw": 2, "sgd_momentum": 1, "sgd": 0}
 """Optimizer state tensors per parameter: AdamW exp_avg + exp_avg_sq, SGD momentum buffer, plain SGD none."""
 
@@ -256,14 +256,14 @@ def classifier_value_bytes(layout: Layout) -> int:
     """values (rows, k) in value_dtype; dense: weight (rows, d) fp32."""
     if layout.classifier_kind == "dense":
         return layout.rows_per_device * layout.features_dim * FP32_BYTES
-    return layout.rows_per_device * layout.fan_in * VALUE_BYTES[layout.value_dtype]
+    return layout.rows_per_device * layout.fan_in * DTYPE_BYTES[layout.value_dtype]
 
 
 def classifier_index_bytes(layout: Layout) -> int:
     """indices (rows, k), int16 when d <= 32767 else int32; dense: none."""
     if layout.classifier_kind == "dense":
         return 0
-    return layout.rows_per_device * layout.fan_in * INDEX_BYTES[index_dtype_for(layout.features_dim)]
+    return layout.rows_per_device * layout.fan_in * DTYPE_BYTES[index_dtype_for(layout.features_dim)]
 
 
 def classifier_bias_bytes(layout: Layout) -> int:
@@ -271,7 +271,7 @@ def classifier_bias_bytes(layout: Layout) -> int:
     if not layout.bias:
         return 0
     dtype = "float32" if layout.classifier_kind == "dense" else layout.value_dtype
-    return layout.rows_per_device * VALUE_BYTES[dtype]
+    return layout.rows_per_device * DTYPE_BYTES[dtype]
 
 
 def classifier_grad_bytes(layout: Layout) -> int:
@@ -292,23 +292,21 @@ def loss_workspace_bytes(layout: Layout) -> int:
     """Transient buffers of one chunk of xmcfit.sparse.chunked_loss (c = chunk rows, b = micro-batch):
     2·b·c fp32 (logits and the loss/margin buffer) + c·k·16 (int32 columns, the sampled fp32 value
     gradient, fp32 copies of 16-bit values) + (c+1)·4 CSR row pointers; dense: 2·b·c·4 + c·d·4 for the
-    weight-gradient chunk. Mirrors the sparse module's docstring (tests check the two agree)."""
+    weight-gradient chunk (xmcfit.workspace.loss_workspace_bytes)."""
     c = min(layout.loss_chunk_size, layout.rows_per_device)
-    logits = 2 * layout.micro_batch * c * FP32_BYTES
-    if layout.classifier_kind == "dense":
-        return logits + c * layout.features_dim * FP32_BYTES
-    return logits + c * layout.fan_in * 16 + (c + 1) * 4
+    fan_in = None if layout.classifier_kind == "dense" else layout.fan_in
+    return workspace.loss_workspace_bytes(layout.micro_batch, c, fan_in, layout.features_dim)
 
 
 def rewiring_workspace_bytes(layout: Layout) -> int:
     """SET prune-and-regrow buffers of one chunk of r rows: r·(117·k + 288 + value_bytes·k) bytes (per-slot
     masks, sorted kept columns, rejection-sampled free-column draws, sort orders and one permuted state
-    tensor, int64 indices); the same bound as xmcfit.sparse.rewire_workspace_bytes (tests check it)."""
+    tensor, int64 indices): xmcfit.workspace.rewire_workspace_bytes, the bound the rewirer documents."""
     if not (layout.rewiring_enabled and layout.classifier_kind == "sparse"):
         return 0
     rows = min(layout.rewiring_chunk_rows, layout.rows_per_device)
-    k = layout.fan_in
-    return rows * (117 * k + 288 + VALUE_BYTES[layout.value_dtype] * k)
+    return workspace.rewire_workspace_bytes(rows, layout.features_dim, layout.fan_in,
+                                            DTYPE_BYTES[layout.value_dtype])
 
 
 def optimizer_step_workspace_bytes(layout: Layout) -> int:

@@ -3,15 +3,15 @@ and a pure-bf16 optimizer; torch and Triton backends chosen by `dispatch`."""
 
 from xmcfit.sparse import dispatch
 from xmcfit.sparse.layer import FixedFanInLinear
-from xmcfit.sparse.loss import chunked_loss, loss_workspace_bytes
-from xmcfit.sparse.rewire import RewireStats, SETRewirer, cosine_schedule, rewire_workspace_bytes
+from xmcfit.sparse.loss import chunked_loss
+from xmcfit.sparse.rewire import RewireStats, SETRewirer
+from xmcfit.workspace import loss_workspace_bytes, rewire_workspace_bytes
 
 __all__ = [
     "FixedFanInLinear",
     "RewireStats",
     "SETRewirer",
     "chunked_loss",
-    "cosine_schedule",
     "loss_workspace_bytes",
     "rewire_workspace_bytes",
 ]

@@ -18,8 +18,9 @@ Memory (c = chunk_size, b = batch, a = accumulation bytes: 4, or 8 when x or the
                       + b * d * a                x cast to the accumulation dtype, when x is not already
   plus the positives, sorted once: 2 * n_pos * 8 bytes.
 
-So the planner should price `2 * b * c * 4 + c * k * 16 + (c + 1) * 4` bytes transient (fp32 or bf16
-values, torch backend; the Triton backend needs at most that). The NaN check on x reads b x d once.
+The planner prices `2 * b * c * 4 + c * k * 16 + (c + 1) * 4` bytes transient (fp32 or bf16 values,
+torch backend; the Triton backend needs at most that): xmcfit.workspace.loss_workspace_bytes, the one
+statement of that formula. The NaN check on x reads b x d once.
 """
 
 import torch
@@ -32,14 +33,6 @@ from xmcfit.sparse.validate import check_input, check_positives
 
 LOSSES = ("squared_hinge", "bce")
 DEFAULT_LOSS_CHUNK = 8192
-
-
-def loss_workspace_bytes(batch: int, chunk_rows: int, fan_in: int | None, in_features: int) -> int:
-    """Transient bytes of one fp32 chunk (see the module docstring); fan_in None = a dense nn.Linear."""
-    logits = 2 * batch * chunk_rows * 4
-    if fan_in is None:
-        return logits + chunk_rows * in_features * 4
-    return logits + chunk_rows * fan_in * 16 + (chunk_rows + 1) * 4
 
 
 class _DenseOps:

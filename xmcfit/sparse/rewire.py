@@ -17,40 +17,20 @@ draws per round of sampling; int64 indices throughout):
   + r * n * 16       chosen ranks and the free columns they map to
   + r * k * (26 + value_bytes) after sampling: new indices, the sort order, regrown flags and one permuted
                      state tensor at a time
-which is at most r * (117 * k + 288 + value_bytes * k) bytes; unlike random keys over all d columns
-it does not grow with the input dimension.
+which is at most r * (117 * k + 288 + value_bytes * k) bytes (xmcfit.workspace.rewire_workspace_bytes,
+which the planner prices); unlike random keys over all d columns it does not grow with the input dimension.
 """
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from xmcfit.sparse.layer import FixedFanInLinear, chunk_ranges
+from xmcfit.workspace import rewire_workspace_bytes  # noqa: F401  (the bound above, importable from here)
 
 MODES = ("fraction", "threshold")
 DEFAULT_CHUNK_ROWS = 16384
-
-
-def cosine_schedule(initial: float, final: float, end_step: int) -> Callable[[int], float]:
-    """step -> value decaying from `initial` at step 0 to `final` at `end_step` by half a cosine;
-    constant `final` after end_step."""
-    if end_step < 1:
-        raise ValueError(f"end_step={end_step}: must be >= 1")
-
-    def value(step: int) -> float:
-        progress = min(max(step, 0), end_step) / end_step
-        return final + (initial - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return value
-
-
-def rewire_workspace_bytes(chunk_rows: int, in_features: int, fan_in: int, value_bytes: int = 4) -> int:
-    """Upper bound on the transient bytes of one rewiring chunk (see the module docstring); `in_features`
-    is kept for the signature's sake: the sampling's workspace no longer depends on it."""
-    del in_features
-    return chunk_rows * (117 * fan_in + 288 + value_bytes * fan_in)
 
 
 @dataclass(frozen=True)
@@ -67,7 +47,8 @@ class SETRewirer:
     """Rewires `layer` every `interval` steps up to and including `end_step`.
 
     fraction_schedule: callable step -> float; the fraction of each row to prune (mode "fraction",
-    in [0, 1]) or the |w| threshold (mode "threshold"). Use `cosine_schedule` for the published decay.
+    in [0, 1]) or the |w| threshold (mode "threshold"); xmcfit.train.schedules.cosine_schedule gives the
+    published cosine decay.
     """
 
     def __init__(

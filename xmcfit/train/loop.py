@@ -31,6 +31,7 @@ from xmcfit.sparse import SETRewirer, chunked_loss
 from xmcfit.train import checkpoint as ckpt
 from xmcfit.train.optim import build_classifier_optimizer, build_encoder_optimizer, set_learning_rates
 from xmcfit.device import pick_device
+from xmcfit.dtypes import AUTOCAST_DTYPE, torch_dtype
 from xmcfit.rundir import RunFiles
 from xmcfit.train.data import TrainData
 from xmcfit.train.finish import write_final_weights
@@ -97,8 +98,6 @@ class _StepOut:
     finite: bool
 
 
-_AMP_DTYPES = {"bf16_amp": torch.bfloat16, "fp16_amp": torch.float16}
-_VALUE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class _Stepper:
@@ -111,7 +110,8 @@ class _Stepper:
         self.warmup_steps = int(plan.training.warmup_fraction * total_steps)
         self.enc_opt = build_encoder_optimizer(model, plan)
         self.cls_opt = build_classifier_optimizer(model, plan)
-        self.amp_dtype = _AMP_DTYPES.get(plan.precision)
+        amp = AUTOCAST_DTYPE[plan.precision]
+        self.amp_dtype = torch_dtype(amp) if amp is not None else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=plan.precision == "fp16_amp")
         self.aux_end = fraction_step(plan.aux.cutoff_fraction, total_steps) if plan.aux.enabled else 0
         rw = plan.rewiring
@@ -140,7 +140,7 @@ class _Stepper:
             feats = self.model.features(batch)  # (micro_batch, d)
         # The classifier and its loss run outside autocast, in the classifier's storage dtype: the chunked
         # loss keeps fp32 logits per chunk, which is what the planner prices.
-        feats = feats.to(_VALUE_DTYPES[cls.value_dtype])
+        feats = feats.to(torch_dtype(cls.value_dtype))
         positives = batch["positives"]  # (n_pos, 2) [row, label]
         main = chunked_loss(feats, self.model.classifier, positives, loss=cls.loss, chunk_size=cls.loss_chunk_size)
         if alpha <= 0.0 or self.model.aux_head is None:

@@ -1,11 +1,13 @@
 """Step-indexed schedules: learning-rate warm-up + cosine, and the cosine decays of rewiring and aux weight.
 
-All are pure functions of the optimizer step, so a resumed run follows exactly the same curve.
+All are pure functions of the optimizer step, so a resumed run follows exactly the same curve; the one
+half-cosine decay is `cosine_decay` (`cosine_schedule` binds its ends for the SET rewirer).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -17,11 +19,18 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def cosine_decay(step: int, end_step: int, initial: float) -> float:
-    """`initial` at step 0, decaying by a half cosine to exactly 0 at `end_step` and after."""
+def cosine_decay(step: int, end_step: int, initial: float, final: float = 0.0) -> float:
+    """`initial` at step 0 (and before), decaying by a half cosine to exactly `final` at `end_step` and after."""
     if end_step <= 0 or step >= end_step:
-        return 0.0
-    return initial * 0.5 * (1.0 + math.cos(math.pi * step / end_step))
+        return final
+    return final + (initial - final) * 0.5 * (1.0 + math.cos(math.pi * max(step, 0) / end_step))
+
+
+def cosine_schedule(initial: float, final: float, end_step: int) -> Callable[[int], float]:
+    """step -> cosine_decay(step, end_step, initial, final): a schedule callable, e.g. SETRewirer's."""
+    if end_step < 1:
+        raise ValueError(f"end_step={end_step}: must be >= 1")
+    return lambda step: cosine_decay(step, end_step, initial, final)
 
 
 def fraction_step(fraction: float, total_steps: int) -> int:
