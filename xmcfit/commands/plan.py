@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import typer
 
 from xmcfit.errors import XmcfitError
+from xmcfit.plan.defaults import DEFAULTS
+from xmcfit.plan.schema import ClassifierKind, ClassifierOptimizer, Precision, ValueDtype
 from xmcfit.plan.units import SIZE_HELP
 
-
-_CHOICES = {
-    "--classifier": ("sparse", "dense"),
-    "--precision": ("bf16_amp", "fp16_amp", "fp32"),
-    "--classifier-optimizer": ("adamw", "sgd_momentum", "sgd"),
-    "--classifier-dtype": ("float32", "bfloat16"),
+_CHOICES = {  # each flag's values are the plan schema's Literal type
+    "--classifier": get_args(ClassifierKind),
+    "--precision": get_args(Precision),
+    "--classifier-optimizer": get_args(ClassifierOptimizer),
+    "--classifier-dtype": get_args(ValueDtype),
 }
+
+
+def _one_of(flag: str) -> str:
+    """'a, b or c' for the help text."""
+    *rest, last = _CHOICES[flag]
+    return f"{', '.join(rest)} or {last}" if rest else last
 
 
 def _choice(flag: str, value: Optional[str]) -> Optional[str]:
@@ -35,16 +42,16 @@ def plan(
     all_gpus: bool = typer.Option(False, "--all-gpus", help="One row per GPU profile: fits or not, fan-in, precision, micro-batch, peak."),
     encoder: str = typer.Option("all-MiniLM-L6-v2", "--encoder", help="Encoder profile, .toml path, or a directory with a transformers config.json."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per input (default: the dataset's typical length, else 128)."),
-    batch: int = typer.Option(128, "--batch", help="Effective batch (micro-batch x accumulation x devices)."),
+    batch: int = typer.Option(DEFAULTS.target_batch, "--batch", help="Effective batch (micro-batch x accumulation x devices)."),
     devices: int = typer.Option(1, "--devices", help="Data-parallel devices; memory is priced per device."),
-    epochs: int = typer.Option(10, "--epochs"),
+    epochs: int = typer.Option(DEFAULTS.epochs, "--epochs"),
     seed: int = typer.Option(0, "--seed"),
-    precision: Optional[str] = typer.Option(None, "--precision", help="Pin: bf16_amp, fp16_amp or fp32."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=f"Pin: {_one_of('--precision')}."),
     classifier: Optional[str] = typer.Option(None, "--classifier",
                                              help="sparse (default) or dense: the L x d AdamW baseline."),
     fan_in: Optional[int] = typer.Option(None, "--fan-in", help="Pin the classifier's fan-in k."),
-    classifier_optimizer: Optional[str] = typer.Option(None, "--classifier-optimizer", help="Pin: adamw, sgd_momentum or sgd."),
-    classifier_dtype: Optional[str] = typer.Option(None, "--classifier-dtype", help="Pin: float32 or bfloat16 (Kahan updates)."),
+    classifier_optimizer: Optional[str] = typer.Option(None, "--classifier-optimizer", help=f"Pin: {_one_of('--classifier-optimizer')}."),
+    classifier_dtype: Optional[str] = typer.Option(None, "--classifier-dtype", help=f"Pin: {_one_of('--classifier-dtype')} (Kahan updates)."),
     checkpointing: Optional[bool] = typer.Option(None, "--checkpointing/--no-checkpointing", help="Pin gradient checkpointing."),
     micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="Pin the micro-batch."),
     intermediate_dim: Optional[int] = typer.Option(None, "--intermediate-dim", help="Pin the intermediate layer width (0 = none)."),

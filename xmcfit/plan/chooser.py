@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 from xmcfit import __version__
 from xmcfit.errors import XmcfitError
+from xmcfit.plan.defaults import DEFAULTS
 from xmcfit.plan.memory import CUDA_CONTEXT_BYTES, Layout, MemoryEstimate, predict
 from xmcfit.plan.schema import (SCHEMA_VERSION, AuxSection, ClassifierKind, ClassifierOptimizer, ClassifierSection, EncoderSpec,
                                 InputsSection, MemorySection, ModelSection, Plan, PlanError, Pooling, Precision,
@@ -48,18 +49,6 @@ MICRO_BATCH_FLOOR = 16
 """Micro-batch halving stops here until every accuracy knob is spent."""
 SPEED_MOVE_MIN_SAVING = 0.05
 """A speed move must save this fraction of the peak to come before the next accuracy move."""
-INTERMEDIATE_DIM = 4096
-"""Width of the intermediate layer added at low fan-in (the method's Wiki10-31K setting)."""
-AUX_MIN_LABELS = 100_000
-"""The auxiliary objective is on from this many labels (the regime where a sparse classifier starves the
-encoder of gradient early on; the method turns it on for Amazon-670K)."""
-AUX_LABELS_PER_CLUSTER = 256
-AUX_CLUSTERS_RANGE = (256, 32768)
-LOSS_WORKSPACE_TARGET_BYTES = 256 * 2**20
-"""The loss chunk is the largest power of two whose workspace stays under this (1024 to 131072 labels)."""
-REWIRING_CHUNK_ROWS = 8192
-LARGE_DATASET_LABELS = 100_000
-CLASSIFIER_LR = {"adamw": 0.01, "sgd_momentum": 0.05, "sgd": 0.05}
 
 
 @dataclass(frozen=True)
@@ -92,14 +81,14 @@ class PlanRequest:
     budget_bytes: int
     encoder: EncoderSpec
     seq_len: int
-    target_batch: int = 128
+    target_batch: int = DEFAULTS.target_batch
     gpu_name: str = "manual"
     bf16_supported: bool = True
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
     n_devices: int = 1
-    epochs: int = 10
+    epochs: int = DEFAULTS.epochs
     seed: int = 0
-    pooling: Pooling = "mean"
+    pooling: Pooling = DEFAULTS.pooling
     dataset: str | None = None
     data_path: str | None = None
     pins: Pins = Pins()
@@ -250,9 +239,9 @@ def _maybe_intermediate(req: PlanRequest, precision: Precision, knobs: _Knobs,
     """Add the intermediate layer when fan-in fell below the accuracy floor and it still fits."""
     if req.dense or req.pins.intermediate_dim is not None or knobs.fan_in >= FAN_IN_ACCURACY_FLOOR:
         return knobs, estimate
-    if index_dtype_for(INTERMEDIATE_DIM) != index_dtype_for(req.encoder.hidden_size):
+    if index_dtype_for(DEFAULTS.intermediate_dim) != index_dtype_for(req.encoder.hidden_size):
         return knobs, estimate
-    wider = replace(knobs, intermediate_dim=INTERMEDIATE_DIM)
+    wider = replace(knobs, intermediate_dim=DEFAULTS.intermediate_dim)
     wider_estimate = predict(_layout(req, precision, wider))
     if wider_estimate.predicted_peak_bytes <= req.budget_bytes:
         return wider, wider_estimate
@@ -264,18 +253,16 @@ def _loss_chunk(req: PlanRequest, micro_batch: int, fan_in: int, features_dim: i
     if req.pins.loss_chunk_size is not None:
         return req.pins.loss_chunk_size
     per_label_bytes = loss_workspace_per_label_bytes(micro_batch, None if req.dense else fan_in, features_dim)
-    chunk = 2 ** int(math.log2(max(1, LOSS_WORKSPACE_TARGET_BYTES // per_label_bytes)))
-    return min(max(chunk, 1024), 131072, req.n_labels)
+    chunk = 2 ** int(math.log2(max(1, DEFAULTS.loss_workspace_target_bytes // per_label_bytes)))
+    lo, hi = DEFAULTS.loss_chunk_range
+    return min(max(chunk, lo), hi, req.n_labels)
 
 
 def _aux_clusters(req: PlanRequest) -> int:
-    """0 = off. About 256 labels per cluster, rounded up to a power of two, within 256..32768."""
+    """0 = off. The pin, else DEFAULTS.aux_clusters (about 256 labels per cluster)."""
     if req.pins.aux_clusters is not None:
         return min(req.pins.aux_clusters, req.n_labels)
-    if req.n_labels < AUX_MIN_LABELS:
-        return 0
-    lo, hi = AUX_CLUSTERS_RANGE
-    return min(hi, max(lo, 2 ** math.ceil(math.log2(req.n_labels / AUX_LABELS_PER_CLUSTER))))
+    return DEFAULTS.aux_clusters(req.n_labels)
 
 
 def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
@@ -286,21 +273,20 @@ def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
                   micro_batch=k.micro_batch, grad_accum=math.ceil(target / k.micro_batch), pooling=req.pooling,
                   intermediate_dim=k.intermediate_dim, classifier_kind="sparse", n_labels=req.n_labels,
                   fan_in=k.fan_in, value_dtype=k.value_dtype, optimizer=k.optimizer,
-                  weight_decay=1e-4 if k.optimizer == "adamw" else 0.0,
+                  weight_decay=DEFAULTS.classifier_weight_decay_adamw if k.optimizer == "adamw" else 0.0,
                   update_rounding="kahan" if k.value_dtype == "bfloat16" else "none",
-                  loss_chunk_size=_loss_chunk(req, k.micro_batch, k.fan_in, d), bias=True, aux_enabled=n_clusters > 0,
+                  loss_chunk_size=_loss_chunk(req, k.micro_batch, k.fan_in, d), bias=DEFAULTS.bias, aux_enabled=n_clusters > 0,
                   n_clusters=max(1, n_clusters), rewiring_enabled=True,
-                  rewiring_chunk_rows=min(REWIRING_CHUNK_ROWS, req.n_labels), n_devices=req.n_devices,
+                  rewiring_chunk_rows=min(DEFAULTS.rewiring_chunk_rows, req.n_labels), n_devices=req.n_devices,
                   cuda_context_bytes=req.cuda_context_bytes)
     return layout.as_dense() if req.dense else layout
 
 
 def _rewiring_interval(req: PlanRequest) -> int:
-    """300 steps at 30K labels up to 1500 at 3M (the method's Wiki10-31K and Amazon-3M settings), log-scaled."""
+    """The pin, else DEFAULTS.rewiring_interval (300 steps at 30K labels up to 1500 at 3M, log-scaled)."""
     if req.pins.rewiring_interval is not None:
         return req.pins.rewiring_interval
-    position = (math.log10(req.n_labels) - math.log10(30_000)) / 2.0
-    return int(round(300 + 1200 * min(1.0, max(0.0, position))))
+    return DEFAULTS.rewiring_interval(req.n_labels)
 
 
 def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> list[str]:
@@ -333,8 +319,8 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
             f"fan-in {k.fan_in} is below {FAN_IN_ACCURACY_FLOOR}, so a wider input gives the sparse rows more to choose from")
     n_clusters = _aux_clusters(req)
     say("aux_clusters", f"auxiliary objective {'on, ' + str(n_clusters) + ' clusters' if n_clusters else 'off'}",
-        f"on from {AUX_MIN_LABELS} labels, ~{AUX_LABELS_PER_CLUSTER} labels per cluster" if n_clusters
-        else f"under {AUX_MIN_LABELS} labels the sparse layer trains the encoder well enough")
+        f"on from {DEFAULTS.aux_min_labels} labels, ~{DEFAULTS.aux_labels_per_cluster} labels per cluster"
+        if n_clusters else f"under {DEFAULTS.aux_min_labels} labels the sparse layer trains the encoder well enough")
     why.append(f"peak set by the {est.peak_phase} phase; largest term {est.dominant_term()}")
     return why
 
@@ -345,7 +331,7 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, est: MemoryEs
     dense = predict(layout.as_dense())  # the same as `est` for a dense plan
     d = layout.features_dim
     n_clusters = _aux_clusters(req)
-    large = req.n_labels >= LARGE_DATASET_LABELS
+    m = DEFAULTS
     return Plan(
         schema_version=SCHEMA_VERSION, xmcfit_version=__version__, seed=req.seed, n_devices=req.n_devices,
         precision=precision,
@@ -353,20 +339,23 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, est: MemoryEs
                              dataset=req.dataset, data_path=req.data_path, target_batch=req.target_batch,
                              pinned=req.pins.names()),
         model=ModelSection(encoder=req.encoder, seq_len=req.seq_len, pooling=req.pooling,
-                           dropout=0.35 if large else 0.5, intermediate_dim=k.intermediate_dim,
+                           dropout=m.dropout(req.n_labels), intermediate_dim=k.intermediate_dim,
                            gradient_checkpointing=k.checkpointing),
         classifier=ClassifierSection(kind=layout.classifier_kind, n_labels=req.n_labels, in_features=d,
                                      fan_in=layout.fan_in, index_dtype=index_dtype_for(d), value_dtype=layout.value_dtype,
                                      optimizer=layout.optimizer, update_rounding=layout.update_rounding,
-                                     lr=CLASSIFIER_LR[layout.optimizer], weight_decay=layout.weight_decay,
-                                     momentum=0.9 if layout.optimizer == "sgd_momentum" else 0.0,
-                                     loss="squared_hinge", loss_chunk_size=layout.loss_chunk_size, bias=True),
-        rewiring=RewiringSection(enabled=layout.rewiring_enabled, mode="fraction", initial=0.25, interval_steps=_rewiring_interval(req),
-                                 stop_fraction=0.66, chunk_rows=layout.rewiring_chunk_rows),
-        aux=AuxSection(enabled=n_clusters > 0, n_clusters=max(1, n_clusters), initial_weight=0.4, cutoff_fraction=0.5),
+                                     lr=m.classifier_lr(layout.optimizer), weight_decay=layout.weight_decay,
+                                     momentum=m.sgd_momentum if layout.optimizer == "sgd_momentum" else 0.0,
+                                     loss=m.loss, loss_chunk_size=layout.loss_chunk_size, bias=layout.bias),
+        rewiring=RewiringSection(enabled=layout.rewiring_enabled, mode=m.rewiring_mode, initial=m.rewiring_initial,
+                                 interval_steps=_rewiring_interval(req), stop_fraction=m.rewiring_stop_fraction,
+                                 chunk_rows=layout.rewiring_chunk_rows),
+        aux=AuxSection(enabled=n_clusters > 0, n_clusters=max(1, n_clusters), initial_weight=m.aux_initial_weight,
+                       cutoff_fraction=m.aux_cutoff_fraction),
         training=TrainingSection(epochs=req.epochs, micro_batch=k.micro_batch, grad_accum=layout.grad_accum,
-                                 encoder_lr=5e-5, encoder_weight_decay=0.01, warmup_fraction=0.1, max_grad_norm=1.0,
-                                 eval_batch=min(512, 2 * k.micro_batch)),
+                                 encoder_lr=m.encoder_lr, encoder_weight_decay=m.encoder_weight_decay,
+                                 warmup_fraction=m.warmup_fraction, max_grad_norm=m.max_grad_norm,
+                                 eval_batch=min(m.eval_batch_max, 2 * k.micro_batch)),
         memory=MemorySection(terms_bytes=dict(est.terms_bytes), predicted_peak_bytes=est.predicted_peak_bytes,
                              dense_predicted_peak_bytes=dense.predicted_peak_bytes, budget_bytes=req.budget_bytes),
         reasons=reasons,

@@ -1,0 +1,116 @@
+"""The method's default numbers: every value the chooser writes into a plan without searching for it.
+
+One frozen dataclass with a docstring per field saying where the number comes from (the published
+method's released configuration, DESIGN.md "Reference settings", or this project's choice). The chooser
+reads `DEFAULTS`; `xmcfit plan`'s --batch and --epochs default to it too. Pure Python. What the chooser
+searches (fan-in ladder, micro-batch floor, ...) is its own policy and stays in xmcfit.plan.chooser.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xmcfit.plan.schema import ClassifierOptimizer, LossName, Pooling, RewireMode
+
+
+@dataclass(frozen=True)
+class MethodDefaults:
+    """Defaults of one plan; each field is a number or rule the published method (or xmcfit) fixes."""
+
+    # -- what `xmcfit plan` assumes unless told ---------------------------------------------------
+    target_batch: int = 128
+    """Effective batch (--batch): the method's Amazon-3M setting (128 = 64 x accumulation 2)."""
+    epochs: int = 10
+    """Epochs (--epochs)."""
+    pooling: Pooling = "mean"
+    """Mean of the last hidden layer, one of the method's two poolings."""
+
+    # -- encoder, its optimizer and schedule ------------------------------------------------------
+    encoder_lr: float = 5e-5
+    """AdamW learning rate of the encoder: the top of the method's 1e-5 to 5e-5."""
+    encoder_weight_decay: float = 0.01
+    """AdamW weight decay of the encoder (the method's 0.01)."""
+    warmup_fraction: float = 0.1
+    """Linear warm-up over this fraction of the optimizer steps, then cosine decay to 0 (both optimizers)."""
+    max_grad_norm: float = 1.0
+    """Clip the encoder's gradient norm to this (0 = no clipping; the released code does not clip)."""
+    eval_batch_max: int = 512
+    """Evaluation batch: twice the micro-batch (no gradients are held), at most this many points."""
+    dropout_small: float = 0.5
+    """Dropout on the pooled features below `large_dataset_labels` labels (the method uses 0.35 to 0.6)."""
+    dropout_large: float = 0.35
+    """Dropout on the pooled features from `large_dataset_labels` labels on."""
+    large_dataset_labels: int = 100_000
+    """Where the dropout changes: the method's large (Amazon) sets take the lower end."""
+    intermediate_dim: int = 4096
+    """Width of the intermediate ReLU layer added at low fan-in (the method's Wiki10-31K setting)."""
+
+    # -- classifier -------------------------------------------------------------------------------
+    classifier_lr_adamw: float = 0.01
+    """Classifier learning rate with AdamW: the bottom of the method's 0.01 to 0.05."""
+    classifier_lr_sgd: float = 0.05
+    """Classifier learning rate with SGD (with or without momentum): the top of the method's range."""
+    classifier_weight_decay_adamw: float = 1e-4
+    """Classifier weight decay with AdamW (the method's 1e-4); the SGD fallbacks use none."""
+    sgd_momentum: float = 0.9
+    """Momentum of the sgd_momentum classifier optimizer."""
+    loss: LossName = "squared_hinge"
+    """Main loss: the method's squared hinge."""
+    bias: bool = True
+    """The classifier has a bias per label."""
+    loss_workspace_target_bytes: int = 256 * 2**20
+    """The loss chunk is the largest power of two whose workspace stays under this many bytes ..."""
+    loss_chunk_range: tuple[int, int] = (1024, 131072)
+    """... within these many labels per chunk (then at most the number of labels)."""
+
+    # -- SET rewiring -----------------------------------------------------------------------------
+    rewiring_mode: RewireMode = "fraction"
+    """Prune a fraction of each row (the method's Amazon-3M setting; others use a threshold)."""
+    rewiring_initial: float = 0.25
+    """Fraction pruned at the first rewiring, decaying by a cosine (the method's Amazon-3M 0.25)."""
+    rewiring_stop_fraction: float = 0.66
+    """Rewiring stops after this fraction of the steps (the method: 66% of the epochs)."""
+    rewiring_interval_steps: tuple[int, int] = (300, 1500)
+    """Steps between rewirings at `rewiring_interval_labels` labels (Wiki10-31K 300, Amazon-3M 1,500) ..."""
+    rewiring_interval_labels: tuple[int, int] = (30_000, 3_000_000)
+    """... log-interpolated in the number of labels between these two, constant outside."""
+    rewiring_chunk_rows: int = 8192
+    """Label rows rewired at a time (bounds the rewiring workspace)."""
+
+    # -- auxiliary objective ----------------------------------------------------------------------
+    aux_min_labels: int = 100_000
+    """The auxiliary objective is on from this many labels (where a sparse classifier starves the encoder of
+    gradient early on; the method turns it on for Amazon-670K)."""
+    aux_labels_per_cluster: int = 256
+    """About this many labels per cluster, rounded to a power of two of clusters ..."""
+    aux_clusters_range: tuple[int, int] = (256, 32768)
+    """... within this many clusters."""
+    aux_initial_weight: float = 0.4
+    """α at step 0 of total loss (1 − α)·main + α·aux (the method's Amazon-670K 0.4)."""
+    aux_cutoff_fraction: float = 0.5
+    """α reaches 0 after this fraction of the steps."""
+
+    def classifier_lr(self, optimizer: ClassifierOptimizer) -> float:
+        """The classifier's learning rate for its optimizer."""
+        return self.classifier_lr_adamw if optimizer == "adamw" else self.classifier_lr_sgd
+
+    def dropout(self, n_labels: int) -> float:
+        """Dropout on the pooled features for a problem with `n_labels` labels."""
+        return self.dropout_large if n_labels >= self.large_dataset_labels else self.dropout_small
+
+    def rewiring_interval(self, n_labels: int) -> int:
+        """Optimizer steps between rewirings: log-interpolated between the two reference settings."""
+        (lo_steps, hi_steps), (lo_labels, hi_labels) = self.rewiring_interval_steps, self.rewiring_interval_labels
+        position = (math.log10(n_labels) - math.log10(lo_labels)) / (math.log10(hi_labels) - math.log10(lo_labels))
+        return int(round(lo_steps + (hi_steps - lo_steps) * min(1.0, max(0.0, position))))
+
+    def aux_clusters(self, n_labels: int) -> int:
+        """Label clusters of the auxiliary head (0 = off)."""
+        if n_labels < self.aux_min_labels:
+            return 0
+        lo, hi = self.aux_clusters_range
+        return min(hi, max(lo, 2 ** math.ceil(math.log2(n_labels / self.aux_labels_per_cluster))))
+
+
+DEFAULTS = MethodDefaults()
