@@ -33,7 +33,7 @@ def tiny_plan(encoder: str, n_labels: int, *, kind: str = "sparse", fan_in: int 
         rewiring=RewiringSection(kind == "sparse", "fraction", 0.25, 3, 0.66, 16),
         aux=AuxSection(aux_clusters > 0, max(1, aux_clusters), 0.4, 0.5),
         training=TrainingSection(epochs, micro_batch, grad_accum, 1e-3, 0.01, 0.1, 1.0, 64),
-        memory=MemorySection({}, 1, 1, 2**30),  # priced below
+        memory=MemorySection({}, 1, 1, 2**30, "backward", ()),  # priced below
         reasons=("test plan",),
     )
     return reprice(plan)

@@ -43,6 +43,14 @@ def test_random_valid_plans_round_trip(plan, tmp_path_factory):
     assert Plan.from_dict(json.loads(plan.to_json())) == plan
 
 
+@settings(max_examples=20, deadline=None)
+@given(plan=plans())
+def test_a_plan_saved_before_the_peak_was_stored_loads_with_the_peak_the_memory_model_gives(plan):
+    raw = json.loads(plan.to_json())
+    del raw["memory"]["peak_phase"], raw["memory"]["peak_terms"]  # plan.json as xmcfit 0.1 wrote it
+    assert Plan.from_dict(raw) == plan
+
+
 @settings(max_examples=150, deadline=None)
 @given(plan=plans(), data=st.data())
 def test_corrupted_plans_raise_plan_error_naming_the_field(plan, data):

@@ -25,8 +25,9 @@ def _gib(n_bytes: int) -> str:
     return f"{gib(n_bytes):.3f}"
 
 
-def plan_memory_table(plan: "Plan", peak_terms: tuple[str, ...]) -> Table:
+def plan_memory_table(plan: "Plan") -> Table:
     """Predicted bytes per term; terms alive at the peak are marked, the rest are transient elsewhere."""
+    peak_terms = plan.memory.peak_terms
     table = Table(title="Predicted memory per device (GiB = 2**30 bytes)")
     table.add_column("term")
     table.add_column("GiB", justify="right")
@@ -78,10 +79,7 @@ def plan_reasons_table(plan: "Plan") -> Table:
 
 def plan_report(plan: "Plan") -> Group:
     """Knobs, memory breakdown (with the terms alive at the peak marked) and reasons."""
-    from xmcfit.plan.memory import Layout, predict
-
-    peak_terms = predict(Layout.from_plan(plan)).peak_terms
-    return Group(plan_knobs_table(plan), plan_memory_table(plan, peak_terms), plan_reasons_table(plan))
+    return Group(plan_knobs_table(plan), plan_memory_table(plan), plan_reasons_table(plan))
 
 
 def all_gpus_table(rows: list[tuple[str, int, "Plan | None", str]]) -> Table:

@@ -33,9 +33,9 @@ from dataclasses import dataclass, replace
 from xmcfit import __version__
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.defaults import DEFAULTS
-from xmcfit.plan.memory import CUDA_CONTEXT_BYTES, Layout, MemoryEstimate, predict
+from xmcfit.plan.memory import CUDA_CONTEXT_BYTES, Layout, MemoryEstimate, memory_section, predict
 from xmcfit.plan.schema import (SCHEMA_VERSION, AuxSection, ClassifierKind, ClassifierOptimizer, ClassifierSection, EncoderSpec,
-                                InputsSection, MemorySection, ModelSection, Plan, PlanError, Pooling, Precision,
+                                InputsSection, ModelSection, Plan, PlanError, Pooling, Precision,
                                 RewiringSection, TrainingSection, ValueDtype, index_dtype_for)
 from xmcfit.plan.units import gib
 from xmcfit.workspace import loss_workspace_per_label_bytes
@@ -160,7 +160,7 @@ def choose_plan(req: PlanRequest) -> Plan:
     knobs, estimate = fitting
     knobs, estimate = _maybe_intermediate(req, precision, knobs, estimate)
     reasons.extend(_explain(req, knobs, chain[0], estimate))
-    return _build_plan(req, precision, knobs, estimate, tuple(reasons))
+    return _build_plan(req, precision, knobs, tuple(reasons))
 
 
 def _precision(req: PlanRequest, reasons: list[str]) -> Precision:
@@ -325,10 +325,8 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
     return why
 
 
-def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, est: MemoryEstimate,
-                reasons: tuple[str, ...]) -> Plan:
+def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, reasons: tuple[str, ...]) -> Plan:
     layout = _layout(req, precision, k)
-    dense = predict(layout.as_dense())  # the same as `est` for a dense plan
     d = layout.features_dim
     n_clusters = _aux_clusters(req)
     m = DEFAULTS
@@ -356,7 +354,6 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, est: MemoryEs
                                  encoder_lr=m.encoder_lr, encoder_weight_decay=m.encoder_weight_decay,
                                  warmup_fraction=m.warmup_fraction, max_grad_norm=m.max_grad_norm,
                                  eval_batch=min(m.eval_batch_max, 2 * k.micro_batch)),
-        memory=MemorySection(terms_bytes=dict(est.terms_bytes), predicted_peak_bytes=est.predicted_peak_bytes,
-                             dense_predicted_peak_bytes=dense.predicted_peak_bytes, budget_bytes=req.budget_bytes),
+        memory=memory_section(layout, req.budget_bytes),
         reasons=reasons,
     )

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Literal
 
 from xmcfit import workspace
 from xmcfit.dtypes import DTYPE_BYTES
-from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, EncoderSpec, Pooling, Precision,
+from xmcfit.plan.phases import RESIDENT, PeakPhase, peak_phase, peak_terms, phase_terms
+from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, EncoderSpec, MemorySection, Pooling, Precision,
                                 UpdateRounding, ValueDtype, index_dtype_for)
 
 if TYPE_CHECKING:
@@ -320,16 +321,7 @@ def optimizer_step_workspace_bytes(layout: Layout) -> int:
     return max(side, classifier)
 
 
-# -- the sum -----------------------------------------------------------------------------------------
-
-RESIDENT = ("encoder_weights", "encoder_optimizer_state", "intermediate_weights", "intermediate_optimizer_state",
-            "classifier_values", "classifier_indices", "classifier_bias", "classifier_optimizer_state",
-            "aux_weights", "aux_optimizer_state")
-BACKWARD = ("encoder_activations", "encoder_amp_weight_copies", "head_activations", "loss_workspace",
-            "aux_logits", "classifier_grads", "intermediate_grads", "aux_grads")
-STEP = ("encoder_grads", "intermediate_grads", "classifier_grads", "aux_grads", "optimizer_step_workspace")
-REWIRING = ("rewiring_workspace",)
-RESERVES = ("fragmentation_margin", "cuda_context")
+# -- the sum (which terms coexist in which phase: xmcfit.plan.phases) ----------------------------------
 
 
 @dataclass(frozen=True)
@@ -337,7 +329,7 @@ class MemoryEstimate:
     """Predicted bytes per term and the peak they make (per device)."""
 
     terms_bytes: dict[str, int]
-    peak_phase: str
+    peak_phase: PeakPhase
     """"backward", "step" or "rewiring": the phase that sets the peak."""
     peak_terms: tuple[str, ...]
     """The terms that coexist at the peak (their sum is predicted_peak_bytes)."""
@@ -382,26 +374,24 @@ def memory_terms(layout: Layout) -> dict[str, int]:
 def predict(layout: Layout) -> MemoryEstimate:
     """The predicted peak: resident + the largest phase + fragmentation margin + CUDA context."""
     terms = memory_terms(layout)
-    backward = BACKWARD + (("encoder_grads",) if layout.grad_accum > 1 else ())
-    phases = {"backward": backward, "step": STEP, "rewiring": REWIRING}
-    phase_bytes = {name: sum(terms[t] for t in members) for name, members in phases.items()}
-    peak_phase = max(phases, key=lambda name: phase_bytes[name])
-    allocator_peak = sum(terms[t] for t in RESIDENT) + phase_bytes[peak_phase]
+    phase = peak_phase(terms, layout.grad_accum)
+    allocator_peak = sum(terms[t] for t in RESIDENT + phase_terms(layout.grad_accum)[phase])
     terms["fragmentation_margin"] = math.ceil(FRAGMENTATION_FRACTION * allocator_peak)
     terms["cuda_context"] = layout.cuda_context_bytes
-    peak_terms = RESIDENT + phases[peak_phase] + RESERVES
-    return MemoryEstimate(terms_bytes=terms, peak_phase=peak_phase, peak_terms=peak_terms,
-                          predicted_peak_bytes=sum(terms[t] for t in peak_terms))
+    at_peak = peak_terms(phase, layout.grad_accum)
+    return MemoryEstimate(terms_bytes=terms, peak_phase=phase, peak_terms=at_peak,
+                          predicted_peak_bytes=sum(terms[t] for t in at_peak))
+
+
+def memory_section(layout: Layout, budget_bytes: int) -> MemorySection:
+    """The plan's memory section for `layout`: its terms and peak, and what a dense classifier would need."""
+    est = predict(layout)
+    return MemorySection(terms_bytes=dict(est.terms_bytes), predicted_peak_bytes=est.predicted_peak_bytes,
+                         dense_predicted_peak_bytes=predict(layout.as_dense()).predicted_peak_bytes,
+                         budget_bytes=budget_bytes, peak_phase=est.peak_phase, peak_terms=est.peak_terms)
 
 
 def reprice(plan: "Plan") -> "Plan":
     """`plan` with its memory section recomputed from its knobs (same budget): for plans changed after
     the chooser made them (the trainer's out-of-memory recovery, hand-built test plans)."""
-    from xmcfit.plan.schema import MemorySection
-
-    layout = Layout.from_plan(plan)
-    est = predict(layout)
-    memory = MemorySection(terms_bytes=dict(est.terms_bytes), predicted_peak_bytes=est.predicted_peak_bytes,
-                           dense_predicted_peak_bytes=predict(layout.as_dense()).predicted_peak_bytes,
-                           budget_bytes=plan.memory.budget_bytes)
-    return replace(plan, memory=memory)
+    return replace(plan, memory=memory_section(Layout.from_plan(plan), plan.memory.budget_bytes))

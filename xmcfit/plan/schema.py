@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from xmcfit.errors import XmcfitError
+from xmcfit.plan import phases
+from xmcfit.plan.phases import PeakPhase
 
 if TYPE_CHECKING:
     from xmcfit.data import XMCDataset
@@ -255,10 +257,16 @@ class MemorySection:
     """The same configuration with a dense L × d classifier."""
     budget_bytes: int
     """GPU memory the plan had to fit in."""
+    peak_phase: PeakPhase
+    """The phase of a step that sets the peak: "backward", "step" or "rewiring" (xmcfit.plan.phases)."""
+    peak_terms: tuple[str, ...]
+    """The terms alive at the peak; their bytes sum to predicted_peak_bytes."""
 
     def __post_init__(self) -> None:
         for name, value in self.terms_bytes.items():
             _require(value >= 0, f"memory.terms_bytes.{name}", value, "must be >= 0")
+        for name in self.peak_terms:
+            _require(name in self.terms_bytes, "memory.peak_terms", name, "must name a term of memory.terms_bytes")
         _require(self.predicted_peak_bytes >= 1, "memory.predicted_peak_bytes", self.predicted_peak_bytes, "must be >= 1")
         _require(self.dense_predicted_peak_bytes >= 1, "memory.dense_predicted_peak_bytes",
                  self.dense_predicted_peak_bytes, "must be >= 1")
@@ -361,7 +369,7 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Plan":
-        return _build(cls, data, "")
+        return dataclass_from_dict(cls, _with_peak(data), "")
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Plan":
@@ -380,6 +388,21 @@ class Plan:
             raise PlanError(f"{path}: {err}") from None
 
 
+def _with_peak(data: Any) -> Any:
+    """Plans written before the memory section stored its peak phase and terms: add them, derived from
+    the stored terms (xmcfit.plan.phases), so existing plan.json files and run directories still load.
+    Anything malformed is left as it is, for dataclass_from_dict to name."""
+    try:
+        memory, grad_accum = data["memory"], data["training"]["grad_accum"]
+        if "peak_phase" in memory or "peak_terms" in memory:
+            return data
+        phase = phases.peak_phase(memory["terms_bytes"], grad_accum)
+        peak = {"peak_phase": phase, "peak_terms": list(phases.peak_terms(phase, grad_accum))}
+        return {**data, "memory": {**memory, **peak}}
+    except (KeyError, TypeError, ValueError):
+        return data
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
@@ -388,9 +411,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    """Construct dataclass `cls` from parsed JSON, checking names and types field by field."""
-    where = prefix.rstrip(".") or "plan"
+def dataclass_from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Construct dataclass `cls` from parsed JSON, checking names and types field by field (PlanError
+    naming the field); plan.json and the run directory's memory.json are read through it."""
+    where = prefix.rstrip(".") or cls.__name__
     if not isinstance(data, dict):
         raise PlanError(f"{where}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -413,7 +437,7 @@ def _convert(tp: Any, value: Any, name: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, name + ".")
+        return dataclass_from_dict(tp, value, name + ".")
     if origin is Literal:
         if value not in args:
             raise PlanError(f"{name}={value!r}: must be one of {', '.join(map(repr, args))}")

@@ -1,0 +1,39 @@
+"""Which memory terms coexist in each phase of a training step, and which phase sets the peak.
+
+Names and sums only (the bytes come from xmcfit.plan.memory, whose docstring explains the phases), so
+the plan schema can also say where an older plan.json peaked from the terms it stored. Pure Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+PeakPhase = Literal["backward", "step", "rewiring"]
+
+RESIDENT = ("encoder_weights", "encoder_optimizer_state", "intermediate_weights", "intermediate_optimizer_state",
+            "classifier_values", "classifier_indices", "classifier_bias", "classifier_optimizer_state",
+            "aux_weights", "aux_optimizer_state")
+BACKWARD = ("encoder_activations", "encoder_amp_weight_copies", "head_activations", "loss_workspace",
+            "aux_logits", "classifier_grads", "intermediate_grads", "aux_grads")
+STEP = ("encoder_grads", "intermediate_grads", "classifier_grads", "aux_grads", "optimizer_step_workspace")
+REWIRING = ("rewiring_workspace",)
+RESERVES = ("fragmentation_margin", "cuda_context")
+
+
+def phase_terms(grad_accum: int) -> dict[PeakPhase, tuple[str, ...]]:
+    """The transient terms of each phase; the encoder's gradients persist through backward only when
+    micro-batches accumulate (grad_accum > 1)."""
+    backward = BACKWARD + (("encoder_grads",) if grad_accum > 1 else ())
+    return {"backward": backward, "step": STEP, "rewiring": REWIRING}
+
+
+def peak_phase(terms_bytes: Mapping[str, int], grad_accum: int) -> PeakPhase:
+    """The phase whose transient terms sum highest (the first of equals, in step order)."""
+    phases = phase_terms(grad_accum)
+    return max(phases, key=lambda name: sum(terms_bytes[t] for t in phases[name]))
+
+
+def peak_terms(phase: PeakPhase, grad_accum: int) -> tuple[str, ...]:
+    """The terms alive at the peak of `phase`: resident, the phase's own, and the reserves."""
+    return RESIDENT + phase_terms(grad_accum)[phase] + RESERVES
