@@ -91,13 +91,15 @@ class LabelScore:
 
 
 def summarize_run(run: LoadedRun) -> RunSummary:
-    plan, memory = run.plan, run.memory or {}
+    plan, memory = run.plan, run.memory
     return RunSummary(
         run_dir=str(run.run_dir), name=run.run_dir.name, encoder=plan.model.encoder.name,
         classifier_kind=plan.classifier.kind, n_labels=plan.classifier.n_labels, fan_in=plan.classifier.fan_in,
         in_features=plan.classifier.in_features, precision=plan.precision, value_dtype=plan.classifier.value_dtype,
-        epochs_done=run.info.get("epochs_done"), predicted_peak_bytes=memory.get("predicted_peak_bytes"),
-        measured_peak_bytes=memory.get("measured_peak_bytes"), memory_device=memory.get("device"),
+        epochs_done=run.info.get("epochs_done"),
+        predicted_peak_bytes=memory.predicted_peak_bytes if memory else None,
+        measured_peak_bytes=memory.measured_peak_bytes if memory else None,
+        memory_device=memory.device if memory else None,
     )
 
 

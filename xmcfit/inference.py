@@ -6,7 +6,6 @@ A run directory is self-contained (plan, encoder config + tokenizer, weights, la
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from xmcfit.plan.schema import Plan
 from xmcfit.sparse import FixedFanInLinear
 from xmcfit.sparse.dispatch import get_backend
 from xmcfit.device import pick_device
-from xmcfit.rundir import RunFiles, check_run_format, read_run_info
+from xmcfit.rundir import MemoryReport, RunFiles, check_run_format, read_run_info
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +45,8 @@ class LoadedRun:
     """Training frequency of each label (n_labels,), for propensities."""
     info: dict[str, Any]
     """run.json: version, data options, status, epochs done."""
-    memory: dict[str, Any] | None
-    """memory.json: predicted vs measured peak memory."""
+    memory: MemoryReport | None
+    """memory.json: predicted vs measured peak memory (None before training finished)."""
     tokenizer: Any | None
     device: torch.device
 
@@ -83,7 +82,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
 
         tokenizer = AutoTokenizer.from_pretrained(str(files.encoder), local_files_only=True)
     vocab = LabelVocab.load(files.labels) if files.labels.exists() else None
-    memory = json.loads(files.memory.read_text()) if files.memory.exists() else None
+    memory = MemoryReport.from_file(files.memory) if files.memory.exists() else None
     counts = np.load(files.label_counts)
     return LoadedRun(root, plan, model, vocab, counts, info, memory, tokenizer, dev)
 

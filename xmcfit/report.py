@@ -251,19 +251,19 @@ def train_result_table(result: "TrainResult") -> Table:
                         + (f", {result.skipped_steps} non-finite steps skipped" if result.skipped_steps else ""))
     table.add_column("memory (GiB)")
     table.add_column("predicted", justify="right")
-    table.add_column(f"measured ({mem['device']})", justify="right")
-    predicted, measured = mem["predicted_terms_bytes"], mem["measured_terms_bytes"]
+    table.add_column(f"measured ({mem.device})", justify="right")
+    predicted, measured = mem.predicted_terms_bytes, mem.measured_terms_bytes
     for term in STATIC_TERMS:
         if predicted.get(term) or measured.get(term):
             table.add_row(term, _gib_or_dash(predicted.get(term)), _gib_or_dash(measured.get(term)))
     table.add_section()
-    table.add_row("peak", _gib_or_dash(mem["predicted_peak_bytes"]), _gib_or_dash(mem["measured_peak_bytes"]))
-    if "measured_reserved_bytes" in mem:
-        table.add_row("  reserved by the allocator", "", _gib_or_dash(mem["measured_reserved_bytes"]))
-    if "measured_peak_rss_growth_bytes" in mem:
-        table.add_row("  RSS growth while training", "", _gib_or_dash(mem["measured_peak_rss_growth_bytes"]))
+    table.add_row("peak", _gib_or_dash(mem.predicted_peak_bytes), _gib_or_dash(mem.measured_peak_bytes))
+    if mem.measured_reserved_bytes is not None:
+        table.add_row("  reserved by the allocator", "", _gib_or_dash(mem.measured_reserved_bytes))
+    if mem.measured_peak_rss_growth_bytes is not None:
+        table.add_row("  RSS growth while training", "", _gib_or_dash(mem.measured_peak_rss_growth_bytes))
     return table
 
 
 def print_train_result(result: "TrainResult") -> None:
-    console().print(train_result_table(result), result.memory["note"])
+    console().print(train_result_table(result), result.memory.note)

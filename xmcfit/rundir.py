@@ -17,7 +17,7 @@ from typing import Any
 from xmcfit import __version__
 from xmcfit.atomic import atomic_write_text
 from xmcfit.errors import XmcfitError
-from xmcfit.plan.schema import Plan
+from xmcfit.plan.schema import Plan, PlanError, dataclass_from_dict
 
 RUN_FORMAT_VERSION = 1
 
@@ -74,6 +74,48 @@ class DataOptions:
     label_field: str | None = None
     limit: int | None = None
     """Read only the first `limit` training points (quick runs, CPU benchmarks)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryReport:
+    """memory.json: the plan's predicted memory beside what the run measured (bytes, per device)."""
+
+    device: str
+    """"cpu" or the CUDA device's name."""
+    predicted_peak_bytes: int
+    dense_predicted_peak_bytes: int
+    predicted_terms_bytes: dict[str, int]
+    """The plan's memory terms (xmcfit.plan.memory)."""
+    measured_terms_bytes: dict[str, int]
+    """The persistent tensors the trainer held, under the planner's term names."""
+    measured_peak_bytes: int
+    """CUDA: torch.cuda.max_memory_allocated; CPU: the process's peak resident set."""
+    measured_reserved_bytes: int | None = None
+    """CUDA only: torch.cuda.max_memory_reserved (the allocator's pool, fragmentation included)."""
+    measured_peak_rss_growth_bytes: int | None = None
+    """CPU only: growth of the resident set over what it was when training started."""
+    note: str
+    """How to read measured_peak_bytes on this device."""
+
+    def to_json(self) -> str:
+        """Indented JSON without the fields this device does not measure."""
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, indent=2) + "\n"
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def from_file(cls, path: Path) -> "MemoryReport":
+        """Read memory.json; a missing, malformed or mistyped file is one XmcfitError line."""
+        try:
+            data = json.loads(path.read_text())
+            return dataclass_from_dict(cls, data)
+        except OSError as err:
+            raise XmcfitError(f"{path}: cannot read ({err.strerror})") from None
+        except json.JSONDecodeError as err:
+            raise XmcfitError(f"{path}: not valid JSON ({err.msg})") from None
+        except PlanError as err:
+            raise XmcfitError(f"{path}: {err}") from None
 
 
 def read_run_info(root: Path) -> dict[str, Any]:

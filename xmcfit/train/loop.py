@@ -32,7 +32,7 @@ from xmcfit.train import checkpoint as ckpt
 from xmcfit.train.optim import build_classifier_optimizer, build_encoder_optimizer, set_learning_rates
 from xmcfit.device import pick_device
 from xmcfit.dtypes import AUTOCAST_DTYPE, torch_dtype
-from xmcfit.rundir import RunFiles
+from xmcfit.rundir import MemoryReport, RunFiles
 from xmcfit.train.data import TrainData
 from xmcfit.train.finish import write_final_weights
 from xmcfit.train.memory_report import MemoryMeter, memory_report
@@ -72,7 +72,7 @@ class TrainResult:
     steps: int
     epochs_done: int
     skipped_steps: int
-    memory: dict[str, Any]
+    memory: MemoryReport
     final_loss: float
 
 

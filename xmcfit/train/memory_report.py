@@ -9,12 +9,12 @@ they compare with the planner's terms one to one.
 from __future__ import annotations
 
 import resource
-from typing import Any
 
 import torch
 
 from xmcfit.model import XMCModel
 from xmcfit.plan.schema import Plan
+from xmcfit.rundir import MemoryReport
 
 
 def _rss_bytes() -> int:
@@ -50,6 +50,7 @@ class MemoryMeter:
         return _rss_bytes()
 
     def stop(self) -> dict[str, int]:
+        """The measured peak, keyed by MemoryReport's field names for this device."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             return {
@@ -102,17 +103,17 @@ def measured_terms(model: XMCModel, optimizers: list[torch.optim.Optimizer]) -> 
 
 
 def memory_report(plan: Plan, model: XMCModel, optimizers: list[torch.optim.Optimizer],
-                  peak: dict[str, int], device: torch.device) -> dict[str, Any]:
+                  peak: dict[str, int], device: torch.device) -> MemoryReport:
     """memory.json: the plan's predicted peak and terms beside what was measured on `device`."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {
-        "device": name,
-        "predicted_peak_bytes": plan.memory.predicted_peak_bytes,
-        "dense_predicted_peak_bytes": plan.memory.dense_predicted_peak_bytes,
-        "predicted_terms_bytes": dict(plan.memory.terms_bytes),
-        "measured_terms_bytes": measured_terms(model, optimizers),
+    return MemoryReport(
+        device=name,
+        predicted_peak_bytes=plan.memory.predicted_peak_bytes,
+        dense_predicted_peak_bytes=plan.memory.dense_predicted_peak_bytes,
+        predicted_terms_bytes=dict(plan.memory.terms_bytes),
+        measured_terms_bytes=measured_terms(model, optimizers),
         **peak,
-        "note": ("CUDA peak is torch.cuda.max_memory_allocated" if device.type == "cuda" else
-                 "CPU peak is the process's peak RSS; it includes Python, libraries and the dataset, "
-                 "so it is not comparable to the GPU prediction term by term"),
-    }
+        note=("CUDA peak is torch.cuda.max_memory_allocated" if device.type == "cuda" else
+              "CPU peak is the process's peak RSS; it includes Python, libraries and the dataset, "
+              "so it is not comparable to the GPU prediction term by term"),
+    )
