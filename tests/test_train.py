@@ -163,3 +163,27 @@ def test_schedules_reach_their_end_values_at_the_right_step():
     assert warmup_cosine(total, total, 10) == pytest.approx(0.0)
     values = [cosine_decay(s, end, 0.4) for s in range(end + 1)]
     assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_an_out_of_memory_step_saves_and_goes_on_with_half_the_micro_batch(tmp_path, tiny_encoder_dir, synth_dir,
+                                                                            monkeypatch):
+    from xmcfit.plan.schema import Plan
+    from xmcfit.train import epoch
+
+    real, calls = epoch.train_step, []
+
+    def out_of_memory_once(parts, micro, step):
+        calls.append(step)
+        if len(calls) == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(parts, micro, step)
+
+    monkeypatch.setattr(epoch, "train_step", out_of_memory_once)
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=1, aux_clusters=0)
+    with pytest.raises(TrainingStopped, match="out of GPU memory at micro-batch 16"):
+        _train(plan, tmp_path / "stopped", synth_dir)
+    assert (tmp_path / "stopped" / "checkpoint" / "step-000000003").is_dir()
+    calls.clear()
+    result = _train(plan, tmp_path / "run", synth_dir, auto_recover=True)
+    assert result.steps == 15 and np.isfinite(result.final_loss)
+    assert Plan.from_json(tmp_path / "run" / "plan.json").training.micro_batch == 8

@@ -10,7 +10,8 @@ from rich.table import Table
 from xmcfit.plan.units import gib
 
 if TYPE_CHECKING:
-    from xmcfit.train.loop import StepStats, TrainResult
+    from xmcfit.train.epoch import StepStats
+    from xmcfit.train.finish import TrainResult
     from xmcfit.plan.hardware import GpuInfo
     from xmcfit.plan.schema import Plan
     from xmcfit.profiles import DatasetProfile, EncoderProfile, GpuProfile

@@ -1,1 +1,3 @@
-"""Training: the recipe (loop.py) and its parts: optimizers, schedules, checkpoints, run directory, memory."""
+"""Training: the single-device recipe (loop.py) wiring its reusable parts: setup.py (model, optimizers,
+losses, schedule), step.py (one optimizer step), epoch.py (one epoch and what follows each step),
+checkpoint.py (the saved state), finish.py (final weights, memory.json); data.py prepares the run's data."""

@@ -1,13 +1,32 @@
-"""The end of a training run: final weights, memory.json, and run.json marked done."""
+"""Recipe part 5, the finish: measured memory beside the plan, final weights, run.json marked done."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from xmcfit.plan.schema import Plan
 from xmcfit.rundir import MemoryReport, RunFiles, read_run_info, write_run_info
+from xmcfit.train.checkpoint import Progress
+from xmcfit.train.memory_report import MemoryMeter, memory_report
+from xmcfit.train.setup import TrainParts
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run did; memory.json's content as `memory`."""
+
+    run_dir: Path
+    steps: int
+    epochs_done: int
+    skipped_steps: int
+    memory: MemoryReport
+    final_loss: float
+    """The loss of the last step that was not skipped (NaN when none ran in this attempt)."""
 
 
 def write_final_weights(files: RunFiles, model: torch.nn.Module, memory: MemoryReport, *,
@@ -20,3 +39,11 @@ def write_final_weights(files: RunFiles, model: torch.nn.Module, memory: MemoryR
     info = read_run_info(files.root)
     info.update(status="done", epochs_done=epochs_done, steps=steps)
     write_run_info(files.root, info)
+
+
+def finish_training(plan: Plan, run_dir: Path, parts: TrainParts, meter: MemoryMeter, progress: Progress,
+                    last_loss: float) -> TrainResult:
+    """Stop the memory meter, write the final weights and memory.json, and say what the run did."""
+    report = memory_report(plan, parts.model, parts.optimizers.all(), meter.stop(), parts.device)
+    write_final_weights(RunFiles(run_dir), parts.model, report, epochs_done=progress.epoch, steps=progress.step)
+    return TrainResult(run_dir, progress.step, progress.epoch, progress.skipped, report, last_loss)

@@ -1,17 +1,20 @@
 """Optimizers for a plan: AdamW for the encoder and dense heads; the plan's optimizer for the classifier.
 
-Learning rates follow `schedules.warmup_cosine` of the optimizer step and are set on the parameter
-groups before each step (no scheduler objects), so a resumed run needs only the step number.
+Learning rates follow `schedules.warmup_cosine` of the optimizer step (the recipe's Schedule) and are
+set on the parameter groups before each step (no scheduler objects), so a resumed run needs only the step number.
+`Optimizers` holds the two with the fp16 loss scaler: what a step updates and a checkpoint saves.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from xmcfit.model import XMCModel
 from xmcfit.plan.schema import Plan
-from xmcfit.train.schedules import warmup_cosine
 
 _NO_DECAY_MARKERS = ("bias", "LayerNorm", "layer_norm", "layernorm")
 
@@ -65,10 +68,46 @@ def build_classifier_optimizer(model: XMCModel, plan: Plan) -> torch.optim.Optim
     return opt
 
 
-def set_learning_rates(optimizers: list[torch.optim.Optimizer], step: int, total_steps: int, warmup_steps: int) -> float:
-    """Set every group's lr to base_lr × warm-up/cosine multiplier at `step`; returns the multiplier."""
-    mult = warmup_cosine(step, total_steps, warmup_steps)
+def set_learning_rates(optimizers: list[torch.optim.Optimizer], mult: float) -> None:
+    """Set every group's lr to base_lr × `mult` (the step's warm-up/cosine multiplier)."""
     for opt in optimizers:
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * mult
-    return mult
+
+
+@dataclass(frozen=True)
+class Optimizers:
+    """The encoder-side and the classifier's optimizer, and the GradScaler (enabled for fp16 AMP only)."""
+
+    encoder: torch.optim.Optimizer
+    """AdamW over the encoder and the dense heads (intermediate layer, aux head)."""
+    classifier: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def for_plan(cls, model: XMCModel, plan: Plan, device: torch.device) -> "Optimizers":
+        return cls(build_encoder_optimizer(model, plan), build_classifier_optimizer(model, plan),
+                   torch.amp.GradScaler(device.type, enabled=plan.precision == "fp16_amp"))
+
+    def all(self) -> list[torch.optim.Optimizer]:
+        return [self.encoder, self.classifier]
+
+    def zero_grad(self) -> None:
+        for opt in self.all():
+            opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        """Both optimizers through the scaler (which skips them when fp16 gradients overflowed)."""
+        self.scaler.step(self.encoder)
+        self.scaler.step(self.classifier)
+        self.scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"enc_opt": self.encoder.state_dict(), "cls_opt": self.classifier.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.encoder.load_state_dict(state["enc_opt"])
+        self.classifier.load_state_dict(state["cls_opt"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])

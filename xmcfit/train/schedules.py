@@ -27,9 +27,8 @@ def cosine_decay(step: int, end_step: int, initial: float, final: float = 0.0) -
 
 
 def cosine_schedule(initial: float, final: float, end_step: int) -> Callable[[int], float]:
-    """step -> cosine_decay(step, end_step, initial, final): a schedule callable, e.g. SETRewirer's."""
-    if end_step < 1:
-        raise ValueError(f"end_step={end_step}: must be >= 1")
+    """step -> cosine_decay(step, end_step, initial, final): a schedule callable, e.g. SETRewirer's
+    (`final` throughout when end_step <= 0)."""
     return lambda step: cosine_decay(step, end_step, initial, final)
 
 

@@ -1,0 +1,168 @@
+"""Recipe part 3, one epoch: shuffled micro-batch groups, a step each, then the bookkeeping around it.
+
+After every step: count skipped (non-finite) steps and stop a diverged run, rewire on schedule, record
+the step's figures (progress bar, train_log.jsonl), and stop with a checkpoint on SIGINT/SIGTERM or at
+--max-steps. The epoch's order is a pure function of (seed, epoch), so a resumed run replays it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, TextIO
+
+import numpy as np
+import torch
+
+from xmcfit.errors import XmcfitError
+from xmcfit.train.checkpoint import Progress, save_training_state
+from xmcfit.train.data import TrainData
+from xmcfit.train.memory_report import MemoryMeter
+from xmcfit.train.setup import TrainParts
+from xmcfit.train.step import StepOutcome, rewire, train_step
+
+# A run of this many consecutive non-finite losses stops training: a diverged run wastes the GPU.
+MAX_BAD_STEPS_IN_A_ROW = 20
+
+
+class TrainingStopped(XmcfitError):
+    """Training ended early (interrupt, step limit, divergence); the last good checkpoint is on disk."""
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What the progress bar and the JSONL log show for one optimizer step."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    main_loss: float
+    aux_loss: float
+    aux_weight: float
+    lr_mult: float
+    connections_moved: int
+    points_per_s: float
+    memory_bytes: int
+    skipped_steps: int
+
+    def log_record(self) -> dict[str, Any]:
+        """The train_log.jsonl record: the fields, floats rounded to 6 decimals."""
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(self).items()}
+
+
+@dataclass
+class StepRecorder:
+    """Where each step's figures go: the on_step callback and, every `log_every` steps and at the last,
+    train_log.jsonl. Remembers the last finite loss."""
+
+    log_file: TextIO
+    log_every: int
+    on_step: Callable[[StepStats], None] | None
+    meter: MemoryMeter
+    last_loss: float = math.nan
+
+    def record(self, stats: StepStats, finite: bool) -> None:
+        if finite:
+            self.last_loss = stats.loss
+        if self.on_step is not None:
+            self.on_step(stats)
+        if stats.step % self.log_every == 0 or stats.step == stats.total_steps:
+            self.log_file.write(json.dumps(stats.log_record()) + "\n")
+            self.log_file.flush()
+
+
+@dataclass
+class StopRules:
+    """When a run stops early with a checkpoint: a caught SIGINT/SIGTERM, or --max-steps optimizer steps."""
+
+    run_dir: Path
+    max_steps: int | None
+    signum: int | None = None
+    """Set by the signal handler of `catch_stop_signals`."""
+
+    def check(self, parts: TrainParts, progress: Progress) -> None:
+        """After a step: checkpoint and raise TrainingStopped when a signal came or the limit is reached."""
+        if self.signum is None and (self.max_steps is None or progress.step < self.max_steps):
+            return
+        save_training_state(self.run_dir, parts, progress)
+        why = (f"interrupted by signal {self.signum}" if self.signum is not None
+               else f"stopped at --max-steps {self.max_steps}")
+        raise TrainingStopped(f"{why} at step {progress.step}/{parts.schedule.total_steps}; checkpoint saved, "
+                              f"continue with `xmcfit train --resume {self.run_dir}`")
+
+
+@contextlib.contextmanager
+def catch_stop_signals(rules: StopRules) -> Iterator[None]:
+    """On SIGINT/SIGTERM finish the current step, then checkpoint and stop (instead of dying mid-write)."""
+    def handler(signum, _frame):
+        rules.signum = signum
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in previous:
+            signal.signal(s, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def epoch_batches(n_points: int, micro_batch: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The epoch's shuffled micro-batches: a pure function of (seed, epoch), so resuming replays them."""
+    order = np.random.default_rng([seed, epoch]).permutation(n_points)
+    return [order[i : i + micro_batch] for i in range(0, n_points, micro_batch)]
+
+
+def count_step(out: StepOutcome, progress: Progress, run_dir: Path) -> None:
+    """Count a skipped (non-finite) step; MAX_BAD_STEPS_IN_A_ROW of them in a row stop the run."""
+    if out.finite:
+        progress.bad_in_a_row = 0
+        return
+    progress.skipped += 1
+    progress.bad_in_a_row += 1
+    if progress.bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
+        raise TrainingStopped(
+            f"loss was not finite for {progress.bad_in_a_row} steps in a row at step "
+            f"{progress.step}; the last good checkpoint in {run_dir} is intact. "
+            "Lower the learning rates or use --precision bf16_amp/fp32 in `xmcfit plan`"
+        )
+
+
+def run_epoch(parts: TrainParts, data: TrainData, progress: Progress, recorder: StepRecorder, stop: StopRules, *,
+              micro_batch: int, grad_accum: int, seed: int) -> bool:
+    """The rest of epoch `progress.epoch`, from group `progress.batch_in_epoch` on. False when the device
+    ran out of memory in a step: gradients are cleared and `progress` is that of the last completed step."""
+    batches = epoch_batches(data.dataset.n_points, micro_batch, seed, progress.epoch)
+    groups = [batches[i : i + grad_accum] for i in range(0, len(batches), grad_accum)]
+    while progress.batch_in_epoch < len(groups):
+        group = groups[progress.batch_in_epoch]
+        tick = time.perf_counter()
+        micro = [data.collate(rows) for rows in group]
+        try:
+            out = train_step(parts, micro, progress.step)
+        except torch.OutOfMemoryError:
+            parts.optimizers.zero_grad()
+            return False
+        count_step(out, progress, stop.run_dir)
+        progress.moved_total += rewire(parts, progress.step + 1)
+        progress.step += 1
+        progress.batch_in_epoch += 1
+        n_in_step = sum(len(rows) for rows in group)
+        recorder.record(StepStats(
+            step=progress.step, total_steps=parts.schedule.total_steps, epoch=progress.epoch, loss=out.loss,
+            main_loss=out.main, aux_loss=out.aux, aux_weight=out.alpha, lr_mult=out.lr_mult,
+            connections_moved=progress.moved_total,
+            points_per_s=n_in_step / max(1e-9, time.perf_counter() - tick),
+            memory_bytes=recorder.meter.current_bytes(), skipped_steps=progress.skipped,
+        ), finite=out.finite)
+        stop.check(parts, progress)
+    return True

@@ -1,0 +1,110 @@
+"""Recipe part 1, setup: from a plan and the training data to the objects a step touches.
+
+`setup_training` builds the model on the device, its optimizers, the SET rewirer, the classifier and
+auxiliary losses and the step schedule, and returns them as one `TrainParts`. A distributed recipe can
+build the same parts with a wrapped encoder and a label-sharded ClassifierLoss and reuse the step,
+epoch, checkpoint and finish parts unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from xmcfit.dtypes import AUTOCAST_DTYPE, torch_dtype
+from xmcfit.model import XMCModel, build_model
+from xmcfit.objectives import AuxClusterLoss, ChunkedClassifierLoss, ClassifierLoss
+from xmcfit.plan.schema import Plan
+from xmcfit.sparse import SETRewirer
+from xmcfit.train.data import TrainData
+from xmcfit.train.optim import Optimizers
+from xmcfit.train.schedules import cosine_decay, cosine_schedule, fraction_step, warmup_cosine
+
+
+def steps_per_epoch(n_points: int, micro_batch: int, grad_accum: int) -> int:
+    return math.ceil(math.ceil(n_points / micro_batch) / grad_accum)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The step-indexed numbers of a run: pure functions of the plan and the number of training points."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    aux_initial_weight: float
+    """α at step 0 (0 when the auxiliary objective is off)."""
+    aux_end_step: int
+    """α reaches 0 here (0 when the auxiliary objective is off)."""
+    rewire_end_step: int
+    """The last step SET rewiring may run."""
+
+    @classmethod
+    def from_plan(cls, plan: Plan, n_points: int) -> "Schedule":
+        t, aux = plan.training, plan.aux
+        per_epoch = steps_per_epoch(n_points, t.micro_batch, t.grad_accum)
+        total = per_epoch * t.epochs
+        return cls(steps_per_epoch=per_epoch, total_steps=total, warmup_steps=int(t.warmup_fraction * total),
+                   aux_initial_weight=aux.initial_weight if aux.enabled else 0.0,
+                   aux_end_step=fraction_step(aux.cutoff_fraction, total) if aux.enabled else 0,
+                   rewire_end_step=fraction_step(plan.rewiring.stop_fraction, total))
+
+    def lr_multiplier(self, step: int) -> float:
+        """Warm-up then cosine, for both optimizers (xmcfit.train.schedules.warmup_cosine)."""
+        return warmup_cosine(step, self.total_steps, self.warmup_steps)
+
+    def aux_weight(self, step: int) -> float:
+        """α of (1 − α)·main + α·aux at `step`: cosine-decayed to 0 at aux_end_step."""
+        return cosine_decay(step, self.aux_end_step, self.aux_initial_weight)
+
+
+@dataclass(frozen=True)
+class TrainParts:
+    """Everything one optimizer step reads or updates (built once per attempt by `setup_training`)."""
+
+    model: XMCModel
+    optimizers: Optimizers
+    rewirer: SETRewirer | None
+    classifier_loss: ClassifierLoss
+    aux_loss: AuxClusterLoss | None
+    schedule: Schedule
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    """Autocast dtype of the encoder forward (None: fp32)."""
+    feature_dtype: torch.dtype
+    """The classifier's storage dtype: features are cast to it, outside autocast, before the losses."""
+    max_grad_norm: float
+    """Clip the encoder's gradient norm to this (0: no clipping)."""
+
+
+def build_rewirer(plan: Plan, model: XMCModel, optimizer: torch.optim.Optimizer,
+                  schedule: Schedule) -> SETRewirer | None:
+    """SET rewiring of the sparse classifier on the plan's schedule; None for dense or rewiring off."""
+    rw = plan.rewiring
+    if plan.classifier.kind != "sparse" or not rw.enabled:
+        return None
+    end = schedule.rewire_end_step
+    return SETRewirer(model.classifier, optimizer, fraction_schedule=cosine_schedule(rw.initial, 0.0, end),
+                      interval=rw.interval_steps, end_step=end, mode=rw.mode, seed=plan.seed + 1,
+                      chunk_rows=rw.chunk_rows)
+
+
+def setup_training(plan: Plan, data: TrainData, device: torch.device, resume: bool) -> TrainParts:
+    """The plan's model on `device` (pretrained encoder, or built from its config when resuming: the
+    weights then come from the checkpoint), its optimizers, rewirer, losses and schedule."""
+    model = build_model(plan, data.encoder_source, pretrained=not resume)
+    model.to(device)
+    clusters = data.clusters.to(device) if data.clusters is not None else None
+    schedule = Schedule.from_plan(plan, data.dataset.n_points)
+    optimizers = Optimizers.for_plan(model, plan, device)
+    cls = plan.classifier
+    aux = AuxClusterLoss(model.aux_head, clusters) if model.aux_head is not None and clusters is not None else None
+    amp = AUTOCAST_DTYPE[plan.precision]
+    return TrainParts(
+        model=model, optimizers=optimizers, rewirer=build_rewirer(plan, model, optimizers.classifier, schedule),
+        classifier_loss=ChunkedClassifierLoss(model.classifier, cls.loss, cls.loss_chunk_size), aux_loss=aux,
+        schedule=schedule, device=device, amp_dtype=torch_dtype(amp) if amp is not None else None,
+        feature_dtype=torch_dtype(cls.value_dtype), max_grad_norm=plan.training.max_grad_norm,
+    )
