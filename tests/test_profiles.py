@@ -7,7 +7,7 @@ import json
 import pytest
 
 from xmcfit.errors import XmcfitError
-from xmcfit.profiles import (bert_like_n_params, encoder_from_config_dir, load_dataset, load_encoder, load_gpu,
+from xmcfit.profiles import (bert_like_n_params, encoder_profile_from_config, load_dataset, load_encoder, load_gpu,
                              profile_names)
 
 REQUIRED = {
@@ -68,11 +68,11 @@ def test_encoder_profile_param_count_equals_transformers_model(name):
         max_position_embeddings=profile.max_position_embeddings, type_vocab_size=profile.type_vocab_size)
 
 
-def test_encoder_from_config_dir_matches_the_embedded_minilm(tmp_path):
+def test_encoder_profile_from_config_matches_the_embedded_minilm(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({
         "model_type": "bert", "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
         "intermediate_size": 1536, "vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2}))
-    derived = encoder_from_config_dir(tmp_path)
+    derived = encoder_profile_from_config(tmp_path)
     assert derived.n_params == load_encoder("all-MiniLM-L6-v2").n_params
     assert load_encoder(str(tmp_path)).max_seq_len == 512
 

@@ -50,7 +50,7 @@ def load_pretrained_encoder(source: str) -> nn.Module:
 
     A directory with a config.json but no weights builds a randomly initialised encoder (tests, ablations).
     """
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # xmcfit draws its own progress; a second bar on stderr is noise
@@ -58,8 +58,7 @@ def load_pretrained_encoder(source: str) -> nn.Module:
     try:
         if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
             log.warning("encoder %s has no weights: initialising it randomly", source)
-            config = AutoConfig.from_pretrained(source, local_files_only=True)
-            return _drop_pooler(AutoModel.from_config(config, attn_implementation="sdpa"))
+            return random_encoder_from_config(source)
         return _drop_pooler(AutoModel.from_pretrained(source, local_files_only=True, attn_implementation="sdpa"))
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -68,8 +67,9 @@ def load_pretrained_encoder(source: str) -> nn.Module:
         ) from None
 
 
-def encoder_from_config_dir(source: str) -> nn.Module:
-    """A transformers encoder with the architecture in `source` (config.json) and uninitialised-for-loading weights."""
+def random_encoder_from_config(source: str) -> nn.Module:
+    """A transformers encoder with the architecture of `source`'s config.json and randomly initialised
+    weights (to be overwritten by a checkpoint, or for tests and ablations); no pooler."""
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(source, local_files_only=True)
@@ -186,7 +186,7 @@ def build_model(plan: Plan, encoder_source: str | None, pretrained: bool = True)
         encoder: nn.Module = BowEncoder(spec.vocab_size, spec.hidden_size)
     else:
         assert encoder_source is not None, "a text encoder needs a source"
-        backbone = load_pretrained_encoder(encoder_source) if pretrained else encoder_from_config_dir(encoder_source)
+        backbone = load_pretrained_encoder(encoder_source) if pretrained else random_encoder_from_config(encoder_source)
         hidden = backbone.config.hidden_size
         if hidden != spec.hidden_size:
             raise XmcfitError(

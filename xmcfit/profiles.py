@@ -163,7 +163,7 @@ def load_encoder(name_or_path: str) -> EncoderProfile:
     """An encoder profile by name, path to a .toml file, or local directory holding a config.json."""
     path = Path(name_or_path)
     if path.is_dir():
-        return encoder_from_config_dir(path)
+        return encoder_profile_from_config(path)
     return _load("encoders", name_or_path)
 
 
@@ -182,7 +182,7 @@ def bert_like_n_params(architecture: Architecture, *, hidden_size: int, n_layers
     return embeddings + n_layers * per_layer + pooler
 
 
-def encoder_from_config_dir(directory: Path) -> EncoderProfile:
+def encoder_profile_from_config(directory: Path) -> EncoderProfile:
     """Derive an encoder profile from `<directory>/config.json` (BERT, RoBERTa or DistilBERT)."""
     config_path = directory / "config.json"
     try:
