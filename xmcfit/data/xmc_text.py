@@ -2,12 +2,23 @@
 
 First line `N F L` (points, features, labels); then one line per point, `l1,l2,... f:v f:v ...` with
 0-based ids. An empty label field (line starts with a space) is a point without labels.
+
+Why not scikit-learn's load_svmlight_file(multilabel=True) (evaluated for issue 13). Measured on a
+2-core CPU with 200,000 points (50,000 features, 6.4M nonzeros, 84 MB): sklearn 5.5-6.0 s and 222 MiB
+peak RSS (118 MiB of it importing sklearn); this reader 6.3-6.8 s and 627 MiB with Python lists, and
+5.4-5.6 s and 106 MiB with the typed arrays it now uses (same matrices, checked on that file, Bibtex and
+Delicious). So sklearn no longer saves time or memory, and it would cost the file:line errors (its
+ValueError names no line, so a second parser would be needed to find it), the point limit (--limit),
+.xz input, and strictness: it requires sorted unique feature ids per line and skips '#' comments and
+qid: tokens that this reader rejects.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from array import array
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,11 +44,9 @@ def _parse_header(path: Path, line: str) -> tuple[int, int, int]:
 
 def read_xmc_text(path: Path, limit: int | None = None) -> XmcTextSplit:
     """Stream `path` into CSR matrices; stops after `limit` points (header count then not enforced)."""
-    label_idx: list[int] = []
-    label_ptr = [0]
-    feat_idx: list[int] = []
-    feat_val: list[float] = []
-    feat_ptr = [0]
+    # Typed arrays, not lists: 4 to 8 bytes an entry instead of a Python object each (module docstring).
+    label_idx, label_ptr = array("i"), array("q", [0])
+    feat_idx, feat_val, feat_ptr = array("i"), array("f"), array("q", [0])
     with open_text(path) as stream:
         header = stream.readline()
         if not header:
