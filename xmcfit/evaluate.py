@@ -23,12 +23,11 @@ import numpy as np
 from xmcfit.data import XMCDataset, available_splits, eval_split, load_split
 from xmcfit.errors import XmcfitError
 from xmcfit.inference import RUN_DATA_FIX, LoadedRun, predict_topk
-from xmcfit.metrics import ranking_metrics
+from xmcfit.metrics import (DEFAULT_PROPENSITY_A, DEFAULT_PROPENSITY_B, inverse_propensity_from_counts,
+                            ranking_metrics)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROPENSITY_A = 0.55
-DEFAULT_PROPENSITY_B = 1.5
 DEFAULT_KS = (1, 3, 5)
 # A data file whose label keys mostly miss the run's vocabulary is a different label space, not a
 # split with a few unseen labels (EURLEX57K dev drops none; unseen tail labels drop a few percent).
@@ -130,18 +129,6 @@ def resolve_propensity(run: LoadedRun, a: float | None = None, b: float | None =
     if a <= 0 or b < 0:
         raise XmcfitError(f"propensity A={a}, B={b}: need A > 0 and B >= 0")
     return Propensity(float(a), float(b), source)
-
-
-def inverse_propensity_from_counts(label_counts: np.ndarray, n_train: int, a: float, b: float) -> np.ndarray:
-    """1/p_l (n_labels,) float64 from training label frequencies N_l and the training size N.
-
-    Same formula as xmcfit.metrics.inverse_propensity (Jain et al. 2016), for runs that keep counts,
-    not labels: p_l = 1/(1 + C (N_l + B)^-A), C = (ln N - 1)(B + 1)^A.
-    """
-    if n_train < 1:
-        raise ValueError(f"n_train={n_train}: must be >= 1")
-    c = (np.log(n_train) - 1.0) * (b + 1.0) ** a
-    return 1.0 + c * (np.asarray(label_counts, dtype=np.float64) + b) ** -a
 
 
 def training_size(run: LoadedRun) -> int:

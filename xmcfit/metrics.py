@@ -14,6 +14,10 @@ import scipy.sparse as sp
 
 LabelsLike = Sequence[Sequence[int]] | Sequence[np.ndarray] | sp.csr_matrix
 
+DEFAULT_PROPENSITY_A = 0.55
+DEFAULT_PROPENSITY_B = 1.5
+"""Jain et al.'s A/B for a dataset without its own (Amazon sets 0.6/2.6, Wikipedia 0.5/0.4)."""
+
 
 def _labels_to_csr(labels: LabelsLike, n_labels_min: int = 0) -> sp.csr_matrix:
     """Binary CSR (n_points, n_labels) with sorted, de-duplicated indices from label lists or CSR."""
@@ -93,15 +97,7 @@ def ranking_metrics(
     if not ks or min(ks) < 1:
         raise ValueError(f"ks={ks}: must be non-empty and every k >= 1")
     k_max = max(ks)
-    top_k = np.asarray(top_k)
-    y = _labels_to_csr(labels)
-    if top_k.ndim != 2 or top_k.shape[0] != y.shape[0] or top_k.shape[1] < k_max:
-        raise ValueError(f"top_k shape {top_k.shape}: must be ({y.shape[0]}, >= {k_max})")
-    top_k = top_k[:, :k_max].astype(np.int64)
-    n_points = y.shape[0]
-    if n_points == 0:
-        raise ValueError("labels: no points to evaluate")
-
+    y, top_k = _checked_inputs(labels, top_k, k_max)
     hits = _hits(y, top_k)  # (n_points, k_max)
     n_true = np.diff(y.indptr)  # (n_points,)
     discount = 1.0 / np.log2(np.arange(2, k_max + 2))  # (k_max,) 1/log2(rank+1), rank 1-based
@@ -116,32 +112,53 @@ def ranking_metrics(
     ndcg = np.where(has_labels[:, None], dcg / idcg_safe, 0.0)
 
     gt_labels = np.unique(y.indices)
+    ps = ({} if inv_propensity is None else
+          _propensity_scored(y, top_k, hits, np.asarray(inv_propensity, dtype=np.float64), discount, idcg_safe,
+                             has_labels, ks))
     out: dict[str, float] = {}
-    ps_gain = ps_best = None
-    if inv_propensity is not None:
-        inv_propensity = np.asarray(inv_propensity, dtype=np.float64)
-        safe_ids = np.clip(top_k, 0, inv_propensity.shape[0] - 1)
-        ps_gain = np.where(hits & (top_k < inv_propensity.shape[0]), inv_propensity[safe_ids], 0.0)
-        ps_best = _best_inv_propensity(y, inv_propensity, k_max)
-
     for k in ks:
         i = k - 1
         out[f"P@{k}"] = float(precision[:, i].mean())
         out[f"nDCG@{k}"] = float(ndcg[:, i].mean())
-        if ps_gain is not None and ps_best is not None:
-            psp_sum = ps_gain[:, :k].sum() / k
-            psp_best = ps_best[:, :k].sum() / k
-            out[f"PSP@{k}"] = float(psp_sum / psp_best) if psp_best > 0 else 0.0
-            psdcg = (ps_gain[:, :k] @ discount[:k]) / idcg_safe[:, i]
-            psdcg_best = (ps_best[:, :k] @ discount[:k]) / idcg_safe[:, i]
-            num, den = psdcg[has_labels].sum(), psdcg_best[has_labels].sum()
-            out[f"PSnDCG@{k}"] = float(num / den) if den > 0 else 0.0
+        out.update({name: ps[name] for name in (f"PSP@{k}", f"PSnDCG@{k}") if name in ps})
         covered = np.unique(top_k[:, :k][hits[:, :k]])
         out[f"coverage@{k}"] = float(covered.size / gt_labels.size) if gt_labels.size else 0.0
     return out
 
 
-def inverse_propensity(labels: LabelsLike, num_labels: int, a: float = 0.55, b: float = 1.5) -> np.ndarray:
+def _checked_inputs(labels: LabelsLike, top_k: np.ndarray, k_max: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The labels as CSR and top_k cut to (n_points, k_max) int64; ValueError on shapes that do not fit."""
+    top_k = np.asarray(top_k)
+    y = _labels_to_csr(labels)
+    if top_k.ndim != 2 or top_k.shape[0] != y.shape[0] or top_k.shape[1] < k_max:
+        raise ValueError(f"top_k shape {top_k.shape}: must be ({y.shape[0]}, >= {k_max})")
+    if y.shape[0] == 0:
+        raise ValueError("labels: no points to evaluate")
+    return y, top_k[:, :k_max].astype(np.int64)
+
+
+def _propensity_scored(y: sp.csr_matrix, top_k: np.ndarray, hits: np.ndarray, inv_propensity: np.ndarray,
+                       discount: np.ndarray, idcg_safe: np.ndarray, has_labels: np.ndarray,
+                       ks: Sequence[int]) -> dict[str, float]:
+    """PSP@k and PSnDCG@k, each normalised by the best achievable value over the same points."""
+    safe_ids = np.clip(top_k, 0, inv_propensity.shape[0] - 1)
+    ps_gain = np.where(hits & (top_k < inv_propensity.shape[0]), inv_propensity[safe_ids], 0.0)
+    ps_best = _best_inv_propensity(y, inv_propensity, top_k.shape[1])
+    out: dict[str, float] = {}
+    for k in ks:
+        i = k - 1
+        psp_sum = ps_gain[:, :k].sum() / k
+        psp_best = ps_best[:, :k].sum() / k
+        out[f"PSP@{k}"] = float(psp_sum / psp_best) if psp_best > 0 else 0.0
+        psdcg = (ps_gain[:, :k] @ discount[:k]) / idcg_safe[:, i]
+        psdcg_best = (ps_best[:, :k] @ discount[:k]) / idcg_safe[:, i]
+        num, den = psdcg[has_labels].sum(), psdcg_best[has_labels].sum()
+        out[f"PSnDCG@{k}"] = float(num / den) if den > 0 else 0.0
+    return out
+
+
+def inverse_propensity(labels: LabelsLike, num_labels: int, a: float = DEFAULT_PROPENSITY_A,
+                       b: float = DEFAULT_PROPENSITY_B) -> np.ndarray:
     """Inverse propensities 1/p_l (n_labels,) float64, from training labels (Jain et al. 2016).
 
     p_l = 1 / (1 + C (N_l + B)^-A), C = (ln N - 1)(B + 1)^A, N = training points (including points
@@ -155,5 +172,13 @@ def inverse_propensity(labels: LabelsLike, num_labels: int, a: float = 0.55, b: 
     if n_points < 1:
         raise ValueError("labels: need at least one training point")
     counts = np.bincount(y.indices, minlength=num_labels).astype(np.float64)  # (n_labels,) N_l
-    c = (np.log(n_points) - 1.0) * (b + 1.0) ** a
-    return 1.0 + c * (counts + b) ** -a
+    return inverse_propensity_from_counts(counts, n_points, a, b)
+
+
+def inverse_propensity_from_counts(label_counts: np.ndarray, n_train: int, a: float, b: float) -> np.ndarray:
+    """1/p_l (n_labels,) float64 from training label frequencies N_l and the training size N (the formula
+    above), for runs that keep counts, not labels."""
+    if n_train < 1:
+        raise ValueError(f"n_train={n_train}: must be >= 1")
+    c = (np.log(n_train) - 1.0) * (b + 1.0) ** a
+    return 1.0 + c * (np.asarray(label_counts, dtype=np.float64) + b) ** -a
