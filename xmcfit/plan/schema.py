@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from xmcfit.dtypes import index_dtype_name
 from xmcfit.errors import XmcfitError
 from xmcfit.plan import phases
 from xmcfit.plan.phases import PeakPhase
@@ -35,8 +36,6 @@ RewireMode = Literal["fraction", "threshold"]
 Pooling = Literal["mean", "cls"]
 InputKind = Literal["text", "bow"]
 
-# Largest column id an int16 index can hold: DESIGN.md, "int16 when d <= 32767".
-INT16_MAX_COLUMNS = 32767
 
 
 class PlanError(XmcfitError):
@@ -49,8 +48,8 @@ def _require(ok: bool, name: str, value: object, rule: str) -> None:
 
 
 def index_dtype_for(in_features: int) -> IndexDtype:
-    """Narrowest index type that addresses `in_features` columns (int16 up to 32767 columns)."""
-    return "int16" if in_features <= INT16_MAX_COLUMNS else "int32"
+    """Narrowest index type that addresses `in_features` columns (xmcfit.dtypes: int16 up to 32767)."""
+    return typing.cast(IndexDtype, index_dtype_name(in_features))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from xmcfit.dtypes import INT16_MAX_COLUMNS, index_dtype_name, torch_dtype
 from xmcfit.sparse.backend import new_output
 from xmcfit.sparse.dispatch import get_backend
 from xmcfit.sparse.validate import check_fan_in, check_input
@@ -72,8 +73,8 @@ class FixedFanInLinear(nn.Module):
         if chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size}: must be >= 1")
         if index_dtype is None:
-            index_dtype = torch.int16 if in_features <= 32767 else torch.int32
-        if index_dtype == torch.int16 and in_features > 32767:
+            index_dtype = torch_dtype(index_dtype_name(in_features))
+        if index_dtype == torch.int16 and in_features > INT16_MAX_COLUMNS:
             raise ValueError(f"index_dtype=int16 with in_features={in_features}: int16 holds columns < 32768")
         self.in_features, self.out_features, self.fan_in = in_features, out_features, fan_in
         self.chunk_size = chunk_size
