@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from plan_factory import tiny_plan
 from xmcfit.cli import app
+from xmcfit.errors import XmcfitError
 from xmcfit.model import BowEncoder, build_model, inverse_document_frequency
 from xmcfit.rundir import DataOptions, prepare_run_dir
 from xmcfit.seed import seed_everything
 from xmcfit.sparse import FixedFanInLinear, chunked_loss
-from xmcfit.train.checkpoint import latest_checkpoint
 from xmcfit.train.data import load_train_data
 from xmcfit.train.loop import TrainingStopped, run_training
 from xmcfit.train.setup import Schedule
@@ -93,17 +93,21 @@ def test_the_schedule_gives_the_probe_and_end_to_end_phases_their_own_warm_up_an
 
 
 def test_probe_phase_trains_the_heads_and_leaves_the_encoder_as_pretrained(tmp_path, tiny_encoder_dir, synth_dir):
-    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=1, probe_epochs=1)
-    with pytest.raises(TrainingStopped):
-        _train(plan, tmp_path / "run", synth_dir, max_steps=15)  # exactly the probe epoch (240 points / 16)
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=0, probe_epochs=1)  # a frozen-feature head only
+    result = _train(plan, tmp_path / "run", synth_dir)
+    assert result.steps == 15  # 240 points / micro-batch 16
     seed_everything(plan.seed)
     pretrained = build_model(plan, str(tiny_encoder_dir)).state_dict()
-    tensors = load_file(str(latest_checkpoint(tmp_path / "run") / "tensors.safetensors"))
-    after = {k[len("s.train.model."):]: v for k, v in tensors.items() if k.startswith("s.train.model.")}
+    after = load_file(str(tmp_path / "run" / "model.safetensors"))
     for name, value in pretrained.items():
         if name.startswith("encoder."):
             assert torch.equal(after[name], value), name
     assert not torch.equal(after["classifier.values"], pretrained["classifier.values"])
+
+
+def test_zero_epochs_need_probe_epochs():
+    with pytest.raises(XmcfitError, match="training.epochs=0: must be >= 1"):
+        tiny_plan("bow", 6, bow_features=30, epochs=0)
 
 
 def test_a_run_resumed_inside_the_probe_phase_ends_with_the_same_weights(tmp_path, tiny_encoder_dir, synth_dir):

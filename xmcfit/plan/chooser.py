@@ -111,7 +111,7 @@ class PlanRequest:
         need(self.budget_bytes >= 1, "--gpu-mem", self.budget_bytes, "must be >= 1 byte")
         need(self.target_batch >= 1, "--batch", self.target_batch, "must be >= 1")
         need(self.n_devices >= 1, "--devices", self.n_devices, "must be >= 1")
-        need(self.epochs >= 1, "--epochs", self.epochs, "must be >= 1")
+        need(self.epochs >= 0, "--epochs", self.epochs, "must be >= 0")
         need(self.seed >= 0, "--seed", self.seed, "must be >= 0")
         if self.encoder.kind == "text":
             need(1 <= self.seq_len <= self.encoder.max_seq_len, "--seq-len", self.seq_len,
@@ -132,6 +132,8 @@ class PlanRequest:
         for flag, value in (("--encoder-lr", p.encoder_lr), ("--classifier-lr", p.classifier_lr)):
             need(value is None or value > 0, flag, value, "must be > 0")
         need(p.probe_epochs is None or p.probe_epochs >= 0, "--probe-epochs", p.probe_epochs, "must be >= 0")
+        need(self.epochs >= 1 or (p.probe_epochs or 0) >= 1, "--epochs", self.epochs,
+             "must be >= 1 (0 only with --probe-epochs >= 1: a head trained on frozen encoder features)")
         need(p.dropout is None or 0.0 <= p.dropout < 1.0, "--dropout", p.dropout, "must be in [0, 1)")
         need(p.input_weighting in (None, "raw") or self.encoder.kind == "bow", "--input-weighting",
              p.input_weighting, "applies to bag-of-words data only")

@@ -232,6 +232,7 @@ class TrainingSection:
     """Batching, epochs and the encoder's optimizer and schedules."""
 
     epochs: int
+    """End-to-end epochs (after any probe epochs); 0 with probe_epochs > 0 trains the heads on frozen features only."""
     micro_batch: int
     """Points per forward/backward (what sits in memory at once)."""
     grad_accum: int
@@ -250,7 +251,9 @@ class TrainingSection:
 
     def __post_init__(self) -> None:
         _require(self.probe_epochs >= 0, "training.probe_epochs", self.probe_epochs, "must be >= 0")
-        for name in ("epochs", "micro_batch", "grad_accum", "eval_batch"):
+        _require(self.epochs >= (0 if self.probe_epochs else 1), "training.epochs", self.epochs,
+                 "must be >= 1 (0 only with probe_epochs >= 1: a head trained on frozen features)")
+        for name in ("micro_batch", "grad_accum", "eval_batch"):
             _require(getattr(self, name) >= 1, f"training.{name}", getattr(self, name), "must be >= 1")
         _require(self.encoder_lr > 0, "training.encoder_lr", self.encoder_lr, "must be > 0")
         _require(self.encoder_weight_decay >= 0, "training.encoder_weight_decay", self.encoder_weight_decay,
