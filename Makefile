@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	rm -rf $(RUN)
 	$(BIN)/xmcfit data synth $(RUN)/data --labels 100 --train 2000 --test 500
-	$(BIN)/xmcfit plan --data $(RUN)/data --gpu T4-16G --precision fp32 --batch 32 --seq-len 48 --epochs 2 \
+	$(BIN)/xmcfit plan --data $(RUN)/data --gpu T4-16G --classifier sparse --precision fp32 --batch 32 --seq-len 48 --epochs 2 \
 		--rewire-every 25 -o $(RUN)/plan.json
 	$(BIN)/xmcfit train $(RUN)/plan.json --data $(RUN)/data --out $(RUN)/run
 	$(BIN)/xmcfit eval $(RUN)/run

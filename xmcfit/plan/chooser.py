@@ -1,27 +1,32 @@
 """The chooser: from labels, a memory budget, an encoder and a target batch to a Plan that fits.
 
-Deterministic. It walks a fixed degradation chain from the method's defaults, changing one knob at a
-time, cheapest in accuracy first, and keeps the first configuration whose predicted peak fits:
+Deterministic. It walks a fixed degradation chain, changing one knob at a time, cheapest in accuracy
+first (the measured costs are in bench/RESULTS.md, "Accuracy cost of each memory move"), and keeps
+the first configuration whose predicted peak fits:
 
-  0. start: fan-in = largest of the ladder <= d, fp32 classifier values, AdamW, no checkpointing,
+  0. a dense fp32 L x d classifier trained by AdamW, no checkpointing, micro-batch = target batch:
+     when it fits as it is, a sparse classifier would only cost accuracy and speed (skipped when
+     `--classifier sparse` or a sparse-only knob is pinned)
+  1. sparse start: fan-in = largest of the ladder <= d, fp32 classifier values, AdamW, no checkpointing,
      micro-batch = target batch
-  1. gradient checkpointing on                     (costs ~1 extra forward, no accuracy)
-  2. halve the micro-batch, doubling grad_accum, down to 16 (effective batch kept; costs speed)
-     -- steps 1-2 are speed moves: each is taken only if it saves >= 5% of the current peak, else the
-        next accuracy move (3-7) comes first and the speed move is reconsidered after it --
-  3. pure-bf16 classifier: bf16 values/grads/state with Kahan-compensated updates (near-lossless)
-  4. fan-in down the ladder to 64
-  5. classifier optimizer AdamW -> SGD with momentum
-  6. fan-in down the ladder to 16
-  7. classifier optimizer -> plain SGD
-  8. halve the micro-batch down to 1
+  2. gradient checkpointing on                     (costs ~1 extra forward, no accuracy)
+  3. halve the micro-batch, doubling grad_accum, down to 16 (effective batch kept; costs speed)
+     -- steps 2-3 are speed moves: each is taken only if it saves >= 5% of the current peak, else the
+        next accuracy move (4-8) comes first and the speed move is reconsidered after it --
+  4. pure-bf16 classifier: bf16 values/grads/state with Kahan-compensated updates (near-lossless)
+  5. fan-in down the ladder to 32; below half of d every rung has a 4096-wide ReLU intermediate layer
+     in front of the classifier, the method's remedy for low fan-in (without it fan-in 64 of 384 lost a
+     third of P@1 on EURLEX57K; with it fan-in 32 kept 98 %)
+  6. classifier optimizer AdamW -> SGD with momentum
+  7. fan-in down the ladder to 16
+  8. classifier optimizer -> plain SGD
+  9. halve the micro-batch down to 1
 With `--classifier dense` (the baseline the method is compared with) the classifier is a dense fp32
-L x d matrix trained by AdamW and only the speed moves (1, 2, 8) apply.
-Every step only lowers memory and never undoes an earlier one, so the configurations form a chain:
-more memory never gives a smaller fan-in, a smaller micro-batch or a cheaper classifier. A pinned knob
-(set by flag) is skipped. If the result's fan-in is below 64, an intermediate layer (4096 wide, ReLU)
-is added when it still fits (the method's remedy for low fan-in). If nothing fits, PlanError names the
-smallest budget that would fit and the term that dominates it.
+L x d matrix trained by AdamW and only the speed moves (2, 3, 9) apply.
+Along the chain the fan-in, the micro-batch and the classifier's precision and optimizer only go down,
+so more memory never gives a smaller fan-in, a smaller micro-batch or a cheaper classifier. A pinned
+knob (set by flag) is skipped. If nothing fits, PlanError names the smallest budget that would fit and
+the term that dominates it.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ from xmcfit.workspace import loss_workspace_per_label_bytes
 log = logging.getLogger(__name__)
 
 FAN_IN_LADDER = (256, 192, 128, 96, 64, 48, 32, 24, 16)
-FAN_IN_ACCURACY_FLOOR = 64
-"""Below this fan-in the method's accuracy drops steeply; the chooser changes the optimizer first."""
+FAN_IN_ACCURACY_FLOOR = 32
+"""Down to this fan-in (with the intermediate layer) the accuracy cost stays under that of SGD; below it the
+chooser changes the optimizer first (bench/RESULTS.md)."""
 MICRO_BATCH_FLOOR = 16
 """Micro-batch halving stops here until every accuracy knob is spent."""
 SPEED_MOVE_MIN_SAVING = 0.05
@@ -146,6 +152,13 @@ class PlanRequest:
     def dense(self) -> bool:
         return self.pins.classifier == "dense"
 
+    @property
+    def sparse_only(self) -> bool:
+        """--classifier sparse, or a knob only the sparse classifier has, was pinned."""
+        p = self.pins
+        return p.classifier == "sparse" or any(v is not None for v in (p.fan_in, p.optimizer, p.value_dtype,
+                                                                       p.rewiring_interval))
+
 
 @dataclass(frozen=True)
 class _Knobs:
@@ -157,6 +170,8 @@ class _Knobs:
     fan_in: int
     optimizer: ClassifierOptimizer
     intermediate_dim: int
+    dense: bool = False
+    """A dense L x d classifier (fan_in = d, fp32, AdamW)."""
 
 
 def choose_plan(req: PlanRequest) -> Plan:
@@ -175,7 +190,6 @@ def choose_plan(req: PlanRequest) -> Plan:
             f"checkpointing {'on' if last.checkpointing else 'off'}) needs {gib(est.predicted_peak_bytes):.2f} GiB, "
             f"dominated by {est.dominant_term()} ({gib(est.terms_bytes[est.dominant_term()]):.2f} GiB)")
     knobs, estimate = fitting
-    knobs, estimate = _maybe_intermediate(req, precision, knobs, estimate)
     reasons.extend(_explain(req, knobs, chain[0], estimate))
     return _build_plan(req, precision, knobs, tuple(reasons))
 
@@ -208,10 +222,14 @@ def _chain(req: PlanRequest, precision: Precision):
     """
     p = req.pins
     inter = p.intermediate_dim or 0
-    ladder = _fan_in_ladder(req, inter or req.encoder.hidden_size)
+    hidden = req.encoder.hidden_size
+    ladder = _fan_in_ladder(req, inter or hidden)
     k = _Knobs(checkpointing=bool(p.gradient_checkpointing), micro_batch=p.micro_batch or req.target_batch,
                value_dtype=p.value_dtype or "float32", fan_in=ladder[0], optimizer=p.optimizer or "adamw",
                intermediate_dim=inter)
+    if not req.dense and not req.sparse_only and p.intermediate_dim in (None, 0):
+        yield replace(k, dense=True, fan_in=hidden, value_dtype="float32", optimizer="adamw")
+    k = _with_remedy(req, k)
     yield k
     speed: list = []
     if p.gradient_checkpointing is None and req.encoder.kind == "text":
@@ -222,15 +240,15 @@ def _chain(req: PlanRequest, precision: Precision):
             micro = max(MICRO_BATCH_FLOOR, micro // 2)
             speed.append(lambda k, m=micro: replace(k, micro_batch=m))
     accuracy: list = []
-    if req.dense:
-        accuracy = []
-    elif p.value_dtype is None:
-        accuracy.append(lambda k: replace(k, value_dtype="bfloat16"))
     if not req.dense:
-        accuracy += [lambda k, f=f: replace(k, fan_in=f) for f in ladder[1:] if f >= FAN_IN_ACCURACY_FLOOR]
+        if p.value_dtype is None:
+            accuracy.append(lambda k: replace(k, value_dtype="bfloat16"))
+        accuracy += [lambda k, f=f: _with_remedy(req, replace(k, fan_in=f))
+                     for f in ladder[1:] if f >= FAN_IN_ACCURACY_FLOOR]
         if p.optimizer is None:
             accuracy.append(lambda k: replace(k, optimizer="sgd_momentum"))
-        accuracy += [lambda k, f=f: replace(k, fan_in=f) for f in ladder[1:] if f < FAN_IN_ACCURACY_FLOOR]
+        accuracy += [lambda k, f=f: _with_remedy(req, replace(k, fan_in=f))
+                     for f in ladder[1:] if f < FAN_IN_ACCURACY_FLOOR]
         if p.optimizer is None:
             accuracy.append(lambda k: replace(k, optimizer="sgd"))
     while speed or accuracy:
@@ -251,25 +269,23 @@ def _chain(req: PlanRequest, precision: Precision):
             yield k
 
 
-def _maybe_intermediate(req: PlanRequest, precision: Precision, knobs: _Knobs,
-                        estimate: MemoryEstimate) -> tuple[_Knobs, MemoryEstimate]:
-    """Add the intermediate layer when fan-in fell below the accuracy floor and it still fits."""
-    if req.dense or req.pins.intermediate_dim is not None or knobs.fan_in >= FAN_IN_ACCURACY_FLOOR:
-        return knobs, estimate
-    if index_dtype_for(DEFAULTS.intermediate_dim) != index_dtype_for(req.encoder.hidden_size):
-        return knobs, estimate
-    wider = replace(knobs, intermediate_dim=DEFAULTS.intermediate_dim)
-    wider_estimate = predict(_layout(req, precision, wider))
-    if wider_estimate.predicted_peak_bytes <= req.budget_bytes:
-        return wider, wider_estimate
-    return knobs, estimate
+def _with_remedy(req: PlanRequest, k: _Knobs) -> _Knobs:
+    """The intermediate layer in front of a sparse classifier whose fan-in is below half the encoder's
+    width (unless the width is pinned): a 4096-wide ReLU layer gives each label row more, and trained,
+    features to choose from (EURLEX57K, frozen MiniLM features: fan-in 64 of 384 P@1 33.4 -> 50.2)."""
+    if req.dense or req.pins.intermediate_dim is not None:
+        return k
+    low = k.fan_in < DEFAULTS.intermediate_below_fan_in_fraction * req.encoder.hidden_size
+    if low and index_dtype_for(DEFAULTS.intermediate_dim) == index_dtype_for(req.encoder.hidden_size):
+        return replace(k, intermediate_dim=DEFAULTS.intermediate_dim)
+    return replace(k, intermediate_dim=0)
 
 
-def _loss_chunk(req: PlanRequest, micro_batch: int, fan_in: int, features_dim: int) -> int:
+def _loss_chunk(req: PlanRequest, micro_batch: int, fan_in: int, features_dim: int, dense: bool) -> int:
     """The largest power of two whose loss workspace (xmcfit.workspace) stays under the target."""
     if req.pins.loss_chunk_size is not None:
         return req.pins.loss_chunk_size
-    per_label_bytes = loss_workspace_per_label_bytes(micro_batch, None if req.dense else fan_in, features_dim)
+    per_label_bytes = loss_workspace_per_label_bytes(micro_batch, None if dense else fan_in, features_dim)
     chunk = 2 ** int(math.log2(max(1, DEFAULTS.loss_workspace_target_bytes // per_label_bytes)))
     lo, hi = DEFAULTS.loss_chunk_range
     return min(max(chunk, lo), hi, req.n_labels)
@@ -292,11 +308,11 @@ def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
                   fan_in=k.fan_in, value_dtype=k.value_dtype, optimizer=k.optimizer,
                   weight_decay=DEFAULTS.classifier_weight_decay_adamw if k.optimizer == "adamw" else 0.0,
                   update_rounding="kahan" if k.value_dtype == "bfloat16" else "none",
-                  loss_chunk_size=_loss_chunk(req, k.micro_batch, k.fan_in, d), bias=DEFAULTS.bias, aux_enabled=n_clusters > 0,
+                  loss_chunk_size=_loss_chunk(req, k.micro_batch, k.fan_in, d, req.dense or k.dense), bias=DEFAULTS.bias, aux_enabled=n_clusters > 0,
                   n_clusters=max(1, n_clusters), rewiring_enabled=True,
                   rewiring_chunk_rows=min(DEFAULTS.rewiring_chunk_rows, req.n_labels), n_devices=req.n_devices,
                   cuda_context_bytes=req.cuda_context_bytes, input_weighting=_recipe(req, k.optimizer).input_weighting)
-    return layout.as_dense() if req.dense else layout
+    return layout.as_dense() if req.dense or k.dense else layout
 
 
 def _rewiring_interval(req: PlanRequest) -> int:
@@ -316,6 +332,10 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
     if req.dense:
         why.append(f"dense fp32 classifier ({req.n_labels} x {k.intermediate_dim or req.encoder.hidden_size}) "
                    "trained by AdamW: pinned by --classifier dense (the baseline)")
+    elif k.dense:
+        why.append(f"dense fp32 classifier ({req.n_labels} x {req.encoder.hidden_size}) trained by AdamW: it fits "
+                   f"({gib(est.predicted_peak_bytes):.2f} of {gib(req.budget_bytes):.2f} GiB), so a sparse one would "
+                   "only cost accuracy and speed (`--classifier sparse` plans the sparse classifier)")
     else:
         said_fits = (f"the first configuration on the degradation chain that fits "
                      f"({gib(est.predicted_peak_bytes):.2f} of {gib(req.budget_bytes):.2f} GiB)")
@@ -333,13 +353,43 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
         "keeps the effective batch" if accum > 1 else "the whole target batch fits at once")
     if k.intermediate_dim:
         say("intermediate_dim", f"intermediate layer {k.intermediate_dim} wide",
-            f"fan-in {k.fan_in} is below {FAN_IN_ACCURACY_FLOOR}, so a wider input gives the sparse rows more to choose from")
+            f"fan-in {k.fan_in} is below half of d={req.encoder.hidden_size}, so a wider, trained input gives the "
+            "sparse rows more to choose from")
     n_clusters = _aux_clusters(req)
     say("aux_clusters", f"auxiliary objective {'on, ' + str(n_clusters) + ' clusters' if n_clusters else 'off'}",
         f"on from {DEFAULTS.aux_min_labels} labels, ~{DEFAULTS.aux_labels_per_cluster} labels per cluster"
         if n_clusters else f"under {DEFAULTS.aux_min_labels} labels the sparse layer trains the encoder well enough")
+    why.extend(_explain_recipe(req, k.optimizer, k.dense))
     why.append(f"peak set by the {est.peak_phase} phase; largest term {est.dominant_term()}")
     return why
+
+
+def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: bool) -> list[str]:
+    """One line per recipe knob: its value, and whether it was pinned or is the measured default."""
+    r, pinned = _recipe(req, optimizer), set(req.pins.names())
+    measured = "the measured default (bench/RESULTS.md, accuracy)"
+    lines = [
+        ("encoder_lr", f"encoder learning rate {r.encoder_lr:g}",
+         "a bag-of-words projection starts random and learns at a head's rate" if req.encoder.kind == "bow"
+         else measured),
+        ("classifier_lr", f"classifier learning rate {r.classifier_lr:g} ({optimizer})", measured),
+        ("loss", f"loss {r.loss}, {r.loss_reduction.replace('_', ' ')}", measured),
+        ("dropout", f"dropout {r.dropout:g} on the pooled features", measured),
+    ]
+    if not dense:
+        m = DEFAULTS
+        lines.append(("rewiring_interval", f"SET rewiring every {_rewiring_interval(req)} steps, pruning "
+                      + (f"|w| < {m.rewiring_initial:g}" if m.rewiring_mode == "threshold" else
+                         f"{m.rewiring_initial:.0%} of each row") + f", decaying to 0 at {m.rewiring_stop_fraction:.0%} "
+                      "of the steps", "the measured default (bench/RESULTS.md, accuracy)"))
+    if req.encoder.kind == "text":
+        lines.append(("probe_epochs", f"linear-probe warm start {r.probe_epochs} epoch(s)",
+                      "heads first on frozen features, so fine-tuning starts from a trained classifier"
+                      if r.probe_epochs else "none"))
+    else:
+        lines.append(("input_weighting", f"bag-of-words input {r.input_weighting}", measured))
+    return [f"{text}: pinned by flag" if knob in pinned or (knob == "loss" and "loss_reduction" in pinned)
+            else f"{text}: {why}" for knob, text, why in lines]
 
 
 @dataclass(frozen=True)
