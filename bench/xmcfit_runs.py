@@ -40,9 +40,11 @@ def xmcfit(*args: str, capture: bool = False) -> str:
 
 def run_config(name: str, data: Path, out: Path, plan_flags: list[str], train_flags: list[str], split: str,
                epochs: int) -> Row:
-    """Plan (with `plan_flags`), train and evaluate one configuration under out/<name>."""
+    """Plan (with `plan_flags`), train and evaluate one configuration under out/<name>. `epochs` is the
+    plan's end-to-end epochs unless plan_flags give --epochs themselves."""
     run_dir, plan_path = out / name, out / f"{name}.plan.json"
-    xmcfit("plan", "--data", str(data), "--epochs", str(epochs), *plan_flags, "-o", str(plan_path))
+    epoch_flags = [] if "--epochs" in plan_flags else ["--epochs", str(epochs)]
+    xmcfit("plan", "--data", str(data), *epoch_flags, *plan_flags, "-o", str(plan_path))
     started = time.perf_counter()
     xmcfit("train", str(plan_path), "--data", str(data), "--out", str(run_dir), "--log-every", "50", *train_flags)
     train_s = time.perf_counter() - started
@@ -53,6 +55,20 @@ def run_config(name: str, data: Path, out: Path, plan_flags: list[str], train_fl
                json.loads((run_dir / "memory.json").read_text()), predict_s)
 
 
+def run_seeds(name: str, data: Path, out: Path, plan_flags: list[str], train_flags: list[str], split: str,
+              epochs: int, seeds: list[int]) -> list[Row]:
+    """run_config once per seed (`--seed S` in the plan), under out/<name>-s<S>."""
+    return [run_config(f"{name}-s{seed}", data, out, [*plan_flags, "--seed", str(seed)], train_flags, split, epochs)
+            for seed in seeds]
+
+
+def mean_sd(rows: list[Row], metric: str) -> tuple[float, float]:
+    """Mean and (population) standard deviation of `metric` over the rows, in %."""
+    values = [100 * r.metrics[metric] for r in rows]
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+
 def describe(plan: dict) -> str:
     """The classifier in a few words: dense L x d, or fan-in k of d (+ intermediate layer)."""
     c = plan["classifier"]
@@ -60,3 +76,12 @@ def describe(plan: dict) -> str:
         return f"dense {c['n_labels']}x{c['in_features']}"
     inter = plan["model"]["intermediate_dim"]
     return f"fan-in {c['fan_in']}/{c['in_features']}" + (f" (+{inter} intermediate)" if inter else "")
+
+
+def describe_recipe(plan: dict) -> str:
+    """The training schedule in a few words: probe and end-to-end epochs, learning rates."""
+    t, c = plan["training"], plan["classifier"]
+    probe = t.get("probe_epochs", 0)
+    phases = (f"{probe} probe + {t['epochs']} end-to-end epochs" if probe and t["epochs"] else
+              f"{probe} epochs on frozen features" if probe else f"{t['epochs']} epochs")
+    return f"{phases}, encoder lr {t['encoder_lr']:g}, {c['optimizer']} lr {c['lr']:g}"

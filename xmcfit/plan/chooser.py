@@ -413,7 +413,7 @@ def _recipe(req: PlanRequest, optimizer: ClassifierOptimizer) -> _Recipe:
         return default if pinned is None else pinned
 
     return _Recipe(
-        encoder_lr=pick(p.encoder_lr, m.bow_encoder_lr if bow else m.encoder_lr),
+        encoder_lr=pick(p.encoder_lr, m.bow_encoder_lr if bow else m.text_encoder_lr(req.encoder.n_params)),
         classifier_lr=pick(p.classifier_lr, m.classifier_lr(optimizer)),
         loss=pick(p.loss, m.loss),
         loss_reduction=pick(p.loss_reduction, m.loss_reduction),
