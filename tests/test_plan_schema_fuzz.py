@@ -18,9 +18,10 @@ ENCODERS = [load_encoder(n).to_spec() for n in profile_names("encoders")]
 @st.composite
 def plans(draw) -> Plan:
     encoder = draw(st.sampled_from(ENCODERS))
+    n_devices = draw(st.integers(1, 8))
     req = PlanRequest(n_labels=draw(st.integers(1, 3_000_000)), budget_bytes=draw(st.integers(40, 160)) * 2**30,
                       encoder=encoder, seq_len=draw(st.integers(1, encoder.max_seq_len)),
-                      target_batch=draw(st.integers(1, 256)), n_devices=draw(st.integers(1, 8)),
+                      target_batch=n_devices * draw(st.integers(1, 256 // n_devices)), n_devices=n_devices,
                       bf16_supported=draw(st.booleans()), seed=draw(st.integers(0, 2**31)),
                       pins=Pins(aux_clusters=draw(st.sampled_from([None, 0, 64]))))
     return choose_plan(req)

@@ -1,11 +1,13 @@
 """The xmcfit command line: a typer app that only registers the command modules in xmcfit.commands.
 
 User errors (xmcfit.errors.XmcfitError) print `Error: <one line>` on stderr and exit with code 2; the
-app's command group does it, so the console script (`main`) and typer's test runner behave alike.
+app's command group does it, so the console script (`main`) and typer's test runner behave alike. In a
+run of several processes (torchrun) rank 0 prints the errors they all share, another rank only its own.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import typer
@@ -21,8 +23,18 @@ class OneLineErrors(TyperGroup):
         try:
             return super().invoke(ctx)
         except XmcfitError as err:
-            typer.echo(f"Error: {err}", err=True)
+            if _prints(err):
+                typer.echo(f"Error: {err}", err=True)
             raise typer.Exit(code=err.exit_code) from None
+
+
+def _prints(err: XmcfitError) -> bool:
+    """False for an error already reported by the processes it comes from, or one every process of a
+    multi-process run raises alike (rank 0 prints it) seen in a rank other than 0."""
+    if getattr(err, "reported", False):
+        return False
+    several = os.environ.get("WORLD_SIZE", "1") != "1"
+    return not several or os.environ.get("RANK", "0") == "0" or getattr(err, "rank_specific", False)
 
 
 app = typer.Typer(

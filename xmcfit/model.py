@@ -12,6 +12,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -184,16 +185,19 @@ class XMCModel(nn.Module):
         features_dim = intermediate_dim or hidden_size
         self.aux_head = nn.Linear(features_dim, n_clusters) if n_clusters else None
 
-    def pool(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The encoder's output for a batch of inputs: (batch, hidden)."""
+    def pool(self, batch: dict[str, torch.Tensor], encoder: nn.Module | None = None) -> torch.Tensor:
+        """The encoder's output for a batch of inputs: (batch, hidden). `encoder`: run the inputs through
+        this wrapper of self.encoder instead (DistributedDataParallel in a label-sharded run)."""
+        run = encoder if encoder is not None else self.encoder
         if isinstance(self.encoder, BowEncoder):
-            return self.encoder(batch["feat_indices"], batch["feat_offsets"], batch["feat_weights"])
-        return self.encoder(batch["input_ids"], batch["attention_mask"])
+            return run(batch["feat_indices"], batch["feat_offsets"], batch["feat_weights"])
+        return run(batch["input_ids"], batch["attention_mask"])
 
-    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def features(self, batch: dict[str, torch.Tensor], encoder: nn.Module | None = None) -> torch.Tensor:
         """The d-wide representation the classifier and the aux head read: (batch, features_dim). A batch
-        with "pooled" (frozen encoder outputs, the linear-probe phase) skips the encoder."""
-        pooled = batch["pooled"] if "pooled" in batch else self.pool(batch)
+        with "pooled" (frozen encoder outputs, the linear-probe phase) skips the encoder; `encoder` as in
+        `pool`."""
+        pooled = batch["pooled"] if "pooled" in batch else self.pool(batch, encoder)
         pooled = self.dropout(pooled)
         return self.intermediate(pooled) if self.intermediate is not None else pooled
 
@@ -214,11 +218,15 @@ def build_classifier(plan: Plan, seed: int) -> nn.Module:
                             index_dtype=torch_dtype(cls.index_dtype), seed=seed)
 
 
-def build_model(plan: Plan, encoder_source: str | None, pretrained: bool = True) -> XMCModel:
+def build_model(plan: Plan, encoder_source: str | None, pretrained: bool = True,
+                build_classifier_fn: Callable[[], nn.Module] | None = None) -> XMCModel:
     """Instantiate the plan's network on the CPU.
 
     `encoder_source` is a directory or hub id for a text encoder (None for bag-of-words). With
     `pretrained=False` the text encoder is built from its config only (weights come from a checkpoint).
+    `build_classifier_fn`: builds the classifier instead of `build_classifier` (a label shard,
+    xmcfit.train.distributed); it is called at the same point, so torch's generator gives every other
+    module the same numbers.
     """
     spec = plan.model.encoder
     if spec.kind == "bow":
@@ -234,5 +242,5 @@ def build_model(plan: Plan, encoder_source: str | None, pretrained: bool = True)
             )
         encoder = TextEncoder(backbone, plan.model.pooling, plan.model.gradient_checkpointing)
     n_clusters = plan.aux.n_clusters if plan.aux.enabled else 0
-    return XMCModel(encoder, spec.hidden_size, plan.model.dropout, plan.model.intermediate_dim,
-                    build_classifier(plan, plan.seed), n_clusters)
+    classifier = build_classifier_fn() if build_classifier_fn is not None else build_classifier(plan, plan.seed)
+    return XMCModel(encoder, spec.hidden_size, plan.model.dropout, plan.model.intermediate_dim, classifier, n_clusters)

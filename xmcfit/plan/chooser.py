@@ -4,11 +4,12 @@ Deterministic. It walks a fixed degradation chain, changing one knob at a time, 
 first (the measured costs are in bench/RESULTS.md, "Accuracy cost of each memory move"), and keeps
 the first configuration whose predicted peak fits:
 
-  0. a dense fp32 L x d classifier trained by AdamW, no checkpointing, micro-batch = target batch:
+  0. a dense fp32 L x d classifier trained by AdamW, no checkpointing, micro-batch = target batch over
+     the devices (the target batch is the effective one: micro-batch x accumulation x devices):
      when it fits as it is, a sparse classifier would only cost accuracy and speed (skipped when
      `--classifier sparse` or a sparse-only knob is pinned)
   1. sparse start: fan-in = largest of the ladder <= d, fp32 classifier values, AdamW, no checkpointing,
-     micro-batch = target batch
+     micro-batch = target batch over the devices
   2. gradient checkpointing on                     (costs ~1 extra forward, no accuracy)
   3. halve the micro-batch, doubling grad_accum, down to 16 (effective batch kept; costs speed)
      -- steps 2-3 are speed moves: each is taken only if it saves >= 5% of the current peak, else the
@@ -117,6 +118,8 @@ class PlanRequest:
         need(self.budget_bytes >= 1, "--gpu-mem", self.budget_bytes, "must be >= 1 byte")
         need(self.target_batch >= 1, "--batch", self.target_batch, "must be >= 1")
         need(self.n_devices >= 1, "--devices", self.n_devices, "must be >= 1")
+        need(self.target_batch % self.n_devices == 0, "--batch", self.target_batch,
+             f"must be a multiple of --devices {self.n_devices} (the effective batch is split evenly across them)")
         need(self.epochs >= 0, "--epochs", self.epochs, "must be >= 0")
         need(self.seed >= 0, "--seed", self.seed, "must be >= 0")
         if self.encoder.kind == "text":
@@ -127,8 +130,9 @@ class PlanRequest:
         if p.fan_in is not None:
             need(1 <= p.fan_in <= d, "--fan-in", p.fan_in, f"must be between 1 and the input dimension d={d}")
         if p.micro_batch is not None:
-            need(1 <= p.micro_batch <= self.target_batch, "--micro-batch", p.micro_batch,
-                 f"must be between 1 and --batch {self.target_batch}")
+            need(1 <= p.micro_batch <= self.device_batch, "--micro-batch", p.micro_batch,
+                 f"must be between 1 and the per-device batch {self.device_batch} (--batch {self.target_batch} "
+                 f"over {self.n_devices} device(s))")
         if p.precision == "bf16_amp":
             need(self.bf16_supported, "--precision", p.precision, f"{self.gpu_name} has no bf16 support")
         for flag, value in (("--intermediate-dim", p.intermediate_dim), ("--aux-clusters", p.aux_clusters)):
@@ -147,6 +151,11 @@ class PlanRequest:
             for flag, value in (("--fan-in", p.fan_in), ("--classifier-optimizer", p.optimizer),
                                 ("--classifier-dtype", p.value_dtype), ("--rewire-every", p.rewiring_interval)):
                 need(value is None, flag, value, "applies to the sparse classifier, not --classifier dense")
+
+    @property
+    def device_batch(self) -> int:
+        """Points per device and optimizer step: the effective batch (--batch) over the devices."""
+        return self.target_batch // self.n_devices
 
     @property
     def dense(self) -> bool:
@@ -224,7 +233,7 @@ def _chain(req: PlanRequest, precision: Precision):
     inter = p.intermediate_dim or 0
     hidden = req.encoder.hidden_size
     ladder = _fan_in_ladder(req, inter or hidden)
-    k = _Knobs(checkpointing=bool(p.gradient_checkpointing), micro_batch=p.micro_batch or req.target_batch,
+    k = _Knobs(checkpointing=bool(p.gradient_checkpointing), micro_batch=p.micro_batch or req.device_batch,
                value_dtype=p.value_dtype or "float32", fan_in=ladder[0], optimizer=p.optimizer or "adamw",
                intermediate_dim=inter)
     if not req.dense and not req.sparse_only and p.intermediate_dim in (None, 0):
@@ -281,11 +290,12 @@ def _with_remedy(req: PlanRequest, k: _Knobs) -> _Knobs:
     return replace(k, intermediate_dim=0)
 
 
-def _loss_chunk(req: PlanRequest, micro_batch: int, fan_in: int, features_dim: int, dense: bool) -> int:
-    """The largest power of two whose loss workspace (xmcfit.workspace) stays under the target."""
+def _loss_chunk(req: PlanRequest, gathered_batch: int, fan_in: int, features_dim: int, dense: bool) -> int:
+    """The largest power of two whose loss workspace (xmcfit.workspace) stays under the target; the
+    loss scores the micro-batches of every device (gathered_batch rows)."""
     if req.pins.loss_chunk_size is not None:
         return req.pins.loss_chunk_size
-    per_label_bytes = loss_workspace_per_label_bytes(micro_batch, None if dense else fan_in, features_dim)
+    per_label_bytes = loss_workspace_per_label_bytes(gathered_batch, None if dense else fan_in, features_dim)
     chunk = 2 ** int(math.log2(max(1, DEFAULTS.loss_workspace_target_bytes // per_label_bytes)))
     lo, hi = DEFAULTS.loss_chunk_range
     return min(max(chunk, lo), hi, req.n_labels)
@@ -299,16 +309,15 @@ def _aux_clusters(req: PlanRequest) -> int:
 
 
 def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
-    target = req.target_batch
     n_clusters = _aux_clusters(req)
     d = k.intermediate_dim or req.encoder.hidden_size
     layout = Layout(encoder=req.encoder, seq_len=req.seq_len, precision=precision, gradient_checkpointing=k.checkpointing,
-                  micro_batch=k.micro_batch, grad_accum=math.ceil(target / k.micro_batch), pooling=req.pooling,
+                  micro_batch=k.micro_batch, grad_accum=math.ceil(req.device_batch / k.micro_batch), pooling=req.pooling,
                   intermediate_dim=k.intermediate_dim, classifier_kind="sparse", n_labels=req.n_labels,
                   fan_in=k.fan_in, value_dtype=k.value_dtype, optimizer=k.optimizer,
                   weight_decay=DEFAULTS.classifier_weight_decay_adamw if k.optimizer == "adamw" else 0.0,
                   update_rounding="kahan" if k.value_dtype == "bfloat16" else "none",
-                  loss_chunk_size=_loss_chunk(req, k.micro_batch, k.fan_in, d, req.dense or k.dense), bias=DEFAULTS.bias, aux_enabled=n_clusters > 0,
+                  loss_chunk_size=_loss_chunk(req, k.micro_batch * req.n_devices, k.fan_in, d, req.dense or k.dense), bias=DEFAULTS.bias, aux_enabled=n_clusters > 0,
                   n_clusters=max(1, n_clusters), rewiring_enabled=True,
                   rewiring_chunk_rows=min(DEFAULTS.rewiring_chunk_rows, req.n_labels), n_devices=req.n_devices,
                   cuda_context_bytes=req.cuda_context_bytes, input_weighting=_recipe(req, k.optimizer).input_weighting)
@@ -348,7 +357,7 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
             "the method's default" if k.optimizer == "adamw" else "cheaper optimizer state, to fit")
     say("gradient_checkpointing", f"gradient checkpointing {'on' if k.checkpointing else 'off'}",
         "needed to fit the encoder's activations" if k.checkpointing else "activations fit without it")
-    accum = math.ceil(req.target_batch / k.micro_batch)
+    accum = math.ceil(req.device_batch / k.micro_batch)
     say("micro_batch", f"micro-batch {k.micro_batch} x {accum} accumulation x {req.n_devices} device(s)",
         "keeps the effective batch" if accum > 1 else "the whole target batch fits at once")
     if k.intermediate_dim:

@@ -2,7 +2,10 @@
 
 Pure arithmetic (no torch, no pynvml, no I/O). One function per tensor family; `predict` is the one
 place they are summed. All sizes are per device (rank): the encoder is replicated (data parallel),
-classifier rows are sharded ceil(L / n_devices) per rank.
+classifier rows are sharded ceil(L / n_devices) per rank. A rank scores its labels for the micro-batches
+of every rank, all-gathered (gathered batch = micro_batch x n_devices), so the loss workspace grows with
+the device count while the encoder's activations do not; a plan over several devices has two more terms,
+the gathered features and DDP's gradient buckets (xmcfit.train.distributed).
 
 Which terms coexist at the peak (a training step, steady state, i.e. after the first optimizer step):
 
@@ -41,7 +44,7 @@ from typing import TYPE_CHECKING, Literal
 
 from xmcfit import workspace
 from xmcfit.dtypes import DTYPE_BYTES
-from xmcfit.plan.phases import RESIDENT, PeakPhase, peak_phase, peak_terms, phase_terms
+from xmcfit.plan.phases import RESIDENT, PeakPhase, peak_phase, peak_terms, phase_terms, term_bytes
 from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, EncoderSpec, InputWeighting, MemorySection, Pooling, Precision,
                                 UpdateRounding, ValueDtype, index_dtype_for)
 
@@ -106,6 +109,11 @@ class Layout:
     def rows_per_device(self) -> int:
         """Classifier rows held by one rank: ceil(L / n_devices)."""
         return -(-self.n_labels // self.n_devices)
+
+    @property
+    def gathered_batch(self) -> int:
+        """Rows the classifier scores per micro-batch: every device's micro-batch, all-gathered."""
+        return self.micro_batch * self.n_devices
 
     @property
     def amp(self) -> bool:
@@ -293,13 +301,13 @@ def classifier_optimizer_bytes(layout: Layout) -> int:
 
 
 def loss_workspace_bytes(layout: Layout) -> int:
-    """Transient buffers of one chunk of xmcfit.sparse.chunked_loss (c = chunk rows, b = micro-batch):
+    """Transient buffers of one chunk of xmcfit.sparse.chunked_loss (c = chunk rows, b = gathered batch):
     2·b·c fp32 (logits and the loss/margin buffer) + c·k·16 (int32 columns, the sampled fp32 value
     gradient, fp32 copies of 16-bit values) + (c+1)·4 CSR row pointers; dense: 2·b·c·4 + c·d·4 for the
     weight-gradient chunk (xmcfit.workspace.loss_workspace_bytes)."""
     c = min(layout.loss_chunk_size, layout.rows_per_device)
     fan_in = None if layout.classifier_kind == "dense" else layout.fan_in
-    return workspace.loss_workspace_bytes(layout.micro_batch, c, fan_in, layout.features_dim)
+    return workspace.loss_workspace_bytes(layout.gathered_batch, c, fan_in, layout.features_dim)
 
 
 def rewiring_workspace_bytes(layout: Layout) -> int:
@@ -324,6 +332,27 @@ def optimizer_step_workspace_bytes(layout: Layout) -> int:
     return max(side, classifier)
 
 
+# -- several devices -----------------------------------------------------------------------------------
+
+
+DDP_BUCKET_BYTES = 25 * 2**20
+"""DistributedDataParallel's bucket_cap_mb default (25 MiB): gradients are all-reduced bucket by bucket."""
+
+
+def gathered_feature_bytes(layout: Layout) -> int:
+    """A label shard's view of the micro-batch (b = gathered batch, d features, fp32 at most): the
+    all-gathered features (b, d), the chunked loss's input-gradient accumulator (d, b) and the gradient
+    it hands back (b, d), which the backward reduce-scatters to the ranks that made the features."""
+    return 3 * layout.gathered_batch * layout.features_dim * FP32_BYTES
+
+
+def ddp_bucket_bytes(encoder: EncoderSpec) -> int:
+    """DDP copies the encoder's gradients into flat buckets of DDP_BUCKET_BYTES for the all-reduce; the
+    buckets are allocated when the wrapper is built and live for the run: one fp32 copy of every
+    encoder gradient."""
+    return encoder.n_params * FP32_BYTES
+
+
 # -- the sum (which terms coexist in which phase: xmcfit.plan.phases) ----------------------------------
 
 
@@ -344,11 +373,12 @@ class MemoryEstimate:
 
 
 def memory_terms(layout: Layout) -> dict[str, int]:
-    """Bytes of every tensor family (per device), reserves excluded."""
+    """Bytes of every tensor family (per device), reserves excluded; the DISTRIBUTED terms of
+    xmcfit.plan.phases only when the plan spans several devices."""
     enc = layout.encoder
     n_inter = intermediate_param_count(enc.hidden_size, layout.intermediate_dim)
     n_aux = aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)
-    return {
+    terms = {
         "encoder_weights": encoder_weight_bytes(enc, layout.input_weighting),
         "encoder_grads": encoder_grad_bytes(enc),
         "encoder_optimizer_state": encoder_optimizer_bytes(enc),
@@ -372,16 +402,20 @@ def memory_terms(layout: Layout) -> dict[str, int]:
         "optimizer_step_workspace": optimizer_step_workspace_bytes(layout),
         "rewiring_workspace": rewiring_workspace_bytes(layout),
     }
+    if layout.n_devices > 1:
+        terms["gathered_features"] = gathered_feature_bytes(layout)
+        terms["ddp_gradient_buckets"] = ddp_bucket_bytes(enc)
+    return terms
 
 
 def predict(layout: Layout) -> MemoryEstimate:
     """The predicted peak: resident + the largest phase + fragmentation margin + CUDA context."""
     terms = memory_terms(layout)
     phase = peak_phase(terms, layout.grad_accum)
-    allocator_peak = sum(terms[t] for t in RESIDENT + phase_terms(layout.grad_accum)[phase])
+    allocator_peak = sum(term_bytes(terms, t) for t in RESIDENT + phase_terms(layout.grad_accum)[phase])
     terms["fragmentation_margin"] = math.ceil(FRAGMENTATION_FRACTION * allocator_peak)
     terms["cuda_context"] = layout.cuda_context_bytes
-    at_peak = peak_terms(phase, layout.grad_accum)
+    at_peak = peak_terms(phase, layout.grad_accum, terms)
     return MemoryEstimate(terms_bytes=terms, peak_phase=phase, peak_terms=at_peak,
                           predicted_peak_bytes=sum(terms[t] for t in at_peak))
 

@@ -6,16 +6,18 @@ the plan schema can also say where an older plan.json peaked from the terms it s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Literal
 
 PeakPhase = Literal["backward", "step", "rewiring"]
 
 RESIDENT = ("encoder_weights", "encoder_optimizer_state", "intermediate_weights", "intermediate_optimizer_state",
             "classifier_values", "classifier_indices", "classifier_bias", "classifier_optimizer_state",
-            "aux_weights", "aux_optimizer_state")
+            "aux_weights", "aux_optimizer_state", "ddp_gradient_buckets")
 BACKWARD = ("encoder_activations", "encoder_amp_weight_copies", "head_activations", "loss_workspace",
-            "aux_logits", "classifier_grads", "intermediate_grads", "aux_grads")
+            "aux_logits", "classifier_grads", "intermediate_grads", "aux_grads", "gathered_features")
+DISTRIBUTED = ("ddp_gradient_buckets", "gathered_features")
+"""Terms a plan has only when it spans several devices (n_devices > 1); the sums below skip absent terms."""
 STEP = ("encoder_grads", "intermediate_grads", "classifier_grads", "aux_grads", "optimizer_step_workspace")
 REWIRING = ("rewiring_workspace",)
 RESERVES = ("fragmentation_margin", "cuda_context")
@@ -31,9 +33,17 @@ def phase_terms(grad_accum: int) -> dict[PeakPhase, tuple[str, ...]]:
 def peak_phase(terms_bytes: Mapping[str, int], grad_accum: int) -> PeakPhase:
     """The phase whose transient terms sum highest (the first of equals, in step order)."""
     phases = phase_terms(grad_accum)
-    return max(phases, key=lambda name: sum(terms_bytes[t] for t in phases[name]))
+    return max(phases, key=lambda name: sum(term_bytes(terms_bytes, t) for t in phases[name]))
 
 
-def peak_terms(phase: PeakPhase, grad_accum: int) -> tuple[str, ...]:
-    """The terms alive at the peak of `phase`: resident, the phase's own, and the reserves."""
-    return RESIDENT + phase_terms(grad_accum)[phase] + RESERVES
+def term_bytes(terms_bytes: Mapping[str, int], name: str) -> int:
+    """The bytes of term `name`; 0 for a DISTRIBUTED term a one-device plan does not have (KeyError for
+    any other missing term)."""
+    return terms_bytes.get(name, 0) if name in DISTRIBUTED else terms_bytes[name]
+
+
+def peak_terms(phase: PeakPhase, grad_accum: int, present: Collection[str] | None = None) -> tuple[str, ...]:
+    """The terms alive at the peak of `phase`: resident, the phase's own, and the reserves; the DISTRIBUTED
+    ones only when `present` (the plan's term names) has them."""
+    names = RESIDENT + phase_terms(grad_accum)[phase] + RESERVES
+    return tuple(t for t in names if t not in DISTRIBUTED or (present is not None and t in present))

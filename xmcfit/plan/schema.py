@@ -326,7 +326,8 @@ class Plan:
     xmcfit_version: str
     seed: int
     n_devices: int
-    """Devices the run is spread over (1 today; memory terms are per device)."""
+    """Devices (torch.distributed processes) the run is spread over: the encoder replicated, the classifier's
+    rows split by label ranges; memory terms are per device."""
     precision: Precision
     """Autocast mode of the encoder and the loss: bf16 AMP, fp16 AMP with loss scaling, or fp32."""
     inputs: InputsSection
@@ -414,7 +415,7 @@ def _with_peak(data: Any) -> Any:
         if "peak_phase" in memory or "peak_terms" in memory:
             return data
         phase = phases.peak_phase(memory["terms_bytes"], grad_accum)
-        peak = {"peak_phase": phase, "peak_terms": list(phases.peak_terms(phase, grad_accum))}
+        peak = {"peak_phase": phase, "peak_terms": list(phases.peak_terms(phase, grad_accum, memory["terms_bytes"]))}
         return {**data, "memory": {**memory, **peak}}
     except (KeyError, TypeError, ValueError):
         return data

@@ -131,14 +131,17 @@ def chunked_loss(
     loss: str = "squared_hinge",
     chunk_size: int = DEFAULT_LOSS_CHUNK,
     reduction: str = "mean",
+    n_labels_total: int | None = None,
 ) -> torch.Tensor:
     """Loss over all batch x L entries of layer(x) against sparse positive labels.
 
     x: (batch, in_features) features. positives: LongTensor (n_pos, 2) of [row, label] pairs, every
     other entry is negative (duplicates count once). loss: "squared_hinge" (y in {-1, +1},
     max(0, 1 - y z)^2) or "bce" (BCE with logits, y in {0, 1}). reduction: "mean" over batch x L, or
-    "sum_over_labels" (summed over the L labels, averaged over the batch: L times the mean). Returns a
-    0-dim tensor (fp32, or fp64 for fp64 operands); gradients reach x, the weight (values) and the bias
+    "sum_over_labels" (summed over the L labels, averaged over the batch: L times the mean).
+    n_labels_total: the label count "mean" divides by (default: the layer's rows); a label shard
+    (xmcfit.sparse.sharded) passes the whole label space's, so the shards' losses sum to the whole loss.
+    Returns a 0-dim tensor (fp32, or fp64 for fp64 operands); gradients reach x, the weight (values) and the bias
     through loss.backward().
     """
     if loss not in LOSSES:
@@ -155,5 +158,8 @@ def chunked_loss(
         raise ValueError(f"layer of type {type(layer).__name__}: expected FixedFanInLinear or nn.Linear")
     check_input(x, layer.in_features)
     check_positives(positives, x.shape[0], layer.out_features)
-    scale = 1.0 / x.shape[0] / (layer.out_features if reduction == "mean" else 1)
+    if n_labels_total is not None and n_labels_total < layer.out_features:
+        raise ValueError(f"n_labels_total={n_labels_total}: must be >= the layer's {layer.out_features} labels")
+    n_labels = layer.out_features if n_labels_total is None else n_labels_total
+    scale = 1.0 / x.shape[0] / (n_labels if reduction == "mean" else 1)
     return _ChunkedLossFn.apply(x, weight, layer.bias, positives, sparse_layer, ops, loss, chunk_size, scale)

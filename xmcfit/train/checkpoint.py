@@ -62,8 +62,13 @@ def _key(k: str) -> Any:
 
 
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int = 1) -> Path:
-    """Write `state` (nested dicts of tensors and JSON values) as checkpoint `step`; keep the newest `keep`."""
-    root = run_dir / CHECKPOINT_DIR
+    """write_checkpoint into the run's `checkpoint/` folder."""
+    return write_checkpoint(run_dir / CHECKPOINT_DIR, step, state, keep)
+
+
+def write_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int = 1) -> Path:
+    """Write `state` (nested dicts of tensors and JSON values) as `root/step-N/`; keep the newest `keep`.
+    A label-sharded run calls it once per rank with that rank's own root (xmcfit.train.distributed)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:09d}"
     tmp = root / f"step-{step:09d}.tmp"

@@ -85,14 +85,20 @@ class StopRules:
     max_steps: int | None
     signum: int | None = None
     """Set by the signal handler of `catch_stop_signals`."""
+    save: Callable[[Path, TrainParts, Progress], Any] = save_training_state
+    """Writes the checkpoint (a label-sharded run writes one shard per process)."""
+    agree: Callable[[bool], bool] = bool
+    """True when any process of the run must stop: processes that share steps stop at the same one,
+    whichever of them caught the signal."""
 
     def check(self, parts: TrainParts, progress: Progress) -> None:
         """After a step: checkpoint and raise TrainingStopped when a signal came or the limit is reached."""
-        if self.signum is None and (self.max_steps is None or progress.step < self.max_steps):
+        at_limit = self.max_steps is not None and progress.step >= self.max_steps
+        if not self.agree(self.signum is not None or at_limit):
             return
-        save_training_state(self.run_dir, parts, progress)
-        why = (f"interrupted by signal {self.signum}" if self.signum is not None
-               else f"stopped at --max-steps {self.max_steps}")
+        self.save(self.run_dir, parts, progress)
+        why = (f"stopped at --max-steps {self.max_steps}" if at_limit and self.signum is None
+               else f"interrupted by signal {self.signum or '(caught by another process)'}")
         raise TrainingStopped(f"{why} at step {progress.step}/{parts.schedule.total_steps}; checkpoint saved, "
                               f"continue with `xmcfit train --resume {self.run_dir}`")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,12 @@ class TrainResult:
     """The loss of the last step that was not skipped (NaN when none ran in this attempt)."""
 
 
-def write_final_weights(files: RunFiles, model: torch.nn.Module, memory: MemoryReport, *,
+def write_final_weights(files: RunFiles, weights: Mapping[str, torch.Tensor], memory: MemoryReport, *,
                         epochs_done: int, steps: int) -> None:
-    """model.safetensors and memory.json (both atomic), then mark the run done in run.json."""
+    """model.safetensors (the whole model's state dict) and memory.json, both atomic, then mark the run
+    done in run.json."""
     tmp = files.weights.with_name("model.tmp.safetensors")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
     os.replace(tmp, files.weights)
     memory.save(files.memory)
     info = read_run_info(files.root)
@@ -45,5 +47,6 @@ def finish_training(plan: Plan, run_dir: Path, parts: TrainParts, meter: MemoryM
                     last_loss: float) -> TrainResult:
     """Stop the memory meter, write the final weights and memory.json, and say what the run did."""
     report = memory_report(plan, parts.model, parts.optimizers.all(), meter.stop(), parts.device)
-    write_final_weights(RunFiles(run_dir), parts.model, report, epochs_done=progress.epoch, steps=progress.step)
+    write_final_weights(RunFiles(run_dir), parts.model.state_dict(), report, epochs_done=progress.epoch,
+                        steps=progress.step)
     return TrainResult(run_dir, progress.step, progress.epoch, progress.skipped, report, last_loss)

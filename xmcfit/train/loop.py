@@ -1,4 +1,4 @@
-"""The single-device training recipe: the one place where the recipe's parts are wired together.
+"""The training recipe: the one place where the recipe's parts are wired together.
 
     setup (train/setup.py)  ->  epochs of steps (train/epoch.py, train/step.py)  ->  finish (train/finish.py)
                                 checkpoints after every epoch and on a stop (train/checkpoint.py)
@@ -7,6 +7,10 @@ Components (model, sparse layer, rewirer, objectives, data) know nothing of each
 reads only the plan, the data and the run directory. When a step runs out of GPU memory the state is
 saved, and with --auto-recover the run goes on from it with half the micro-batch (a loop, not a
 recursion: the failed attempt's tensors are freed first).
+
+A `Placement` says where the parts live and how state is written: `OneDevice` here, or one rank of a
+label-sharded run (xmcfit.train.distributed.LabelSharded), which builds other parts and checkpoints
+by shard but runs the same epochs and steps.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, TextIO
 
+import numpy as np
 import torch
 
 from xmcfit.device import pick_device
@@ -29,11 +34,74 @@ from xmcfit.train.epoch import StepRecorder, StepStats, StopRules, TrainingStopp
 from xmcfit.train.finish import TrainResult, finish_training
 from xmcfit.train.probe import ProbeBatches, frozen_features
 from xmcfit.train.memory_report import MemoryMeter
-from xmcfit.train.setup import setup_training
+from xmcfit.train.setup import TrainParts, setup_training
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StepStats", "TrainResult", "TrainingStopped", "run_training"]
+__all__ = ["OneDevice", "Placement", "StepStats", "TrainResult", "TrainingStopped", "run_training"]
+
+Collate = Callable[[np.ndarray], dict[str, torch.Tensor]]
+
+
+class Placement(Protocol):
+    """Where a run's parts live and how its state is written; what `run_training` drives."""
+
+    n_ranks: int
+    """Processes that share each micro-batch (its rows are split between them)."""
+
+    def setup(self, plan: Plan, data: TrainData, device: torch.device, resume: bool) -> TrainParts: ...
+
+    def collate(self, collate: Collate) -> Collate:
+        """What turns a micro-batch's row ids into this process's inputs."""
+        ...
+
+    def save(self, run_dir: Path, parts: TrainParts, progress: Progress) -> None: ...
+
+    def load(self, run_dir: Path, parts: TrainParts) -> Progress: ...
+
+    def agree(self, flag: bool) -> bool:
+        """True when `flag` is true in any process of the run (so they stop together)."""
+        ...
+
+    def open_log(self, run_dir: Path) -> TextIO: ...
+
+    def out_of_memory(self, run_dir: Path, parts: TrainParts, progress: Progress) -> None:
+        """A step ran out of device memory; `progress` is the last completed step's."""
+        ...
+
+    def finish(self, plan: Plan, run_dir: Path, parts: TrainParts, meter: MemoryMeter, progress: Progress,
+               last_loss: float) -> TrainResult: ...
+
+
+class OneDevice:
+    """One process on one device: the recipe parts as they are."""
+
+    n_ranks = 1
+
+    def setup(self, plan: Plan, data: TrainData, device: torch.device, resume: bool) -> TrainParts:
+        return setup_training(plan, data, device, resume)
+
+    def collate(self, collate: Collate) -> Collate:
+        return collate
+
+    def save(self, run_dir: Path, parts: TrainParts, progress: Progress) -> None:
+        save_training_state(run_dir, parts, progress)
+
+    def load(self, run_dir: Path, parts: TrainParts) -> Progress:
+        return load_training_state(run_dir, parts)
+
+    def agree(self, flag: bool) -> bool:
+        return flag
+
+    def open_log(self, run_dir: Path) -> TextIO:
+        return open(RunFiles(run_dir).log, "a")
+
+    def out_of_memory(self, run_dir: Path, parts: TrainParts, progress: Progress) -> None:
+        save_training_state(run_dir, parts, progress)  # --auto-recover resumes from it
+
+    def finish(self, plan: Plan, run_dir: Path, parts: TrainParts, meter: MemoryMeter, progress: Progress,
+               last_loss: float) -> TrainResult:
+        return finish_training(plan, run_dir, parts, meter, progress, last_loss)
 
 
 def run_training(
@@ -47,15 +115,18 @@ def run_training(
     log_every: int = 10,
     auto_recover: bool = False,
     on_step: Callable[[StepStats], None] | None = None,
+    placement: Placement | None = None,
 ) -> TrainResult:
     """Train `plan` on `data`, writing checkpoints, a JSONL log and memory.json into `run_dir`.
 
     `max_steps` stops (with a checkpoint) after that many optimizer steps in total; `--resume` continues.
     Raises TrainingStopped (one line, non-zero exit) when interrupted or diverged, with work saved.
+    `placement`: one device (default), or one rank of a label-sharded run (its device already chosen).
     """
     dev = pick_device(device)
+    placement = placement or OneDevice()
     while True:
-        result = _train(plan, run_dir, data, dev, resume, max_steps, log_every, on_step)
+        result = _train(plan, run_dir, data, dev, resume, max_steps, log_every, on_step, placement)
         if result is not None:
             return result
         plan = _recovery_plan(plan, run_dir, auto_recover)  # out of memory: raises unless recovering
@@ -63,34 +134,35 @@ def run_training(
 
 
 def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume: bool, max_steps: int | None,
-           log_every: int, on_step: Callable[[StepStats], None] | None) -> TrainResult | None:
+           log_every: int, on_step: Callable[[StepStats], None] | None, placement: Placement) -> TrainResult | None:
     """One attempt: set up (resuming from the latest checkpoint), run the remaining epochs, finish.
     None when a step ran out of device memory; the state of the last completed step is then saved."""
     seed_everything(plan.seed)
     meter = MemoryMeter(dev)
-    parts = setup_training(plan, data, dev, resume)
-    progress = load_training_state(run_dir, parts) if resume else Progress()
-    stop = StopRules(run_dir, max_steps)
+    parts = placement.setup(plan, data, dev, resume)
+    progress = placement.load(run_dir, parts) if resume else Progress()
+    stop = StopRules(run_dir, max_steps, save=placement.save, agree=placement.agree)
     t = plan.training
     parts.model.train()
     meter.start()
     probe: ProbeBatches | None = None
-    with catch_stop_signals(stop), open(RunFiles(run_dir).log, "a") as log_file:
+    with catch_stop_signals(stop), placement.open_log(run_dir) as log_file:
         recorder = StepRecorder(log_file, log_every, on_step, meter)
         while progress.epoch < t.probe_epochs + t.epochs:
             if progress.epoch < t.probe_epochs and probe is None:
                 probe = ProbeBatches(frozen_features(parts, data, t.eval_batch), data)
             if progress.epoch >= t.probe_epochs:
                 probe = None  # the end-to-end phase: free the frozen features
-            collate = probe
-            if not run_epoch(parts, data, progress, recorder, stop, micro_batch=t.micro_batch,
+            collate = placement.collate(probe if probe is not None else data.collate)
+            # A micro-batch is the plan's micro_batch rows per process, split between the processes.
+            if not run_epoch(parts, data, progress, recorder, stop, micro_batch=t.micro_batch * placement.n_ranks,
                              grad_accum=t.grad_accum, seed=plan.seed, collate=collate):
-                save_training_state(run_dir, parts, progress)
+                placement.out_of_memory(run_dir, parts, progress)
                 return None
             progress.epoch += 1
             progress.batch_in_epoch = 0
-            save_training_state(run_dir, parts, progress)
-    return finish_training(plan, run_dir, parts, meter, progress, recorder.last_loss)
+            placement.save(run_dir, parts, progress)
+    return placement.finish(plan, run_dir, parts, meter, progress, recorder.last_loss)
 
 
 def _recovery_plan(plan: Plan, run_dir: Path, auto_recover: bool) -> Plan:

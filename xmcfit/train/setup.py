@@ -1,21 +1,24 @@
 """Recipe part 1, setup: from a plan and the training data to the objects a step touches.
 
 `setup_training` builds the model on the device, its optimizers, the SET rewirer, the classifier and
-auxiliary losses and the step schedule, and returns them as one `TrainParts`. A distributed recipe can
-build the same parts with a wrapped encoder and a label-sharded ClassifierLoss and reuse the step,
-epoch, checkpoint and finish parts unchanged.
+auxiliary losses and the step schedule, and returns them as one `TrainParts`. The label-sharded recipe
+(xmcfit.train.distributed) builds the same parts with a classifier shard, a sharded ClassifierLoss and a
+GradientSync (the DDP-wrapped encoder), and reuses the step and epoch parts unchanged.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Callable, Protocol
 
 import torch
+from torch import nn
 
 from xmcfit.dtypes import AUTOCAST_DTYPE, torch_dtype
 from xmcfit.model import BowEncoder, XMCModel, build_model, inverse_document_frequency
-from xmcfit.objectives import AuxClusterLoss, ChunkedClassifierLoss, ClassifierLoss
+from xmcfit.objectives import AuxClusterLoss, ChunkedClassifierLoss, ClassifierLoss, GlobalBatchAuxLoss
 from xmcfit.plan.schema import Plan
 from xmcfit.sparse import SETRewirer
 from xmcfit.train.data import TrainData
@@ -53,7 +56,8 @@ class Schedule:
     @classmethod
     def from_plan(cls, plan: Plan, n_points: int) -> "Schedule":
         t, aux = plan.training, plan.aux
-        per_epoch = steps_per_epoch(n_points, t.micro_batch, t.grad_accum)
+        # Each of the plan's n_devices processes takes micro_batch rows of every micro-batch.
+        per_epoch = steps_per_epoch(n_points, t.micro_batch * plan.n_devices, t.grad_accum)
         probe, end_to_end = per_epoch * t.probe_epochs, per_epoch * t.epochs
         total = probe + end_to_end
         return cls(steps_per_epoch=per_epoch, total_steps=total, warmup_steps=int(t.warmup_fraction * end_to_end),
@@ -73,6 +77,26 @@ class Schedule:
         return cosine_decay(step, self.aux_end_step, self.aux_initial_weight)
 
 
+class GradientSync(Protocol):
+    """How the gradients of modules replicated in every process meet (xmcfit.train.distributed); a run on
+    one device has none."""
+
+    encoder: nn.Module
+    """The encoder as the forward runs it: its DistributedDataParallel wrapper."""
+
+    def micro_batch(self, last: bool) -> AbstractContextManager[None]:
+        """Around one micro-batch's forward and backward: replicated gradients meet after the last only."""
+        ...
+
+    def after_backward(self) -> None:
+        """After the step's last backward: the replicated heads' gradients summed over the processes."""
+        ...
+
+    def all_finite(self, finite: bool) -> bool:
+        """True when the gradients are finite in every process (so all step, or all skip)."""
+        ...
+
+
 @dataclass(frozen=True)
 class TrainParts:
     """Everything one optimizer step reads or updates (built once per attempt by `setup_training`)."""
@@ -81,7 +105,7 @@ class TrainParts:
     optimizers: Optimizers
     rewirer: SETRewirer | None
     classifier_loss: ClassifierLoss
-    aux_loss: AuxClusterLoss | None
+    aux_loss: AuxClusterLoss | GlobalBatchAuxLoss | None
     schedule: Schedule
     device: torch.device
     amp_dtype: torch.dtype | None
@@ -90,6 +114,8 @@ class TrainParts:
     """The classifier's storage dtype: features are cast to it, outside autocast, before the losses."""
     max_grad_norm: float
     """Clip the encoder's gradient norm to this (0: no clipping)."""
+    sync: GradientSync | None = None
+    """Replicated gradients across processes (a label-sharded run); None on one device."""
 
 
 def build_rewirer(plan: Plan, model: XMCModel, optimizer: torch.optim.Optimizer,
@@ -104,10 +130,12 @@ def build_rewirer(plan: Plan, model: XMCModel, optimizer: torch.optim.Optimizer,
                       chunk_rows=rw.chunk_rows)
 
 
-def setup_training(plan: Plan, data: TrainData, device: torch.device, resume: bool) -> TrainParts:
+def setup_training(plan: Plan, data: TrainData, device: torch.device, resume: bool,
+                   build_classifier_fn: Callable[[], nn.Module] | None = None) -> TrainParts:
     """The plan's model on `device` (pretrained encoder, or built from its config when resuming: the
-    weights then come from the checkpoint), its optimizers, rewirer, losses and schedule."""
-    model = build_model(plan, data.encoder_source, pretrained=not resume)
+    weights then come from the checkpoint), its optimizers, rewirer, losses and schedule.
+    `build_classifier_fn`: a label shard's classifier instead of the whole one (xmcfit.model.build_model)."""
+    model = build_model(plan, data.encoder_source, pretrained=not resume, build_classifier_fn=build_classifier_fn)
     if isinstance(model.encoder, BowEncoder) and model.encoder.idf is not None and not resume:
         model.encoder.set_idf(inverse_document_frequency(data.dataset.features, model.encoder.idf.numel()))
     model.to(device)

@@ -3,7 +3,8 @@
 `train_step` is one optimizer step over a group of micro-batches. The loss of a micro-batch is the
 model's features (the encoder under autocast) cast to the classifier's dtype, then the parts' classifier
 loss and auxiliary loss mixed by α (xmcfit.objectives); a step whose loss or gradients are not finite
-changes nothing.
+changes nothing. In a label-sharded run `parts.sync` runs the encoder through its DDP wrapper, lets the
+replicated gradients meet after the last micro-batch, and makes the processes agree on finiteness.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def micro_batch_loss(parts: TrainParts, batch: dict[str, torch.Tensor], alpha: f
     autocast = (torch.autocast(parts.device.type, dtype=parts.amp_dtype) if parts.amp_dtype
                 else contextlib.nullcontext())
     with autocast:
-        feats = parts.model.features(batch)  # (micro_batch, d)
+        feats = parts.model.features(batch, encoder=parts.sync.encoder if parts.sync else None)  # (micro_batch, d)
     # The classifier and its loss run outside autocast, in the classifier's storage dtype: the chunked
     # loss keeps fp32 logits per chunk, which is what the planner prices.
     feats = feats.to(parts.feature_dtype)
@@ -49,15 +50,18 @@ def accumulate_gradients(parts: TrainParts, micro_batches: list[dict[str, torch.
     loss is not finite (the rest are not run)."""
     n = len(micro_batches)
     total = main_sum = aux_sum = 0.0
-    for batch in micro_batches:
+    for i, batch in enumerate(micro_batches):
         batch = {k: v.to(parts.device, non_blocking=True) for k, v in batch.items()}
-        out = micro_batch_loss(parts, batch, alpha)
-        if not torch.isfinite(out.total):
-            return total, main_sum, aux_sum, False
-        parts.optimizers.scaler.scale(out.total / n).backward()
+        with parts.sync.micro_batch(last=i == n - 1) if parts.sync else contextlib.nullcontext():
+            out = micro_batch_loss(parts, batch, alpha)
+            if not torch.isfinite(out.total):
+                return total, main_sum, aux_sum, False
+            parts.optimizers.scaler.scale(out.total / n).backward()
         total += float(out.total.detach()) / n
         main_sum += out.main / n
         aux_sum += out.aux / n
+    if parts.sync:
+        parts.sync.after_backward()
     return total, main_sum, aux_sum, True
 
 
@@ -75,7 +79,8 @@ def gradients_finite(parts: TrainParts) -> bool:
     # weights for good, so it is skipped like a non-finite loss (the fp16 GradScaler does this).
     rest = torch.nn.utils.get_total_norm([p.grad for p in model_parts.heads + model_parts.classifier
                                           if p.grad is not None])
-    return bool(torch.isfinite(enc_norm + rest))
+    finite = bool(torch.isfinite(enc_norm + rest))
+    return parts.sync.all_finite(finite) if parts.sync else finite
 
 
 def train_step(parts: TrainParts, micro_batches: list[dict[str, torch.Tensor]], step: int) -> StepOutcome:
