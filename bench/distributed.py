@@ -2,11 +2,13 @@
 process and by `torchrun --nproc-per-node N` with the classifier split by labels, evaluated alike.
 
     python bench/distributed.py [--data ../shared/data/Bibtex] [--nproc 2] [--epochs 10] [--seed 0]
-                                [--batch 64] [--out runs/bench-distributed]
+                                [--batch 64] [--out runs/bench-distributed] [--reuse]
 
 Both plans come from `xmcfit plan --data DIR --classifier sparse --precision fp32 --gpu-mem 8G` (the
 recipe of bench/peers.py's bag-of-words rows), the second with `--devices N`: micro-batch / N per process,
-so both walk the same shuffled batches. Prints a table, then one SUMMARY line.
+so both walk the same shuffled batches. Prints a table, then one SUMMARY line. `--reuse` evaluates a run
+that an earlier invocation (or the same commands typed by hand) finished under --out instead of training it
+again; its time is then the one recorded in <run>.train_s, if any.
 """
 
 from __future__ import annotations
@@ -27,14 +29,26 @@ def train(plan: Path, data: Path, run_dir: Path, nproc: int) -> float:
     args = ["train", str(plan), "--data", str(data), "--out", str(run_dir), "--device", "cpu", "--log-every", "50"]
     if nproc == 1:
         cmd = [sys.executable, "-m", "xmcfit", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+    else:  # the torchrun script next to this interpreter
+        cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", str(nproc),
                "-m", "xmcfit", *args]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
     started = time.perf_counter()
     if subprocess.run(cmd, cwd=REPO_ROOT, env=env).returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}")
     return time.perf_counter() - started
+
+
+def _train_or_reuse(flags: list[str], plan: Path, data: Path, run_dir: Path, nproc: int, reuse: bool) -> float | None:
+    """Plan and train `run_dir` (seconds, also written to <run_dir>.train_s), or with `reuse` take the finished
+    run there as it is (the seconds recorded, None if none were)."""
+    seconds_file = run_dir.with_suffix(".train_s")
+    if reuse and (run_dir / "model.safetensors").exists():
+        return float(seconds_file.read_text()) if seconds_file.exists() else None
+    xmcfit("plan", *flags, "--devices", str(nproc), "-o", str(plan))
+    seconds = train(plan, data, run_dir, nproc)
+    seconds_file.write_text(f"{seconds:.1f}\n")
+    return seconds
 
 
 def main() -> None:
@@ -45,6 +59,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64, help="Effective batch of both runs.")
     parser.add_argument("--out", default="runs/bench-distributed")
+    parser.add_argument("--reuse", action="store_true", help="Evaluate finished runs under --out as they are.")
     args = parser.parse_args()
     data, out = Path(args.data), Path(args.out)
     if not data.exists():
@@ -56,8 +71,7 @@ def main() -> None:
     for nproc in (1, args.nproc):
         name = f"{nproc}proc-s{args.seed}"
         plan = out / f"{name}.plan.json"
-        xmcfit("plan", *flags, "--devices", str(nproc), "-o", str(plan))
-        seconds = train(plan, data, out / name, nproc)
+        seconds = _train_or_reuse(flags, plan, data, out / name, nproc, args.reuse)
         [result] = json.loads(xmcfit("eval", str(out / name), "--split", "test", "--json", *PROPENSITY_FLAGS,
                                      capture=True))
         p = json.loads(plan.read_text())
@@ -69,9 +83,9 @@ def main() -> None:
     for nproc, p, m, seconds, memory in rows:
         t = p["training"]
         batch = f"{t['micro_batch']} x {t['grad_accum']} x {p['n_devices']}"
+        train_s = f"{seconds:8.1f}" if seconds is not None else f"{'-':>8}"
         print(f"{nproc:>9} {batch:>19} {memory['measured_terms_bytes']['classifier_values']:>17,} "
-              f"{100 * m['P@1']:6.2f} {100 * m['P@3']:6.2f} {100 * m['P@5']:6.2f} {100 * m['PSP@1']:6.2f} "
-              f"{seconds:8.1f}")
+              f"{100 * m['P@1']:6.2f} {100 * m['P@3']:6.2f} {100 * m['P@5']:6.2f} {100 * m['PSP@1']:6.2f} {train_s}")
     one, many = rows[0][2]["P@1"], rows[1][2]["P@1"]
     print(f"SUMMARY dataset={data.name} p1_1proc={100 * one:.2f} p1_{args.nproc}proc={100 * many:.2f} "
           f"diff={100 * (many - one):+.2f}")

@@ -37,7 +37,7 @@ def train(
     """Train a plan on a dataset; `--resume RUN_DIR` continues an interrupted run exactly."""
     from xmcfit import report
     from xmcfit.plan.schema import Plan
-    from xmcfit.train.distributed import World, check_processes, launch, train_label_sharded
+    from xmcfit.train.distributed import World, check_processes, launch
     from xmcfit.train.loop import run_training
     from xmcfit.rundir import DataOptions, RunFiles, data_options_of, prepare_run_dir, read_run_info
     from xmcfit.train.data import load_train_data
@@ -67,13 +67,7 @@ def train(
         launch(nproc, _process_args(plan_path, run_dir, resume is not None, options, device, max_steps, log_every))
         return
     if world.distributed:
-        with report.TrainProgress(plan.training.encoder_lr, plan.classifier.lr) if world.rank == 0 \
-                else contextlib.nullcontext() as progress:
-            result = train_label_sharded(plan, run_dir, options, world, resume=resume is not None, device=device,
-                                         max_steps=max_steps, log_every=log_every,
-                                         on_step=progress.update if progress is not None else None)
-        if world.rank == 0:
-            report.print_train_result(result)
+        _train_rank(plan, run_dir, options, world, resume is not None, device, max_steps, log_every)
         return
     if resume is None:
         prepare_run_dir(plan, run_dir, options)
@@ -83,6 +77,21 @@ def train(
                               max_steps=max_steps, log_every=log_every, auto_recover=auto_recover,
                               on_step=progress.update)
     report.print_train_result(result)
+
+
+def _train_rank(plan, run_dir: Path, options, world, resume: bool, device: str, max_steps: Optional[int],
+                log_every: int) -> None:
+    """This process's rank of a label-sharded run (under torchrun); rank 0 draws the progress and the report."""
+    from xmcfit import report
+    from xmcfit.train.distributed import train_label_sharded
+
+    with report.TrainProgress(plan.training.encoder_lr, plan.classifier.lr) if world.rank == 0 \
+            else contextlib.nullcontext() as progress:
+        result = train_label_sharded(plan, run_dir, options, world, resume=resume, device=device,
+                                     max_steps=max_steps, log_every=log_every,
+                                     on_step=progress.update if progress is not None else None)
+    if world.rank == 0:
+        report.print_train_result(result)
 
 
 def _process_args(plan_path: Optional[Path], run_dir: Path, resume: bool, options, device: str,
