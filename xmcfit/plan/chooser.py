@@ -30,7 +30,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 
-from xmcfit import __version__
+from xmcfit.version import __version__
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.defaults import DEFAULTS
 from xmcfit.plan.memory import CUDA_CONTEXT_BYTES, Layout, MemoryEstimate, memory_section, predict
@@ -118,6 +118,9 @@ class PlanRequest:
             need(self.bf16_supported, "--precision", p.precision, f"{self.gpu_name} has no bf16 support")
         for flag, value in (("--intermediate-dim", p.intermediate_dim), ("--aux-clusters", p.aux_clusters)):
             need(value is None or value >= 0, flag, value, "must be >= 0")
+        # A pin is never changed, so one that cannot hold is refused rather than silently clamped.
+        need(p.aux_clusters is None or p.aux_clusters <= self.n_labels, "--aux-clusters", p.aux_clusters,
+             f"must be <= the {self.n_labels} labels")
         for flag, value in (("--loss-chunk", p.loss_chunk_size), ("--rewire-every", p.rewiring_interval)):
             need(value is None or value >= 1, flag, value, "must be >= 1")
         if p.classifier == "dense":
@@ -261,7 +264,7 @@ def _loss_chunk(req: PlanRequest, micro_batch: int, fan_in: int, features_dim: i
 def _aux_clusters(req: PlanRequest) -> int:
     """0 = off. The pin, else DEFAULTS.aux_clusters (about 256 labels per cluster)."""
     if req.pins.aux_clusters is not None:
-        return min(req.pins.aux_clusters, req.n_labels)
+        return req.pins.aux_clusters
     return DEFAULTS.aux_clusters(req.n_labels)
 
 
