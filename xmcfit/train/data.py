@@ -4,6 +4,7 @@ tokenizer and the aux-objective label clusters, and record what eval needs in th
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -60,8 +61,48 @@ def _clusters(plan: Plan, ds: XMCDataset, files: RunFiles) -> torch.Tensor | Non
     return torch.from_numpy(np.asarray(clusters, dtype=np.int64))
 
 
-def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool) -> TrainData:
-    """Read the training split, check it against the plan, write/refresh the run's data records."""
+def data_fingerprint(ds: XMCDataset) -> str:
+    """SHA-256 (first 16 hex digits) of a split's labels and inputs: a resume checks that the data it
+    reads (perhaps from a new --data path) is the data the run started with."""
+    digest = hashlib.sha256(f"{ds.n_points} {ds.n_labels} {ds.n_features}".encode())
+    for array in (ds.labels.indptr, ds.labels.indices):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    if ds.features is not None:
+        for array in (ds.features.indptr, ds.features.indices, ds.features.data):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    for text in ds.texts or ():
+        digest.update(text.encode("utf-8", errors="surrogatepass") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def read_train_split(plan: Plan, options: DataOptions, vocab=None) -> XMCDataset:
+    """The training split, checked against the plan before anything is written: labels and input match,
+    at least one point, auxiliary clusters no more than labels. One XmcfitError line otherwise."""
+    ds = load_split(options.path, "train", text_fields=options.text_fields, label_field=options.label_field,
+                    label_vocab=vocab, limit=options.limit)
+    if ds.n_points == 0:
+        raise XmcfitError(f"{ds.source}: the training split has no points")
+    plan.check_data(ds, fix="re-run `xmcfit plan --data` on this data")
+    if plan.aux.enabled and plan.aux.n_clusters > ds.n_labels:
+        raise XmcfitError(f"aux.n_clusters={plan.aux.n_clusters}: must be <= the {ds.n_labels} labels of the data")
+    return ds
+
+
+def load_text_tokenizer(source: str):
+    """The encoder's tokenizer, offline; one XmcfitError line saying how to get it when it is missing."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise XmcfitError(f"tokenizer of encoder {source!r} is not available offline ({type(err).__name__}); "
+                          "put the tokenizer files beside its config.json (`hf download <id> --local-dir DIR`)") from None
+
+
+def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool,
+                    dataset: XMCDataset | None = None) -> TrainData:
+    """Read the training split (or take `dataset`, already read by read_train_split), check it against the
+    plan, write/refresh the run's data records."""
     from xmcfit.data.torch_data import BowCollator, TextCollator, XMCTorchDataset
 
     files = RunFiles(root)
@@ -70,9 +111,7 @@ def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool) 
         from xmcfit.data import LabelVocab
 
         vocab = LabelVocab.load(files.labels)
-    ds = load_split(options.path, "train", text_fields=options.text_fields, label_field=options.label_field,
-                    label_vocab=vocab, limit=options.limit)
-    plan.check_data(ds, fix="re-run `xmcfit plan --data` on this data")
+    ds = dataset if dataset is not None else read_train_split(plan, options, vocab)
     if ds.label_vocab is not None and not files.labels.exists():
         ds.label_vocab.save(files.labels)
     if not files.label_counts.exists():
@@ -80,13 +119,10 @@ def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool) 
     torch_ds = XMCTorchDataset(ds)
     source = None
     if ds.kind == "text":
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
 
         source = str(files.encoder) if resume else resolve_encoder_source(plan.model.encoder.name)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise XmcfitError(f"tokenizer of encoder {source!r} is not available offline ({type(err).__name__})") from None
+        tokenizer = load_text_tokenizer(source)
         if not resume:
             files.encoder.mkdir(exist_ok=True)
             tokenizer.save_pretrained(files.encoder)
