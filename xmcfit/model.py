@@ -85,8 +85,8 @@ def _with_sdpa_if_supported(build):  # type: ignore[no-untyped-def]
     except ValueError as err:
         if "does not support" not in str(err):
             raise
-        log.info("%s; using the model's default attention", str(err).splitlines()[0])
-        return build()
+        log.info("%s; using eager attention", str(err).splitlines()[0])
+        return build(attn_implementation="eager")  # explicit: the failed call may have left "sdpa" in the config
 
 
 def enable_checkpointing(backbone: nn.Module) -> None:
