@@ -14,7 +14,8 @@ def tiny_plan(encoder: str, n_labels: int, *, kind: str = "sparse", fan_in: int 
               micro_batch: int = 16, grad_accum: int = 1, aux_clusters: int = 4, intermediate_dim: int = 0,
               value_dtype: str = "float32", optimizer: str = "adamw", rounding: str = "none",
               precision: str = "fp32", bow_features: int = 0, seed: int = 0,
-              checkpointing: bool = False) -> Plan:
+              checkpointing: bool = False, probe_epochs: int = 0, input_weighting: str = "raw",
+              loss_reduction: str = "mean") -> Plan:
     """A plan for the 32-wide tiny BERT (or a bag-of-words projection when bow_features > 0)."""
     if bow_features:
         enc = EncoderSpec("bow", "bow", bow_features * 32 + 32, 32, 0, 0, 0, bow_features, 0)
@@ -27,12 +28,12 @@ def tiny_plan(encoder: str, n_labels: int, *, kind: str = "sparse", fan_in: int 
     plan = Plan(
         schema_version=1, xmcfit_version=__version__, seed=seed, n_devices=1, precision=precision,
         inputs=InputsSection("manual", 2**30, n_labels, None, None, micro_batch * grad_accum, ()),
-        model=ModelSection(enc, seq_len, "mean", 0.1, intermediate_dim, checkpointing),
+        model=ModelSection(enc, seq_len, "mean", 0.1, intermediate_dim, checkpointing, input_weighting),
         classifier=ClassifierSection(kind, n_labels, d, k, index_dtype_for(d), value_dtype, optimizer, rounding,
-                                     0.02, 1e-4, 0.9, "squared_hinge", 16, True),
+                                     0.02, 1e-4, 0.9, "squared_hinge", 16, True, loss_reduction),
         rewiring=RewiringSection(kind == "sparse", "fraction", 0.25, 3, 0.66, 16),
         aux=AuxSection(aux_clusters > 0, max(1, aux_clusters), 0.4, 0.5),
-        training=TrainingSection(epochs, micro_batch, grad_accum, 1e-3, 0.01, 0.1, 1.0, 64),
+        training=TrainingSection(epochs, micro_batch, grad_accum, 1e-3, 0.01, 0.1, 1.0, 64, probe_epochs),
         memory=MemorySection({}, 1, 1, 2**30, "backward", ()),  # priced below
         reasons=("test plan",),
     )

@@ -109,7 +109,7 @@ def score_kind(plan: Plan) -> str:
 def _check_probabilities(run: LoadedRun, probabilities: bool) -> None:
     if probabilities and run.plan.classifier.loss != "bce":
         raise XmcfitError(f"{run.run_dir} was trained with the {run.plan.classifier.loss} loss: its scores are "
-                          "margins, not probabilities; plan with the BCE loss for probabilities")
+                          "margins, not probabilities; plan with `xmcfit plan --loss bce` for probabilities")
 
 
 def summarize_run(run: LoadedRun) -> RunSummary:

@@ -125,17 +125,52 @@ class TextEncoder(nn.Module):
 
 
 class BowEncoder(nn.Module):
-    """Bag-of-words input: weighted sum of per-feature embeddings (a sparse x dense projection) + bias."""
+    """Bag-of-words input: weighted sum of per-feature embeddings (a sparse x dense projection) + bias, ReLU.
 
-    def __init__(self, n_features: int, hidden_size: int) -> None:
+    With `tfidf=True` each input value is first multiplied by its feature's idf (the `idf` buffer, set from
+    the training split by `set_idf` and saved with the weights) and each row is L2-normalised, as the
+    TF-IDF features of linear XMC models are.
+    """
+
+    def __init__(self, n_features: int, hidden_size: int, tfidf: bool = False) -> None:
         super().__init__()
         self.embedding = nn.EmbeddingBag(n_features, hidden_size, mode="sum")
         self.bias = nn.Parameter(torch.zeros(hidden_size))
         nn.init.normal_(self.embedding.weight, std=hidden_size**-0.5)
+        self.idf: torch.Tensor | None
+        if tfidf:
+            self.register_buffer("idf", torch.ones(n_features))  # (n_features,)
+        else:
+            self.idf = None
+
+    @torch.no_grad()
+    def set_idf(self, idf: torch.Tensor) -> None:
+        """The inverse document frequency of every feature (n_features,), from the training split."""
+        if self.idf is None:
+            raise ValueError("set_idf: this encoder was built without tfidf")
+        self.idf.copy_(idf)
 
     def forward(self, feat_indices: torch.Tensor, feat_offsets: torch.Tensor, feat_weights: torch.Tensor) -> torch.Tensor:
+        if self.idf is not None:
+            feat_weights = _l2_normalise_bags(feat_weights * self.idf[feat_indices], feat_offsets)
         out = self.embedding(feat_indices, feat_offsets, per_sample_weights=feat_weights)  # (batch, hidden)
         return torch.relu(out + self.bias)
+
+
+def _l2_normalise_bags(weights: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """weights (nnz,) of bags starting at `offsets` (batch,), each bag scaled to unit L2 norm (empty: as is)."""
+    lengths = torch.diff(offsets, append=torch.tensor([weights.numel()], device=offsets.device))  # (batch,)
+    bag = torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), lengths)  # (nnz,)
+    norms = torch.zeros(len(offsets), dtype=weights.dtype, device=weights.device).index_add_(0, bag, weights * weights)
+    return weights / norms.sqrt().clamp_min(1e-12)[bag]
+
+
+def inverse_document_frequency(features, n_features: int) -> torch.Tensor:
+    """Smoothed idf of each column of a (n_points, n_features) CSR: ln((1 + N) / (1 + df)) + 1, float32."""
+    import numpy as np
+
+    df = np.bincount(features.indices, minlength=n_features)
+    return torch.from_numpy((np.log((1.0 + features.shape[0]) / (1.0 + df)) + 1.0).astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -162,12 +197,16 @@ class XMCModel(nn.Module):
         features_dim = intermediate_dim or hidden_size
         self.aux_head = nn.Linear(features_dim, n_clusters) if n_clusters else None
 
-    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The d-wide representation the classifier and the aux head read: (batch, features_dim)."""
+    def pool(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The encoder's output for a batch of inputs: (batch, hidden)."""
         if isinstance(self.encoder, BowEncoder):
-            pooled = self.encoder(batch["feat_indices"], batch["feat_offsets"], batch["feat_weights"])
-        else:
-            pooled = self.encoder(batch["input_ids"], batch["attention_mask"])
+            return self.encoder(batch["feat_indices"], batch["feat_offsets"], batch["feat_weights"])
+        return self.encoder(batch["input_ids"], batch["attention_mask"])
+
+    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The d-wide representation the classifier and the aux head read: (batch, features_dim). A batch
+        with "pooled" (frozen encoder outputs, the linear-probe phase) skips the encoder."""
+        pooled = batch["pooled"] if "pooled" in batch else self.pool(batch)
         pooled = self.dropout(pooled)
         return self.intermediate(pooled) if self.intermediate is not None else pooled
 
@@ -196,7 +235,7 @@ def build_model(plan: Plan, encoder_source: str | None, pretrained: bool = True)
     """
     spec = plan.model.encoder
     if spec.kind == "bow":
-        encoder: nn.Module = BowEncoder(spec.vocab_size, spec.hidden_size)
+        encoder: nn.Module = BowEncoder(spec.vocab_size, spec.hidden_size, tfidf=plan.model.input_weighting == "tfidf")
     else:
         assert encoder_source is not None, "a text encoder needs a source"
         backbone = load_pretrained_encoder(encoder_source) if pretrained else random_encoder_from_config(encoder_source)

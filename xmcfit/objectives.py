@@ -19,7 +19,7 @@ from xmcfit.sparse import FixedFanInLinear, chunked_loss
 
 
 class ClassifierLoss(Protocol):
-    """The main loss: mean over batch x labels of the classifier's logits against `positives`."""
+    """The main loss of the classifier's logits against `positives`, reduced over batch x labels."""
 
     def __call__(self, features: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
         """features (batch, d); positives (n_pos, 2) [row, label]; a 0-dim loss that back-propagates."""
@@ -36,9 +36,12 @@ class ChunkedClassifierLoss:
     """"squared_hinge" or "bce"."""
     chunk_size: int
     """Labels per chunk."""
+    reduction: str = "mean"
+    """"mean" over batch x labels or "sum_over_labels" (xmcfit.sparse.chunked_loss)."""
 
     def __call__(self, features: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-        return chunked_loss(features, self.classifier, positives, loss=self.loss, chunk_size=self.chunk_size)
+        return chunked_loss(features, self.classifier, positives, loss=self.loss, chunk_size=self.chunk_size,
+                            reduction=self.reduction)
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,17 @@ class AuxClusterLoss:
     """features (batch, d) -> cluster logits (batch, n_clusters)."""
     clusters: torch.Tensor
     """Cluster id of every label (n_labels,) int64, on the head's device."""
+    reduction: str = "mean"
+    """Like the main loss's: "mean" over batch x clusters, or "sum_over_labels" (summed over the clusters,
+    averaged over the batch), so α weighs the two losses on the same scale."""
 
     def __call__(self, features: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
         logits = self.head(features.float())  # (batch, n_clusters), fp32 whatever the classifier's dtype
         targets = torch.zeros_like(logits)
         targets[positives[:, 0], self.clusters[positives[:, 1]]] = 1.0
-        return F.binary_cross_entropy_with_logits(logits, targets)
+        if self.reduction == "mean":
+            return F.binary_cross_entropy_with_logits(logits, targets)
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / logits.shape[0]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import typer
 
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.defaults import DEFAULTS
-from xmcfit.plan.schema import ClassifierKind, ClassifierOptimizer, Precision, ValueDtype
+from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, InputWeighting, LossName, LossReduction, Precision,
+                                ValueDtype)
 from xmcfit.plan.units import SIZE_HELP
 
 _CHOICES = {  # each flag's values are the plan schema's Literal type
@@ -17,6 +18,9 @@ _CHOICES = {  # each flag's values are the plan schema's Literal type
     "--precision": get_args(Precision),
     "--classifier-optimizer": get_args(ClassifierOptimizer),
     "--classifier-dtype": get_args(ValueDtype),
+    "--loss": get_args(LossName),
+    "--loss-reduction": get_args(LossReduction),
+    "--input-weighting": get_args(InputWeighting),
 }
 
 
@@ -65,6 +69,17 @@ def plan(
     loss_chunk: Optional[int] = typer.Option(None, "--loss-chunk", help="Pin labels per chunk of the chunked loss."),
     aux_clusters: Optional[int] = typer.Option(None, "--aux-clusters", help="Pin the auxiliary head's clusters (0 = off)."),
     rewire_every: Optional[int] = typer.Option(None, "--rewire-every", help="Pin the rewiring interval (optimizer steps)."),
+    encoder_lr: Optional[float] = typer.Option(None, "--encoder-lr", help="Pin the encoder's peak AdamW learning rate."),
+    classifier_lr: Optional[float] = typer.Option(None, "--classifier-lr", help="Pin the classifier's peak learning rate."),
+    loss: Optional[str] = typer.Option(None, "--loss", metavar=_metavar("--loss"), help=f"Pin the main loss: {_one_of('--loss')}."),
+    loss_reduction: Optional[str] = typer.Option(None, "--loss-reduction", metavar=_metavar("--loss-reduction"),
+                                                 help=f"Pin how the loss is reduced: {_one_of('--loss-reduction')}."),
+    probe_epochs: Optional[int] = typer.Option(None, "--probe-epochs",
+                                               help="Pin the linear-probe warm start: epochs of the heads alone on "
+                                                    "frozen encoder features before end-to-end training (0 = none)."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="Pin the dropout on the pooled features."),
+    input_weighting: Optional[str] = typer.Option(None, "--input-weighting", metavar=_metavar("--input-weighting"),
+                                                  help=f"Pin bag-of-words input weighting: {_one_of('--input-weighting')}."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write plan.json here (atomically)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan JSON to stdout and nothing else."),
 ) -> None:
@@ -81,7 +96,10 @@ def plan(
                 value_dtype=_choice("--classifier-dtype", classifier_dtype), gradient_checkpointing=checkpointing,
                 micro_batch=micro_batch, intermediate_dim=intermediate_dim, loss_chunk_size=loss_chunk,
                 aux_clusters=aux_clusters, rewiring_interval=rewire_every,
-                classifier=_choice("--classifier", classifier))
+                classifier=_choice("--classifier", classifier), encoder_lr=encoder_lr, classifier_lr=classifier_lr,
+                loss=_choice("--loss", loss), loss_reduction=_choice("--loss-reduction", loss_reduction),
+                probe_epochs=probe_epochs, dropout=dropout,
+                input_weighting=_choice("--input-weighting", input_weighting))
     # --all-gpus replaces the budget per row, so it needs no GPU and no budget flag.
     placeholder = Budget("manual", 1, True) if all_gpus and gpu is None and gpu_mem is None else None
     request = make_request(labels=labels, dataset=dataset, data=str(data) if data else None, gpu_mem=gpu_mem, gpu=gpu,

@@ -35,8 +35,8 @@ from xmcfit.errors import XmcfitError
 from xmcfit.plan.defaults import DEFAULTS
 from xmcfit.plan.memory import CUDA_CONTEXT_BYTES, Layout, MemoryEstimate, memory_section, predict
 from xmcfit.plan.schema import (SCHEMA_VERSION, AuxSection, ClassifierKind, ClassifierOptimizer, ClassifierSection, EncoderSpec,
-                                InputsSection, ModelSection, Plan, PlanError, Pooling, Precision,
-                                RewiringSection, TrainingSection, ValueDtype, index_dtype_for)
+                                InputsSection, InputWeighting, LossName, LossReduction, ModelSection, Plan, PlanError,
+                                Pooling, Precision, RewiringSection, TrainingSection, ValueDtype, index_dtype_for)
 from xmcfit.plan.units import gib
 from xmcfit.workspace import loss_workspace_per_label_bytes
 
@@ -68,6 +68,15 @@ class Pins:
     rewiring_interval: int | None = None
     classifier: ClassifierKind | None = None
     """"dense" plans the L x d baseline; None or "sparse" the fixed fan-in classifier."""
+    # -- recipe knobs (no effect on memory, except input_weighting's idf vector) --------------------
+    encoder_lr: float | None = None
+    classifier_lr: float | None = None
+    loss: LossName | None = None
+    loss_reduction: LossReduction | None = None
+    probe_epochs: int | None = None
+    """0 turns the linear-probe warm start off."""
+    dropout: float | None = None
+    input_weighting: InputWeighting | None = None
 
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, value in vars(self).items() if value is not None)
@@ -102,7 +111,7 @@ class PlanRequest:
         need(self.budget_bytes >= 1, "--gpu-mem", self.budget_bytes, "must be >= 1 byte")
         need(self.target_batch >= 1, "--batch", self.target_batch, "must be >= 1")
         need(self.n_devices >= 1, "--devices", self.n_devices, "must be >= 1")
-        need(self.epochs >= 1, "--epochs", self.epochs, "must be >= 1")
+        need(self.epochs >= 0, "--epochs", self.epochs, "must be >= 0")
         need(self.seed >= 0, "--seed", self.seed, "must be >= 0")
         if self.encoder.kind == "text":
             need(1 <= self.seq_len <= self.encoder.max_seq_len, "--seq-len", self.seq_len,
@@ -123,6 +132,14 @@ class PlanRequest:
              f"must be <= the {self.n_labels} labels")
         for flag, value in (("--loss-chunk", p.loss_chunk_size), ("--rewire-every", p.rewiring_interval)):
             need(value is None or value >= 1, flag, value, "must be >= 1")
+        for flag, value in (("--encoder-lr", p.encoder_lr), ("--classifier-lr", p.classifier_lr)):
+            need(value is None or value > 0, flag, value, "must be > 0")
+        need(p.probe_epochs is None or p.probe_epochs >= 0, "--probe-epochs", p.probe_epochs, "must be >= 0")
+        need(self.epochs >= 1 or (p.probe_epochs or 0) >= 1, "--epochs", self.epochs,
+             "must be >= 1 (0 only with --probe-epochs >= 1: a head trained on frozen encoder features)")
+        need(p.dropout is None or 0.0 <= p.dropout < 1.0, "--dropout", p.dropout, "must be in [0, 1)")
+        need(p.input_weighting in (None, "raw") or self.encoder.kind == "bow", "--input-weighting",
+             p.input_weighting, "applies to bag-of-words data only")
         if p.classifier == "dense":
             for flag, value in (("--fan-in", p.fan_in), ("--classifier-optimizer", p.optimizer),
                                 ("--classifier-dtype", p.value_dtype), ("--rewire-every", p.rewiring_interval)):
@@ -281,7 +298,7 @@ def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
                   loss_chunk_size=_loss_chunk(req, k.micro_batch, k.fan_in, d), bias=DEFAULTS.bias, aux_enabled=n_clusters > 0,
                   n_clusters=max(1, n_clusters), rewiring_enabled=True,
                   rewiring_chunk_rows=min(DEFAULTS.rewiring_chunk_rows, req.n_labels), n_devices=req.n_devices,
-                  cuda_context_bytes=req.cuda_context_bytes)
+                  cuda_context_bytes=req.cuda_context_bytes, input_weighting=_recipe(req, k.optimizer).input_weighting)
     return layout.as_dense() if req.dense else layout
 
 
@@ -328,11 +345,43 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
     return why
 
 
+@dataclass(frozen=True)
+class _Recipe:
+    """The training recipe's knobs for a request: each the pin, else the measured default (DEFAULTS)."""
+
+    encoder_lr: float
+    classifier_lr: float
+    loss: LossName
+    loss_reduction: LossReduction
+    probe_epochs: int
+    dropout: float
+    input_weighting: InputWeighting
+
+
+def _recipe(req: PlanRequest, optimizer: ClassifierOptimizer) -> _Recipe:
+    p, m = req.pins, DEFAULTS
+    bow = req.encoder.kind == "bow"
+
+    def pick(pinned, default):
+        return default if pinned is None else pinned
+
+    return _Recipe(
+        encoder_lr=pick(p.encoder_lr, m.bow_encoder_lr if bow else m.encoder_lr),
+        classifier_lr=pick(p.classifier_lr, m.classifier_lr(optimizer)),
+        loss=pick(p.loss, m.loss),
+        loss_reduction=pick(p.loss_reduction, m.loss_reduction),
+        probe_epochs=pick(p.probe_epochs, 0 if bow else m.probe_epochs),
+        dropout=pick(p.dropout, m.dropout(req.n_labels, bow)),
+        input_weighting=pick(p.input_weighting, m.bow_input_weighting if bow else "raw"),
+    )
+
+
 def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, reasons: tuple[str, ...]) -> Plan:
     layout = _layout(req, precision, k)
     d = layout.features_dim
     n_clusters = _aux_clusters(req)
     m = DEFAULTS
+    r = _recipe(req, layout.optimizer)
     return Plan(
         schema_version=SCHEMA_VERSION, xmcfit_version=__version__, seed=req.seed, n_devices=req.n_devices,
         precision=precision,
@@ -340,23 +389,24 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, reasons: tupl
                              dataset=req.dataset, data_path=req.data_path, target_batch=req.target_batch,
                              pinned=req.pins.names()),
         model=ModelSection(encoder=req.encoder, seq_len=req.seq_len, pooling=req.pooling,
-                           dropout=m.dropout(req.n_labels), intermediate_dim=k.intermediate_dim,
-                           gradient_checkpointing=k.checkpointing),
+                           dropout=r.dropout, intermediate_dim=k.intermediate_dim,
+                           gradient_checkpointing=k.checkpointing, input_weighting=r.input_weighting),
         classifier=ClassifierSection(kind=layout.classifier_kind, n_labels=req.n_labels, in_features=d,
                                      fan_in=layout.fan_in, index_dtype=index_dtype_for(d), value_dtype=layout.value_dtype,
                                      optimizer=layout.optimizer, update_rounding=layout.update_rounding,
-                                     lr=m.classifier_lr(layout.optimizer), weight_decay=layout.weight_decay,
+                                     lr=r.classifier_lr, weight_decay=layout.weight_decay,
                                      momentum=m.sgd_momentum if layout.optimizer == "sgd_momentum" else 0.0,
-                                     loss=m.loss, loss_chunk_size=layout.loss_chunk_size, bias=layout.bias),
+                                     loss=r.loss, loss_chunk_size=layout.loss_chunk_size, bias=layout.bias,
+                                     loss_reduction=r.loss_reduction),
         rewiring=RewiringSection(enabled=layout.rewiring_enabled, mode=m.rewiring_mode, initial=m.rewiring_initial,
                                  interval_steps=_rewiring_interval(req), stop_fraction=m.rewiring_stop_fraction,
                                  chunk_rows=layout.rewiring_chunk_rows),
         aux=AuxSection(enabled=n_clusters > 0, n_clusters=max(1, n_clusters), initial_weight=m.aux_initial_weight,
                        cutoff_fraction=m.aux_cutoff_fraction),
         training=TrainingSection(epochs=req.epochs, micro_batch=k.micro_batch, grad_accum=layout.grad_accum,
-                                 encoder_lr=m.encoder_lr, encoder_weight_decay=m.encoder_weight_decay,
+                                 encoder_lr=r.encoder_lr, encoder_weight_decay=m.encoder_weight_decay,
                                  warmup_fraction=m.warmup_fraction, max_grad_norm=m.max_grad_norm,
-                                 eval_batch=min(m.eval_batch_max, 2 * k.micro_batch)),
+                                 eval_batch=min(m.eval_batch_max, 2 * k.micro_batch), probe_epochs=r.probe_epochs),
         memory=memory_section(layout, req.budget_bytes),
         reasons=reasons,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from xmcfit.plan.schema import ClassifierOptimizer, LossName, Pooling, RewireMode
+from xmcfit.plan.schema import ClassifierOptimizer, InputWeighting, LossName, LossReduction, Pooling, RewireMode
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class MethodDefaults:
     # -- encoder, its optimizer and schedule ------------------------------------------------------
     encoder_lr: float = 5e-5
     """AdamW learning rate of the encoder: the top of the method's 1e-5 to 5e-5."""
+    bow_encoder_lr: float = 0.01
+    """AdamW learning rate of a bag-of-words input projection: it starts random, so it learns at a head's
+    rate, not a pretrained encoder's (at 5e-5 it stayed near its random start: Bibtex P@1 55.6 vs 60.9
+    at 0.01, bench/RESULTS.md)."""
+    probe_epochs: int = 0
+    """Linear-probe warm start of a text encoder's run: epochs of the heads alone on frozen features."""
     encoder_weight_decay: float = 0.01
     """AdamW weight decay of the encoder (the method's 0.01)."""
     warmup_fraction: float = 0.1
@@ -57,6 +63,10 @@ class MethodDefaults:
     """Momentum of the sgd_momentum classifier optimizer."""
     loss: LossName = "squared_hinge"
     """Main loss: the method's squared hinge."""
+    loss_reduction: LossReduction = "mean"
+    """How the loss over batch x labels is reduced (xmcfit.sparse.chunked_loss)."""
+    bow_input_weighting: InputWeighting = "tfidf"
+    """Bag-of-words inputs are idf-weighted and L2-normalised (Bibtex P@1 +1.3 over raw values, bench/RESULTS.md)."""
     bias: bool = True
     """The classifier has a bias per label."""
     loss_workspace_target_bytes: int = 256 * 2**20
@@ -95,7 +105,7 @@ class MethodDefaults:
         """The classifier's learning rate for its optimizer."""
         return self.classifier_lr_adamw if optimizer == "adamw" else self.classifier_lr_sgd
 
-    def dropout(self, n_labels: int) -> float:
+    def dropout(self, n_labels: int, bow: bool = False) -> float:
         """Dropout on the pooled features for a problem with `n_labels` labels."""
         return self.dropout_large if n_labels >= self.large_dataset_labels else self.dropout_small
 

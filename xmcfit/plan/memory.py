@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Literal
 from xmcfit import workspace
 from xmcfit.dtypes import DTYPE_BYTES
 from xmcfit.plan.phases import RESIDENT, PeakPhase, peak_phase, peak_terms, phase_terms
-from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, EncoderSpec, MemorySection, Pooling, Precision,
+from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, EncoderSpec, InputWeighting, MemorySection, Pooling, Precision,
                                 UpdateRounding, ValueDtype, index_dtype_for)
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class Layout:
     rewiring_chunk_rows: int
     n_devices: int = 1
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
+    input_weighting: InputWeighting = "raw"
 
     @property
     def features_dim(self) -> int:
@@ -127,15 +128,17 @@ class Layout:
                    loss_chunk_size=c.loss_chunk_size, bias=c.bias, aux_enabled=plan.aux.enabled,
                    n_clusters=plan.aux.n_clusters, rewiring_enabled=plan.rewiring.enabled,
                    rewiring_chunk_rows=plan.rewiring.chunk_rows, n_devices=plan.n_devices,
-                   cuda_context_bytes=cuda_context_bytes)
+                   cuda_context_bytes=cuda_context_bytes, input_weighting=m.input_weighting)
 
 
 # -- encoder ---------------------------------------------------------------------------------------
 
 
-def encoder_weight_bytes(encoder: EncoderSpec) -> int:
-    """fp32 master weights of the encoder (AMP autocasts on the fly; see amp_weight_copy_bytes)."""
-    return encoder.n_params * FP32_BYTES
+def encoder_weight_bytes(encoder: EncoderSpec, input_weighting: InputWeighting = "raw") -> int:
+    """fp32 master weights of the encoder (AMP autocasts on the fly; see amp_weight_copy_bytes), plus the
+    fp32 idf of every input feature for a bag-of-words input weighted by TF-IDF."""
+    idf = encoder.vocab_size * FP32_BYTES if encoder.kind == "bow" and input_weighting == "tfidf" else 0
+    return encoder.n_params * FP32_BYTES + idf
 
 
 def encoder_grad_bytes(encoder: EncoderSpec) -> int:
@@ -346,7 +349,7 @@ def memory_terms(layout: Layout) -> dict[str, int]:
     n_inter = intermediate_param_count(enc.hidden_size, layout.intermediate_dim)
     n_aux = aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)
     return {
-        "encoder_weights": encoder_weight_bytes(enc),
+        "encoder_weights": encoder_weight_bytes(enc, layout.input_weighting),
         "encoder_grads": encoder_grad_bytes(enc),
         "encoder_optimizer_state": encoder_optimizer_bytes(enc),
         "encoder_activations": encoder_activation_bytes(enc, layout.seq_len, layout.micro_batch, layout.precision,

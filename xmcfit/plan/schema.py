@@ -35,6 +35,8 @@ LossName = Literal["squared_hinge", "bce"]
 RewireMode = Literal["fraction", "threshold"]
 Pooling = Literal["mean", "cls"]
 InputKind = Literal["text", "bow"]
+LossReduction = Literal["mean", "sum_over_labels"]
+InputWeighting = Literal["raw", "tfidf"]
 
 
 
@@ -104,6 +106,9 @@ class ModelSection:
     """Width of a dense ReLU layer between encoder and classifier; 0 = none."""
     gradient_checkpointing: bool
     """Recompute encoder activations in backward (saves memory, costs ~1 extra forward)."""
+    input_weighting: InputWeighting = "raw"
+    """Bag-of-words input only: "raw" feature values, or "tfidf": each value times its feature's idf on the
+    training split, each row then L2-normalised (the idf vector is stored in the run directory)."""
 
     def __post_init__(self) -> None:
         enc = self.encoder
@@ -117,6 +122,9 @@ class ModelSection:
                      self.gradient_checkpointing, "has no effect for bag-of-words input; set false")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
         _require(self.intermediate_dim >= 0, "model.intermediate_dim", self.intermediate_dim, "must be >= 0")
+        if enc.kind == "text":
+            _require(self.input_weighting == "raw", "model.input_weighting", self.input_weighting,
+                     "applies to bag-of-words input only; must be 'raw' for a text encoder")
 
     @property
     def features_dim(self) -> int:
@@ -151,6 +159,9 @@ class ClassifierSection:
     loss_chunk_size: int
     """Labels per chunk of the chunked loss: logits live as (micro_batch, chunk) only."""
     bias: bool
+    loss_reduction: LossReduction = "mean"
+    """"mean" over batch x labels, or "sum_over_labels": summed over the labels, averaged over the batch
+    (the scale under which plain and momentum SGD take steps of a useful size)."""
 
     def __post_init__(self) -> None:
         _require(self.n_labels >= 1, "classifier.n_labels", self.n_labels, "must be >= 1")
@@ -221,6 +232,7 @@ class TrainingSection:
     """Batching, epochs and the encoder's optimizer and schedules."""
 
     epochs: int
+    """End-to-end epochs (after any probe epochs); 0 with probe_epochs > 0 trains the heads on frozen features only."""
     micro_batch: int
     """Points per forward/backward (what sits in memory at once)."""
     grad_accum: int
@@ -233,9 +245,15 @@ class TrainingSection:
     """Clip the encoder's gradient norm to this; 0 = no clipping."""
     eval_batch: int
     """Points per forward at evaluation (no gradients held)."""
+    probe_epochs: int = 0
+    """Linear-probe warm start: epochs of training the heads alone on the frozen encoder's features
+    (computed once, kept in host memory) before the `epochs` of end-to-end training; 0 = none."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "micro_batch", "grad_accum", "eval_batch"):
+        _require(self.probe_epochs >= 0, "training.probe_epochs", self.probe_epochs, "must be >= 0")
+        _require(self.epochs >= (0 if self.probe_epochs else 1), "training.epochs", self.epochs,
+                 "must be >= 1 (0 only with probe_epochs >= 1: a head trained on frozen features)")
+        for name in ("micro_batch", "grad_accum", "eval_batch"):
             _require(getattr(self, name) >= 1, f"training.{name}", getattr(self, name), "must be >= 1")
         _require(self.encoder_lr > 0, "training.encoder_lr", self.encoder_lr, "must be > 0")
         _require(self.encoder_weight_decay >= 0, "training.encoder_weight_decay", self.encoder_weight_decay,

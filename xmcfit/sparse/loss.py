@@ -32,6 +32,7 @@ from xmcfit.sparse.layer import FixedFanInLinear, accumulation_dtype, chunk_rang
 from xmcfit.sparse.validate import check_input, check_positives
 
 LOSSES = ("squared_hinge", "bce")
+REDUCTIONS = ("mean", "sum_over_labels")
 DEFAULT_LOSS_CHUNK = 8192
 
 
@@ -83,12 +84,11 @@ def _loss_and_grad_(z: torch.Tensor, work: torch.Tensor, pl: torch.Tensor, pr: t
 
 class _ChunkedLossFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, positives, layer, ops, kind, chunk_size):
+    def forward(ctx, x, weight, bias, positives, layer, ops, kind, chunk_size, scale):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         acc = accumulation_dtype(x, weight)
         xa = x.to(acc).contiguous()
         batch, n_labels = x.shape[0], weight.shape[0]
-        scale = 1.0 / (batch * n_labels)
         # Deduplicate and sort the positives by label, so each chunk's are one contiguous slice.
         keys = torch.unique(positives[:, 1] * batch + positives[:, 0])  # sorted (label, row) keys
         pos_label, pos_row = torch.div(keys, batch, rounding_mode="floor"), keys % batch
@@ -121,7 +121,7 @@ class _ChunkedLossFn(torch.autograd.Function):
             raise RuntimeError("chunked_loss: backward called twice; its gradients were already handed out")
         grads = tuple(g.mul_(grad_loss.to(g.dtype)) if g is not None else None for g in ctx.grads)
         ctx.grads = None
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None)
 
 
 def chunked_loss(
@@ -130,16 +130,21 @@ def chunked_loss(
     positives: torch.Tensor,
     loss: str = "squared_hinge",
     chunk_size: int = DEFAULT_LOSS_CHUNK,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Mean loss over all batch x L entries of layer(x) against sparse positive labels.
+    """Loss over all batch x L entries of layer(x) against sparse positive labels.
 
     x: (batch, in_features) features. positives: LongTensor (n_pos, 2) of [row, label] pairs, every
     other entry is negative (duplicates count once). loss: "squared_hinge" (y in {-1, +1},
-    max(0, 1 - y z)^2) or "bce" (BCE with logits, y in {0, 1}). Returns a 0-dim tensor (fp32, or fp64
-    for fp64 operands); gradients reach x, the weight (values) and the bias through loss.backward().
+    max(0, 1 - y z)^2) or "bce" (BCE with logits, y in {0, 1}). reduction: "mean" over batch x L, or
+    "sum_over_labels" (summed over the L labels, averaged over the batch: L times the mean). Returns a
+    0-dim tensor (fp32, or fp64 for fp64 operands); gradients reach x, the weight (values) and the bias
+    through loss.backward().
     """
     if loss not in LOSSES:
         raise ValueError(f"loss={loss!r}: must be one of {LOSSES}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r}: must be one of {REDUCTIONS}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size}: must be >= 1")
     if isinstance(layer, FixedFanInLinear):
@@ -150,4 +155,5 @@ def chunked_loss(
         raise ValueError(f"layer of type {type(layer).__name__}: expected FixedFanInLinear or nn.Linear")
     check_input(x, layer.in_features)
     check_positives(positives, x.shape[0], layer.out_features)
-    return _ChunkedLossFn.apply(x, weight, layer.bias, positives, sparse_layer, ops, loss, chunk_size)
+    scale = 1.0 / x.shape[0] / (layer.out_features if reduction == "mean" else 1)
+    return _ChunkedLossFn.apply(x, weight, layer.bias, positives, sparse_layer, ops, loss, chunk_size, scale)

@@ -175,15 +175,18 @@ def count_step(out: StepOutcome, progress: Progress, run_dir: Path) -> None:
 
 
 def run_epoch(parts: TrainParts, data: TrainData, progress: Progress, recorder: StepRecorder, stop: StopRules, *,
-              micro_batch: int, grad_accum: int, seed: int) -> bool:
+              micro_batch: int, grad_accum: int, seed: int,
+              collate: Callable[[np.ndarray], dict[str, torch.Tensor]] | None = None) -> bool:
     """The rest of epoch `progress.epoch`, from group `progress.batch_in_epoch` on. False when the device
-    ran out of memory in a step: gradients are cleared and `progress` is that of the last completed step."""
+    ran out of memory in a step: gradients are cleared and `progress` is that of the last completed step.
+    `collate` turns row ids into a micro-batch (default: the data's own; the probe phase's frozen features)."""
+    collate = collate or data.collate
     batches = epoch_batches(data.dataset.n_points, micro_batch, seed, progress.epoch)
     groups = [batches[i : i + grad_accum] for i in range(0, len(batches), grad_accum)]
     while progress.batch_in_epoch < len(groups):
         group = groups[progress.batch_in_epoch]
         tick = time.perf_counter()
-        micro = [data.collate(rows) for rows in group]
+        micro = [collate(rows) for rows in group]
         try:
             out = train_step(parts, micro, progress.step)
         except torch.OutOfMemoryError:

@@ -28,6 +28,7 @@ from xmcfit.train.data import TrainData
 from xmcfit.train.epoch import (StepRecorder, StepStats, StopRules, TrainingPaused, TrainingStopped,
                                 catch_stop_signals, run_epoch)
 from xmcfit.train.finish import TrainResult, finish_training
+from xmcfit.train.probe import ProbeBatches, frozen_features
 from xmcfit.train.memory_report import MemoryMeter
 from xmcfit.train.setup import setup_training
 
@@ -80,11 +81,17 @@ def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume
     t = plan.training
     parts.model.train()
     meter.start()
+    probe: ProbeBatches | None = None
     with catch_stop_signals(stop), open(RunFiles(run_dir).log, "a") as log_file:
         recorder = StepRecorder(log_file, log_every, on_step, meter)
-        while progress.epoch < t.epochs:
+        while progress.epoch < t.probe_epochs + t.epochs:
+            if progress.epoch < t.probe_epochs and probe is None:
+                probe = ProbeBatches(frozen_features(parts, data, t.eval_batch), data)
+            if progress.epoch >= t.probe_epochs:
+                probe = None  # the end-to-end phase: free the frozen features
+            collate = probe
             if not run_epoch(parts, data, progress, recorder, stop, micro_batch=t.micro_batch,
-                             grad_accum=t.grad_accum, seed=plan.seed):
+                             grad_accum=t.grad_accum, seed=plan.seed, collate=collate):
                 stop.save(parts, progress)
                 return None
             progress.epoch += 1

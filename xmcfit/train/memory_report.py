@@ -83,11 +83,15 @@ def measured_terms(model: XMCModel, optimizers: list[torch.optim.Optimizer]) -> 
     """Bytes of the persistent tensors the trainer holds, under the planner's term names."""
 
     def weights_and_state(module: torch.nn.Module | None) -> tuple[int, int]:
+        """Parameters plus persistent buffers (a bag-of-words encoder's idf), and their optimizer state."""
         if module is None:
             return 0, 0
         params = list(module.parameters())
         ids = {id(p) for p in params}
-        return (sum(_tensor_bytes(p) for p in params), sum(_optimizer_state_bytes(o, ids) for o in optimizers))
+        param_names = {name for name, _ in module.named_parameters()}
+        buffers = [t for name, t in module.state_dict().items() if name not in param_names]
+        return (sum(_tensor_bytes(p) for p in params) + sum(_tensor_bytes(b) for b in buffers),
+                sum(_optimizer_state_bytes(o, ids) for o in optimizers))
 
     terms: dict[str, int] = {}
     for name, module in (("encoder", model.encoder), ("intermediate", model.intermediate), ("aux", model.aux_head)):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from xmcfit.dtypes import AUTOCAST_DTYPE, torch_dtype
-from xmcfit.model import XMCModel, build_model
+from xmcfit.model import BowEncoder, XMCModel, build_model, inverse_document_frequency
 from xmcfit.objectives import AuxClusterLoss, ChunkedClassifierLoss, ClassifierLoss
 from xmcfit.plan.schema import Plan
 from xmcfit.sparse import SETRewirer
@@ -29,31 +29,44 @@ def steps_per_epoch(n_points: int, micro_batch: int, grad_accum: int) -> int:
 
 @dataclass(frozen=True)
 class Schedule:
-    """The step-indexed numbers of a run: pure functions of the plan and the number of training points."""
+    """The step-indexed numbers of a run: pure functions of the plan and the number of training points.
+
+    A run with a linear-probe warm start has two phases, each with its own warm-up + cosine learning
+    rate: `probe_steps` of the heads alone on frozen features, then the end-to-end steps. The auxiliary
+    weight and SET rewiring follow fractions of all `total_steps`.
+    """
 
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    """Warm-up of the end-to-end phase."""
     aux_initial_weight: float
     """α at step 0 (0 when the auxiliary objective is off)."""
     aux_end_step: int
     """α reaches 0 here (0 when the auxiliary objective is off)."""
     rewire_end_step: int
     """The last step SET rewiring may run."""
+    probe_steps: int = 0
+    """Steps of the linear-probe phase (the first `probe_epochs` epochs); 0 without one."""
+    probe_warmup_steps: int = 0
 
     @classmethod
     def from_plan(cls, plan: Plan, n_points: int) -> "Schedule":
         t, aux = plan.training, plan.aux
         per_epoch = steps_per_epoch(n_points, t.micro_batch, t.grad_accum)
-        total = per_epoch * t.epochs
-        return cls(steps_per_epoch=per_epoch, total_steps=total, warmup_steps=int(t.warmup_fraction * total),
+        probe, end_to_end = per_epoch * t.probe_epochs, per_epoch * t.epochs
+        total = probe + end_to_end
+        return cls(steps_per_epoch=per_epoch, total_steps=total, warmup_steps=int(t.warmup_fraction * end_to_end),
                    aux_initial_weight=aux.initial_weight if aux.enabled else 0.0,
                    aux_end_step=fraction_step(aux.cutoff_fraction, total) if aux.enabled else 0,
-                   rewire_end_step=fraction_step(plan.rewiring.stop_fraction, total))
+                   rewire_end_step=fraction_step(plan.rewiring.stop_fraction, total),
+                   probe_steps=probe, probe_warmup_steps=int(t.warmup_fraction * probe))
 
     def lr_multiplier(self, step: int) -> float:
-        """Warm-up then cosine, for both optimizers (xmcfit.train.schedules.warmup_cosine)."""
-        return warmup_cosine(step, self.total_steps, self.warmup_steps)
+        """Warm-up then cosine over the phase `step` is in (xmcfit.train.schedules.warmup_cosine)."""
+        if step < self.probe_steps:
+            return warmup_cosine(step, self.probe_steps, self.probe_warmup_steps)
+        return warmup_cosine(step - self.probe_steps, self.total_steps - self.probe_steps, self.warmup_steps)
 
     def aux_weight(self, step: int) -> float:
         """α of (1 − α)·main + α·aux at `step`: cosine-decayed to 0 at aux_end_step."""
@@ -95,16 +108,20 @@ def setup_training(plan: Plan, data: TrainData, device: torch.device, resume: bo
     """The plan's model on `device` (pretrained encoder, or built from its config when resuming: the
     weights then come from the checkpoint), its optimizers, rewirer, losses and schedule."""
     model = build_model(plan, data.encoder_source, pretrained=not resume)
+    if isinstance(model.encoder, BowEncoder) and model.encoder.idf is not None and not resume:
+        model.encoder.set_idf(inverse_document_frequency(data.dataset.features, model.encoder.idf.numel()))
     model.to(device)
     clusters = data.clusters.to(device) if data.clusters is not None else None
     schedule = Schedule.from_plan(plan, data.dataset.n_points)
     optimizers = Optimizers.for_plan(model, plan, device)
     cls = plan.classifier
-    aux = AuxClusterLoss(model.aux_head, clusters) if model.aux_head is not None and clusters is not None else None
+    aux = (AuxClusterLoss(model.aux_head, clusters, plan.classifier.loss_reduction)
+           if model.aux_head is not None and clusters is not None else None)
     amp = AUTOCAST_DTYPE[plan.precision]
     return TrainParts(
         model=model, optimizers=optimizers, rewirer=build_rewirer(plan, model, optimizers.classifier, schedule),
-        classifier_loss=ChunkedClassifierLoss(model.classifier, cls.loss, cls.loss_chunk_size), aux_loss=aux,
+        classifier_loss=ChunkedClassifierLoss(model.classifier, cls.loss, cls.loss_chunk_size, cls.loss_reduction),
+        aux_loss=aux,
         schedule=schedule, device=device, amp_dtype=torch_dtype(amp) if amp is not None else None,
         feature_dtype=torch_dtype(cls.value_dtype), max_grad_norm=plan.training.max_grad_norm,
     )
