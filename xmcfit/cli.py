@@ -33,6 +33,12 @@ class OneLineErrors(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("Interrupted.", err=True)
             raise typer.Exit(code=SIGINT_EXIT_CODE) from None
+        except BrokenPipeError:
+            raise  # `xmcfit ... | head`: as before, not a user error to explain
+        except OSError as err:  # an I/O failure no library call turned into a sentence (e.g. a full disk mid-log)
+            where = f"{err.filename}: " if err.filename else ""
+            typer.echo(f"Error: {where}{err.strerror or err}", err=True)
+            raise typer.Exit(code=XmcfitError.exit_code) from None
 
 
 app = typer.Typer(

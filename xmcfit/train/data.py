@@ -56,8 +56,12 @@ def _clusters(plan: Plan, ds: XMCDataset, files: RunFiles) -> torch.Tensor | Non
     points = ds.features if ds.features is not None else text_features(ds.texts)
     clusters = balanced_kmeans(label_representations(points, ds.labels), n_clusters, seed=plan.seed)
     tmp = files.clusters.with_name("clusters.tmp.npy")
-    np.save(tmp, clusters)
-    os.replace(tmp, files.clusters)
+    try:
+        np.save(tmp, clusters)
+        os.replace(tmp, files.clusters)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise XmcfitError(f"{files.clusters}: cannot write ({err.strerror or err})") from None
     return torch.from_numpy(np.asarray(clusters, dtype=np.int64))
 
 
@@ -112,10 +116,13 @@ def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool,
 
         vocab = LabelVocab.load(files.labels)
     ds = dataset if dataset is not None else read_train_split(plan, options, vocab)
-    if ds.label_vocab is not None and not files.labels.exists():
-        ds.label_vocab.save(files.labels)
-    if not files.label_counts.exists():
-        np.save(files.label_counts, _label_counts(ds))
+    try:  # a full disk or a read-only folder here is one line; the run has no checkpoint yet and restarts
+        if ds.label_vocab is not None and not files.labels.exists():
+            ds.label_vocab.save(files.labels)
+        if not files.label_counts.exists():
+            np.save(files.label_counts, _label_counts(ds))
+    except OSError as err:
+        raise XmcfitError(f"{root}: cannot write the run's label records ({err.strerror or err})") from None
     torch_ds = XMCTorchDataset(ds)
     source = None
     if ds.kind == "text":
@@ -125,8 +132,12 @@ def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool,
         tokenizer = load_text_tokenizer(source)
         if not resume:
             files.encoder.mkdir(exist_ok=True)
-            tokenizer.save_pretrained(files.encoder)
-            AutoConfig.from_pretrained(source, local_files_only=True).save_pretrained(files.encoder)
+            try:
+                tokenizer.save_pretrained(files.encoder)
+                AutoConfig.from_pretrained(source, local_files_only=True).save_pretrained(files.encoder)
+            except OSError as err:
+                raise XmcfitError(f"{files.encoder}: cannot write the encoder's config and tokenizer "
+                                  f"({err.strerror or err})") from None
         collator: Callable = TextCollator(tokenizer, plan.model.seq_len)
     else:
         collator = BowCollator()
