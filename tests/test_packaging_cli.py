@@ -126,3 +126,21 @@ def test_a_profile_with_a_bad_field_names_it(tmp_path):
     assert result.stderr.strip() == f"Error: {bad}: memory_bytes='16G': must be an integer"
     bad.write_text('name = "X"\nmemory_bytes = 1\n')
     assert "compute_capability: missing field" in runner.invoke(app, ["plan", "--labels", "9", "--gpu", str(bad)]).stderr
+
+
+def test_the_progress_bar_fits_an_80_column_terminal_and_redraws_in_place(monkeypatch):
+    from xmcfit.report import TrainProgress
+    from xmcfit.train.epoch import StepStats
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("COLUMNS", "80")
+    out = Tty()
+    with TrainProgress(1e-5, 1e-2, stream=out) as progress:
+        for step in range(1, 4):
+            progress.update(StepStats(step, 300, 0, 0.5, 0.5, 0.0, 0.0, 1.0, 12345, 10.0, 2**30, 0))
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    lines = [line for line in screen.replace("\r", "\n").split("\n") if line.strip()]
+    assert max(map(len, lines)) <= 80 and "epoch 1" in lines[-1] and "loss 0.5000" in lines[-1]

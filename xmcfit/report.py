@@ -226,6 +226,10 @@ def predictions_table(inputs: list[str], predictions: list[list["LabelScore"]], 
     return table
 
 
+WIDE_PROGRESS_COLUMNS = 150
+"""Below this terminal width the progress bar shows only loss, throughput and memory beside the bar."""
+
+
 def step_figures(stats: "StepStats", encoder_lr: float | None, classifier_lr: float | None) -> str:
     """One step's figures as the progress display shows them."""
     lr = (f"lr {encoder_lr * stats.lr_mult:.1e}/{classifier_lr * stats.lr_mult:.1e}"
@@ -274,6 +278,9 @@ class TrainProgress:
 
     def update(self, stats: "StepStats") -> None:
         figures = step_figures(stats, self.encoder_lr, self.classifier_lr)
+        if self._progress is not None and self._progress.console.width < WIDE_PROGRESS_COLUMNS:
+            # a narrow terminal keeps the bar and the loss; the rest is in train_log.jsonl
+            figures = f"loss {stats.loss:.4f}  {stats.points_per_s:.0f} pts/s  {gib(stats.memory_bytes):.1f} GiB"
         if self._progress is None:
             now = time.monotonic()
             if self._task is None or stats.step == stats.total_steps or now - self._last_line >= self.line_every_s:
