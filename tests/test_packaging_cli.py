@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 import re
 import subprocess
 import sys
@@ -113,9 +114,14 @@ def test_progress_without_a_terminal_prints_plain_lines_as_it_goes():
     assert "\x1b" not in out.getvalue()  # no cursor control in logs
 
 
-def test_pinned_aux_clusters_above_the_labels_is_refused_not_clamped():
-    result = runner.invoke(app, ["plan", "--labels", "159", "--gpu-mem", "16G", "--aux-clusters", "500"])
-    assert result.exit_code == 2 and "--aux-clusters 500: must be <= the 159 labels" in result.stderr
+def test_a_pinned_aux_clusters_above_the_labels_is_capped_and_the_reason_says_so():
+    result = runner.invoke(app, ["plan", "--labels", "159", "--gpu-mem", "16G", "--aux-clusters", "500", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["aux"]["n_clusters"] == 159
+    [reason] = [r for r in plan["reasons"] if r.startswith("auxiliary objective")]
+    assert reason == ("auxiliary objective on, 159 clusters: --aux-clusters 500 capped at the 159 labels "
+                      "(one cluster per label at most)") and "pinned by flag" not in reason
 
 
 def test_a_profile_with_a_bad_field_names_it(tmp_path):

@@ -127,9 +127,6 @@ class PlanRequest:
             need(self.bf16_supported, "--precision", p.precision, f"{self.gpu_name} has no bf16 support")
         for flag, value in (("--intermediate-dim", p.intermediate_dim), ("--aux-clusters", p.aux_clusters)):
             need(value is None or value >= 0, flag, value, "must be >= 0")
-        # A pin is never changed, so one that cannot hold is refused rather than silently clamped.
-        need(p.aux_clusters is None or p.aux_clusters <= self.n_labels, "--aux-clusters", p.aux_clusters,
-             f"must be <= the {self.n_labels} labels")
         for flag, value in (("--loss-chunk", p.loss_chunk_size), ("--rewire-every", p.rewiring_interval)):
             need(value is None or value >= 1, flag, value, "must be >= 1")
         for flag, value in (("--encoder-lr", p.encoder_lr), ("--classifier-lr", p.classifier_lr)):
@@ -281,7 +278,7 @@ def _loss_chunk(req: PlanRequest, micro_batch: int, fan_in: int, features_dim: i
 def _aux_clusters(req: PlanRequest) -> int:
     """0 = off. The pin, else DEFAULTS.aux_clusters (about 256 labels per cluster)."""
     if req.pins.aux_clusters is not None:
-        return req.pins.aux_clusters
+        return min(req.pins.aux_clusters, req.n_labels)  # a cluster per label at most; the reason says so
     return DEFAULTS.aux_clusters(req.n_labels)
 
 
@@ -338,9 +335,14 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
         say("intermediate_dim", f"intermediate layer {k.intermediate_dim} wide",
             f"fan-in {k.fan_in} is below {FAN_IN_ACCURACY_FLOOR}, so a wider input gives the sparse rows more to choose from")
     n_clusters = _aux_clusters(req)
-    say("aux_clusters", f"auxiliary objective {'on, ' + str(n_clusters) + ' clusters' if n_clusters else 'off'}",
-        f"on from {DEFAULTS.aux_min_labels} labels, ~{DEFAULTS.aux_labels_per_cluster} labels per cluster"
-        if n_clusters else f"under {DEFAULTS.aux_min_labels} labels the sparse layer trains the encoder well enough")
+    pin = req.pins.aux_clusters
+    if pin is not None and pin > n_clusters:
+        why.append(f"auxiliary objective on, {n_clusters} clusters: --aux-clusters {pin} capped at the "
+                   f"{req.n_labels} labels (one cluster per label at most)")
+    else:
+        say("aux_clusters", f"auxiliary objective {'on, ' + str(n_clusters) + ' clusters' if n_clusters else 'off'}",
+            f"on from {DEFAULTS.aux_min_labels} labels, ~{DEFAULTS.aux_labels_per_cluster} labels per cluster"
+            if n_clusters else f"under {DEFAULTS.aux_min_labels} labels the sparse layer trains the encoder well enough")
     why.append(f"peak set by the {est.peak_phase} phase; largest term {est.dominant_term()}")
     return why
 
