@@ -195,10 +195,22 @@ def test_ctrl_c_while_a_command_waits_is_one_line_and_130(tmp_path, plan_file, s
     api.train(plan_file, synth_dir, run, device="cpu")
     proc = subprocess.Popen([XMCFIT, "predict", str(run), "--file", "-"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # past the imports: loading the run, or waiting for texts on stdin
+    deadline = time.monotonic() + 600  # a loaded machine can take minutes to import torch and load the run
+    while not _blocked_reading_stdin(proc.pid):  # then Ctrl-C, as a user at the keyboard would
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip() == "Interrupted.", err
+
+
+def _blocked_reading_stdin(pid: int) -> bool:
+    """Linux: the process sits in read(0, ...) (syscall 0 on x86-64, 63 on arm64, first argument fd 0)."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return len(fields) > 1 and fields[0] in ("0", "63") and int(fields[1], 16) == 0
 
 
 def test_checkpoints_every_n_steps_and_a_resume_logs_each_step_once(tmp_path, plan_file, synth_dir):
