@@ -6,11 +6,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import contextlib
+
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
+
+from xmcfit.errors import XmcfitError
 
 from xmcfit.plan.schema import Plan
 from xmcfit.rundir import MemoryReport, RunFiles, read_run_info, write_run_info
+from xmcfit.atomic import file_sha256
 from xmcfit.train.checkpoint import Progress
 from xmcfit.train.memory_report import MemoryMeter, memory_report
 from xmcfit.train.setup import TrainParts
@@ -31,13 +37,21 @@ class TrainResult:
 
 def write_final_weights(files: RunFiles, model: torch.nn.Module, memory: MemoryReport, *,
                         epochs_done: int, steps: int) -> None:
-    """model.safetensors and memory.json (both atomic), then mark the run done in run.json."""
+    """model.safetensors and memory.json (both atomic), then mark the run done in run.json with the weights'
+    SHA-256, which loading checks. A full disk is one line; the last checkpoint still holds the weights."""
     tmp = files.weights.with_name("model.tmp.safetensors")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, files.weights)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        os.replace(tmp, files.weights)
+    except (OSError, SafetensorError) as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        raise XmcfitError(f"{files.weights}: cannot write the final weights ({why}); the last checkpoint is "
+                          f"intact: free space and run `xmcfit train --resume {files.root}`") from None
     memory.save(files.memory)
     info = read_run_info(files.root)
-    info.update(status="done", epochs_done=epochs_done, steps=steps)
+    info.update(status="done", epochs_done=epochs_done, steps=steps, weights_sha256=file_sha256(files.weights))
     write_run_info(files.root, info)
 
 

@@ -21,11 +21,12 @@ import torch
 from xmcfit.device import pick_device
 from xmcfit.plan.memory import reprice
 from xmcfit.plan.schema import Plan
-from xmcfit.rundir import RunFiles
+from xmcfit.rundir import RunFiles, trim_log
 from xmcfit.seed import seed_everything
-from xmcfit.train.checkpoint import Progress, load_training_state, save_training_state
+from xmcfit.train.checkpoint import CheckpointPolicy, Progress, load_training_state
 from xmcfit.train.data import TrainData
-from xmcfit.train.epoch import StepRecorder, StepStats, StopRules, TrainingStopped, catch_stop_signals, run_epoch
+from xmcfit.train.epoch import (StepRecorder, StepStats, StopRules, TrainingPaused, TrainingStopped,
+                                catch_stop_signals, run_epoch)
 from xmcfit.train.finish import TrainResult, finish_training
 from xmcfit.train.probe import ProbeBatches, frozen_features
 from xmcfit.train.memory_report import MemoryMeter
@@ -33,7 +34,7 @@ from xmcfit.train.setup import setup_training
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StepStats", "TrainResult", "TrainingStopped", "run_training"]
+__all__ = ["StepStats", "TrainResult", "TrainingPaused", "TrainingStopped", "run_training"]
 
 
 def run_training(
@@ -47,15 +48,18 @@ def run_training(
     log_every: int = 10,
     auto_recover: bool = False,
     on_step: Callable[[StepStats], None] | None = None,
+    checkpoints: CheckpointPolicy | None = None,
 ) -> TrainResult:
     """Train `plan` on `data`, writing checkpoints, a JSONL log and memory.json into `run_dir`.
 
-    `max_steps` stops (with a checkpoint) after that many optimizer steps in total; `--resume` continues.
-    Raises TrainingStopped (one line, non-zero exit) when interrupted or diverged, with work saved.
+    `max_steps` pauses (with a checkpoint) after that many optimizer steps in total; `--resume` continues.
+    Raises TrainingPaused (a planned stop: --max-steps, SIGINT, SIGTERM) or TrainingStopped (diverged, out
+    of memory), with work saved. `checkpoints` says when to checkpoint besides epoch ends.
     """
     dev = pick_device(device)
+    policy = checkpoints or CheckpointPolicy()
     while True:
-        result = _train(plan, run_dir, data, dev, resume, max_steps, log_every, on_step)
+        result = _train(plan, run_dir, data, dev, resume, max_steps, log_every, on_step, policy)
         if result is not None:
             return result
         plan = _recovery_plan(plan, run_dir, auto_recover)  # out of memory: raises unless recovering
@@ -63,14 +67,17 @@ def run_training(
 
 
 def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume: bool, max_steps: int | None,
-           log_every: int, on_step: Callable[[StepStats], None] | None) -> TrainResult | None:
+           log_every: int, on_step: Callable[[StepStats], None] | None,
+           policy: CheckpointPolicy) -> TrainResult | None:
     """One attempt: set up (resuming from the latest checkpoint), run the remaining epochs, finish.
     None when a step ran out of device memory; the state of the last completed step is then saved."""
     seed_everything(plan.seed)
     meter = MemoryMeter(dev)
     parts = setup_training(plan, data, dev, resume)
     progress = load_training_state(run_dir, parts) if resume else Progress()
-    stop = StopRules(run_dir, max_steps)
+    trim_log(RunFiles(run_dir).log, progress.step)  # steps after the checkpoint are replayed, logged once
+    stop = StopRules(run_dir, max_steps, every_steps=policy.every_steps, keep=policy.keep,
+                     every_seconds=policy.every_minutes * 60 if policy.every_minutes is not None else None)
     t = plan.training
     parts.model.train()
     meter.start()
@@ -85,11 +92,11 @@ def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume
             collate = probe
             if not run_epoch(parts, data, progress, recorder, stop, micro_batch=t.micro_batch,
                              grad_accum=t.grad_accum, seed=plan.seed, collate=collate):
-                save_training_state(run_dir, parts, progress)
+                stop.save(parts, progress)
                 return None
             progress.epoch += 1
             progress.batch_in_epoch = 0
-            save_training_state(run_dir, parts, progress)
+            stop.save(parts, progress)
     return finish_training(plan, run_dir, parts, meter, progress, recorder.last_loss)
 
 
