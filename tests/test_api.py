@@ -116,7 +116,7 @@ def test_a_config_only_mpnet_encoder_trains_end_to_end(tmp_path, tiny_encoder_di
         if (tiny_encoder_dir / name).exists():
             shutil.copy(tiny_encoder_dir / name, encoder / name)
     plan = xmcfit.plan(data=synth_dir, encoder=str(encoder), gpu_mem="4G", precision="fp32", batch=16, seq_len=24,
-                       epochs=1, fan_in=8)
+                       epochs=1, fan_in=8, probe_epochs=0)
     result = xmcfit.train(plan, synth_dir, tmp_path / "run", device="cpu")
     assert result.steps == 15 and math.isfinite(result.final_loss)
     assert result.memory.measured_terms_bytes["encoder_weights"] == plan.memory.terms_bytes["encoder_weights"]

@@ -300,7 +300,8 @@ def train_result_table(result: "TrainResult") -> Table:
     from xmcfit.train.memory_report import STATIC_TERMS
 
     mem = result.memory
-    table = Table(title=f"Trained {result.run_dir}: {result.steps} steps, {result.epochs_done} epoch(s), "
+    probe = f"{result.probe_epochs_done} probe + " if result.probe_epochs_done else ""
+    table = Table(title=f"Trained {result.run_dir}: {result.steps} steps, {probe}{result.epochs_done} epoch(s), "
                         f"final loss {result.final_loss:.4f}"
                         + (f", {result.skipped_steps} non-finite steps skipped" if result.skipped_steps else ""))
     table.add_column("memory (GiB)")

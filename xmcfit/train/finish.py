@@ -29,14 +29,17 @@ class TrainResult:
     run_dir: Path
     steps: int
     epochs_done: int
+    """End-to-end epochs done (the probe epochs of a linear-probe warm start are counted apart)."""
     skipped_steps: int
     memory: MemoryReport
     final_loss: float
     """The loss of the last step that was not skipped (NaN when none ran in this attempt)."""
+    probe_epochs_done: int = 0
+    """Epochs of the heads alone on frozen encoder features (training.probe_epochs)."""
 
 
 def write_final_weights(files: RunFiles, model: torch.nn.Module, memory: MemoryReport, *,
-                        epochs_done: int, steps: int) -> None:
+                        epochs_done: int, steps: int, probe_epochs_done: int = 0) -> None:
     """model.safetensors and memory.json (both atomic), then mark the run done in run.json with the weights'
     SHA-256, which loading checks. A full disk is one line; the last checkpoint still holds the weights."""
     tmp = files.weights.with_name("model.tmp.safetensors")
@@ -51,7 +54,8 @@ def write_final_weights(files: RunFiles, model: torch.nn.Module, memory: MemoryR
                           f"intact: free space and run `xmcfit train --resume {files.root}`") from None
     memory.save(files.memory)
     info = read_run_info(files.root)
-    info.update(status="done", epochs_done=epochs_done, steps=steps, weights_sha256=file_sha256(files.weights))
+    info.update(status="done", epochs_done=epochs_done, probe_epochs_done=probe_epochs_done, steps=steps,
+                weights_sha256=file_sha256(files.weights))
     write_run_info(files.root, info)
 
 
@@ -59,5 +63,7 @@ def finish_training(plan: Plan, run_dir: Path, parts: TrainParts, meter: MemoryM
                     last_loss: float) -> TrainResult:
     """Stop the memory meter, write the final weights and memory.json, and say what the run did."""
     report = memory_report(plan, parts.model, parts.optimizers.all(), meter.stop(), parts.device)
-    write_final_weights(RunFiles(run_dir), parts.model, report, epochs_done=progress.epoch, steps=progress.step)
-    return TrainResult(run_dir, progress.step, progress.epoch, progress.skipped, report, last_loss)
+    probe = min(progress.epoch, plan.training.probe_epochs)
+    write_final_weights(RunFiles(run_dir), parts.model, report, epochs_done=progress.epoch - probe, steps=progress.step,
+                        probe_epochs_done=probe)
+    return TrainResult(run_dir, progress.step, progress.epoch - probe, progress.skipped, report, last_loss, probe)
