@@ -63,6 +63,14 @@ MEASURED on a GPU: replace with the ratio reserved/allocated that `xmcfit train`
 DROPOUT_MASK_BYTES_CUDA = 1
 """native_dropout on CUDA saves a bool mask (1 byte per element)."""
 
+LOWPREC_CHUNK_NUMEL = 1 << 22
+"""Elements per slice of the pure-bf16 optimizers' update (xmcfit.sparse.lowprec_optim.DEFAULT_CHUNK_NUMEL)."""
+LOWPREC_WORKSPACE_BYTES_PER_ELEMENT = {("adamw", "kahan"): 30, ("adamw", "stochastic"): 32,
+                                       ("sgd", "kahan"): 22, ("sgd", "stochastic"): 24}
+"""fp32 temporaries alive at once per element of one slice of LowPrecisionAdamW / LowPrecisionSGD (SGD with
+or without momentum), counted from the update code; `python bench/scale_memory.py --lowprec-probe` measures
+them as resident-set growth over one step of a 16M-element bf16 parameter (30.0, 32.0, 22.0, 24.0)."""
+
 AttentionKernel = Literal["efficient", "math"]
 
 
@@ -311,14 +319,26 @@ def rewiring_workspace_bytes(layout: Layout) -> int:
     return rows * (117 * k + 288 + VALUE_BYTES[layout.value_dtype] * k)
 
 
+def lowprec_step_workspace_bytes(layout: Layout) -> int:
+    """LowPrecisionAdamW / LowPrecisionSGD (bf16 values) update in fp32 one slice of LOWPREC_CHUNK_NUMEL
+    elements at a time, whatever the device: LOWPREC_WORKSPACE_BYTES_PER_ELEMENT bytes per element."""
+    rounding = "stochastic" if layout.update_rounding == "stochastic" else "kahan"
+    optimizer = "adamw" if layout.optimizer == "adamw" else "sgd"
+    numel = min(layout.rows_per_device * layout.fan_in, LOWPREC_CHUNK_NUMEL)
+    return numel * LOWPREC_WORKSPACE_BYTES_PER_ELEMENT[(optimizer, rounding)]
+
+
 def optimizer_step_workspace_bytes(layout: Layout) -> int:
     """torch's foreach AdamW (and SGD with weight decay) allocates one temporary as large as the tensors
     it updates together (e.g. sqrt(exp_avg_sq)). The encoder-side optimizer (encoder + intermediate +
-    aux) and the classifier's run one after the other, so the larger of the two is transient."""
+    aux) and the classifier's run one after the other, so the larger of the two is transient. A pure-bf16
+    classifier is updated by xmcfit's sliced low-precision optimizers instead (lowprec_step_workspace_bytes)."""
     side = (layout.encoder.n_params + intermediate_param_count(layout.encoder.hidden_size, layout.intermediate_dim)
             + aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)) * FP32_BYTES
     needs_temp = layout.optimizer == "adamw" or layout.weight_decay > 0
     classifier = classifier_value_bytes(layout) + classifier_bias_bytes(layout) if needs_temp else 0
+    if layout.classifier_kind == "sparse" and layout.value_dtype == "bfloat16":
+        classifier = lowprec_step_workspace_bytes(layout)
     return max(side, classifier)
 
 
