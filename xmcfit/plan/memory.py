@@ -16,6 +16,14 @@ Which terms coexist at the peak (a training step, steady state, i.e. after the f
     allocator peak = resident + max(backward, step, rewiring)
     predicted peak = allocator peak + fragmentation margin + CUDA context
 
+A layout is priced for the device it runs on (`Layout.device`). "cuda", what plans are made for: the
+Triton sparse kernels, torch's foreach optimizers, the CUDA context and the caching allocator's margin.
+"cpu" (`Layout.on_cpu`, what a CPU run of the same plan holds): the torch sparse backend, which keeps
+a transposed pattern of the classifier per loss chunk (classifier_pattern_cache, resident); torch's
+single-tensor AdamW, which holds two temporaries as large as the largest parameter; no CUDA context
+and no caching allocator, so no margin (the process's resident set is the measure; see
+bench/scale_memory.py, which measured the CPU terms at 10^5 to 3 x 10^6 labels).
+
 Encoder activations follow what Hugging Face BERT with `attn_implementation="sdpa"` saves for backward
 on CUDA, where SDPA runs the memory-efficient / flash kernel: q, k, v, the output and a logsumexp per
 head, never the (s x s) probabilities. Counted per token and layer (e = 2 bytes under AMP, 4 in fp32;
@@ -71,7 +79,11 @@ LOWPREC_WORKSPACE_BYTES_PER_ELEMENT = {("adamw", "kahan"): 30, ("adamw", "stocha
 or without momentum), counted from the update code; `python bench/scale_memory.py --lowprec-probe` measures
 them as resident-set growth over one step of a 16M-element bf16 parameter (30.0, 32.0, 22.0, 24.0)."""
 
+PATTERN_BYTES_PER_CONNECTION = 12
+"""torch sparse backend: a TransposedPattern holds an int32 row and an int64 position per connection."""
+
 AttentionKernel = Literal["efficient", "math"]
+Device = Literal["cuda", "cpu"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,8 @@ class Layout:
     rewiring_chunk_rows: int
     n_devices: int = 1
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
+    device: Device = "cuda"
+    """"cuda" (Triton kernels, foreach optimizers, caching allocator) or "cpu" (see the module docstring)."""
 
     @property
     def features_dim(self) -> int:
@@ -135,6 +149,11 @@ class Layout:
                    n_clusters=plan.aux.n_clusters, rewiring_enabled=plan.rewiring.enabled,
                    rewiring_chunk_rows=plan.rewiring.chunk_rows, n_devices=plan.n_devices,
                    cuda_context_bytes=cuda_context_bytes)
+
+    @classmethod
+    def on_cpu(cls, plan: "Plan") -> "Layout":
+        """The same plan run on the CPU: torch sparse backend, single-tensor optimizers, no CUDA context."""
+        return replace(cls.from_plan(plan, cuda_context_bytes=0), device="cpu")
 
 
 # -- encoder ---------------------------------------------------------------------------------------
@@ -319,6 +338,27 @@ def rewiring_workspace_bytes(layout: Layout) -> int:
     return rows * (117 * k + 288 + VALUE_BYTES[layout.value_dtype] * k)
 
 
+def classifier_pattern_cache_bytes(layout: Layout) -> int:
+    """The torch sparse backend (the CPU path) caches, per loss chunk of c rows, the chunk's pattern
+    sorted by input column for the input gradient: c·k·12 bytes (int32 rows, int64 positions) + (d+1)·4
+    (offsets). Built in the first step, dropped and rebuilt after each rewiring; none for Triton or dense."""
+    if layout.classifier_kind != "sparse" or layout.device != "cpu":
+        return 0
+    rows = layout.rows_per_device
+    n_chunks = -(-rows // min(layout.loss_chunk_size, rows))
+    return rows * layout.fan_in * PATTERN_BYTES_PER_CONNECTION + n_chunks * (layout.features_dim + 1) * 4
+
+
+def _largest_side_param_bytes(layout: Layout) -> int:
+    """The largest single fp32 tensor the encoder-side AdamW updates: the (token or feature) embedding, the
+    intermediate layer's weight or the aux head's weight."""
+    enc = layout.encoder
+    d = layout.features_dim
+    return FP32_BYTES * max(enc.vocab_size * enc.hidden_size,
+                            enc.hidden_size * layout.intermediate_dim,
+                            d * layout.n_clusters if layout.aux_enabled else 0)
+
+
 def lowprec_step_workspace_bytes(layout: Layout) -> int:
     """LowPrecisionAdamW / LowPrecisionSGD (bf16 values) update in fp32 one slice of LOWPREC_CHUNK_NUMEL
     elements at a time, whatever the device: LOWPREC_WORKSPACE_BYTES_PER_ELEMENT bytes per element."""
@@ -329,14 +369,25 @@ def lowprec_step_workspace_bytes(layout: Layout) -> int:
 
 
 def optimizer_step_workspace_bytes(layout: Layout) -> int:
-    """torch's foreach AdamW (and SGD with weight decay) allocates one temporary as large as the tensors
-    it updates together (e.g. sqrt(exp_avg_sq)). The encoder-side optimizer (encoder + intermediate +
-    aux) and the classifier's run one after the other, so the larger of the two is transient. A pure-bf16
-    classifier is updated by xmcfit's sliced low-precision optimizers instead (lowprec_step_workspace_bytes)."""
-    side = (layout.encoder.n_params + intermediate_param_count(layout.encoder.hidden_size, layout.intermediate_dim)
-            + aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)) * FP32_BYTES
+    """Transient bytes of the optimizer steps. The encoder-side optimizer (encoder + intermediate + aux)
+    and the classifier's run one after the other, so the larger of the two is transient.
+
+    cuda: torch's foreach AdamW (and SGD with weight decay) allocates one temporary as large as the tensors
+    it updates together (e.g. sqrt(exp_avg_sq)). cpu: torch's single-tensor AdamW (the default off CUDA)
+    updates one parameter at a time but evaluates `exp_avg_sq.sqrt() / bias_correction` into two
+    temporaries as large as that parameter; single-tensor SGD with weight decay one. A pure-bf16
+    classifier uses xmcfit's sliced low-precision optimizers on either device.
+    """
+    classifier_bytes = classifier_value_bytes(layout) + classifier_bias_bytes(layout)
     needs_temp = layout.optimizer == "adamw" or layout.weight_decay > 0
-    classifier = classifier_value_bytes(layout) + classifier_bias_bytes(layout) if needs_temp else 0
+    if layout.device == "cpu":
+        side = 2 * _largest_side_param_bytes(layout)
+        copies = 2 if layout.optimizer == "adamw" else 1
+        classifier = copies * classifier_value_bytes(layout) if needs_temp else 0
+    else:
+        side = (layout.encoder.n_params + intermediate_param_count(layout.encoder.hidden_size, layout.intermediate_dim)
+                + aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)) * FP32_BYTES
+        classifier = classifier_bytes if needs_temp else 0
     if layout.classifier_kind == "sparse" and layout.value_dtype == "bfloat16":
         classifier = lowprec_step_workspace_bytes(layout)
     return max(side, classifier)
@@ -346,7 +397,7 @@ def optimizer_step_workspace_bytes(layout: Layout) -> int:
 
 RESIDENT = ("encoder_weights", "encoder_optimizer_state", "intermediate_weights", "intermediate_optimizer_state",
             "classifier_values", "classifier_indices", "classifier_bias", "classifier_optimizer_state",
-            "aux_weights", "aux_optimizer_state")
+            "classifier_pattern_cache", "aux_weights", "aux_optimizer_state")
 BACKWARD = ("encoder_activations", "encoder_amp_weight_copies", "head_activations", "loss_workspace",
             "aux_logits", "classifier_grads", "intermediate_grads", "aux_grads")
 STEP = ("encoder_grads", "intermediate_grads", "classifier_grads", "aux_grads", "optimizer_step_workspace")
@@ -391,6 +442,7 @@ def memory_terms(layout: Layout) -> dict[str, int]:
         "classifier_bias": classifier_bias_bytes(layout),
         "classifier_grads": classifier_grad_bytes(layout),
         "classifier_optimizer_state": classifier_optimizer_bytes(layout),
+        "classifier_pattern_cache": classifier_pattern_cache_bytes(layout),
         "loss_workspace": loss_workspace_bytes(layout),
         "aux_weights": n_aux * FP32_BYTES,
         "aux_grads": n_aux * FP32_BYTES,
@@ -409,7 +461,8 @@ def predict(layout: Layout) -> MemoryEstimate:
     phase_bytes = {name: sum(terms[t] for t in members) for name, members in phases.items()}
     peak_phase = max(phases, key=lambda name: phase_bytes[name])
     allocator_peak = sum(terms[t] for t in RESIDENT) + phase_bytes[peak_phase]
-    terms["fragmentation_margin"] = math.ceil(FRAGMENTATION_FRACTION * allocator_peak)
+    margin = FRAGMENTATION_FRACTION if layout.device == "cuda" else 0.0  # the CPU has no caching allocator
+    terms["fragmentation_margin"] = math.ceil(margin * allocator_peak)
     terms["cuda_context"] = layout.cuda_context_bytes
     peak_terms = RESIDENT + phases[peak_phase] + RESERVES
     return MemoryEstimate(terms_bytes=terms, peak_phase=peak_phase, peak_terms=peak_terms,
