@@ -56,3 +56,16 @@ def test_pure_bf16_workspace_is_one_slice_of_the_low_precision_optimizer():
     assert memory.lowprec_step_workspace_bytes(layout) == numel * 30
     huge = replace(layout, n_labels=10**7, optimizer="sgd_momentum")
     assert memory.lowprec_step_workspace_bytes(huge) == DEFAULT_CHUNK_NUMEL * 22
+
+
+def test_training_reports_the_pattern_cache_it_held(tmp_path, bow_dir):
+    from xmcfit.train.loop import run_training
+    from xmcfit.train.rundir import DataOptions, load_train_data, prepare_run_dir
+
+    plan = tiny_plan("bow", 6, bow_features=30, fan_in=4, epochs=1, aux_clusters=0)
+    options = DataOptions(str(bow_dir))
+    prepare_run_dir(plan, tmp_path / "run", options)
+    data = load_train_data(plan, tmp_path / "run", options, resume=False)
+    result = run_training(plan, tmp_path / "run", data, device="cpu")
+    measured = result.memory["measured_terms_bytes"]["classifier_pattern_cache"]
+    assert measured == memory.classifier_pattern_cache_bytes(memory.Layout.on_cpu(plan)) > 0
