@@ -341,7 +341,10 @@ def run_training(
                 micro = [data.collate(rows) for rows in group]
                 try:
                     out = stepper.step(micro, progress.step)
-                except torch.OutOfMemoryError:
+                except torch.OutOfMemoryError as err:
+                    # The failed step's frames (held by the traceback while this block runs, and so during
+                    # the resumed run below) keep its activations and the old model and optimizer alive.
+                    err.__traceback__ = None
                     stepper.zero_grad()
                     save()
                     smaller = _recovery_plan(plan, run_dir, auto_recover)  # raises unless recovering
