@@ -259,12 +259,15 @@ def word_list(n_words: int) -> list[str]:
 
 def write_tokenizer(directory: Path, words: list[str]) -> int:
     """A word-level BERT tokenizer (WordPiece vocab of whole words) built offline; returns its size."""
-    from transformers import BertTokenizerFast
+    try:
+        from transformers import BertTokenizerFast as Tokenizer
+    except ImportError:  # transformers releases that keep one (tokenizers-backed) BertTokenizer
+        from transformers import BertTokenizer as Tokenizer
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = list(SPECIAL_TOKENS) + [w for w in words if w not in SPECIAL_TOKENS]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True).save_pretrained(directory)
+    Tokenizer(vocab_file=str(directory / "vocab.txt"), do_lower_case=True).save_pretrained(directory)
     return len(vocab)
 
 
