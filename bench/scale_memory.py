@@ -9,7 +9,7 @@ trains it for a few optimizer steps (one epoch) through the fixed-feature path w
   measured   the process's peak resident set during the training steps (VmHWM, reset through
              /proc/self/clear_refs once the data is loaded) minus its resident set at that moment, i.e.
              before the model is built. glibc's mmap threshold is pinned (MMAP_THRESHOLD below), so freed
-             tensors leave the resident set; --glibc-default-at reruns configurations under glibc's default.
+             tensors leave the resident set; --glibc-default reruns configurations under glibc's default.
   runtime    the resident set the process keeps once the run is over and its model, optimizer and
              activations are freed: library code paged in, thread pools, allocator bookkeeping. Not a
              tensor; the CPU's counterpart of the CUDA context that GPU plans price.
@@ -23,11 +23,12 @@ Configurations whose CPU prediction exceeds --limit-gib are skipped, and said so
 
     python bench/scale_memory.py [--out runs/scale_memory] [--steps 6] [--limit-gib 14]
                                  [--labels 100000,1000000,3000000] [--only NAME ...]
-                                 [--glibc-default-at 1000000] [--json-out FILE]
+                                 [--glibc-default NAME ...] [--json-out FILE]
     python bench/scale_memory.py --lowprec-probe    # the pure-bf16 optimizers' workspace per element
 
-Prints the memory table, the step times, their growth with L, then one `SUMMARY ...` line. The L = 3 x 10^6
-rows take several minutes each on 2 cores.
+Prints the memory table, the step times (CPU seconds of one thread per optimizer step: the cores are shared, so
+wall time would measure the neighbours), their growth with L, then one `SUMMARY ...` line. The L = 3 x 10^6
+rows take 10 to 20 CPU minutes each.
 """
 
 from __future__ import annotations
@@ -54,13 +55,16 @@ MIB = 2**20
 BATCH = 128
 N_FEATURES = 16384
 """Bag-of-words input dimension: the encoder (EmbeddingBag 16,384 x 512) stays small beside the classifier."""
-REWIRE_EVERY = 3
-"""Rewire at step 3 (the schedule ends at round(0.66 x 6 steps) = 4), so the rewiring phase is inside the run."""
+REWIRE_EVERY = 2
+"""Rewire at step 2 (the schedule ends at round(0.66 x 5 steps) = 3), so the rewiring phase is inside the run."""
+THREADS = 1
+"""torch threads in the training processes. The 2 cores are shared with other jobs: OpenMP threads that
+spin-wait make 2-thread wall times meaningless there, so steps are timed as CPU seconds of one thread."""
 MMAP_THRESHOLD = 1 << 20
 """glibc's mmap threshold pinned in the training processes (MALLOC_MMAP_THRESHOLD_): every block of 1 MiB or
 more is its own mapping, returned to the OS when freed, so the resident set follows the live tensors. With
 glibc's default (a threshold that rises to 32 MiB after the first large free) freed blocks below it stay in
-the heap; --glibc-default-at L measures that too."""
+the heap; --glibc-default NAME measures that too."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,13 @@ class Config:
 SHAPES = (("sparse", 32, "float32", "adamw"), ("sparse", 64, "bfloat16", "adamw"), ("sparse", 128, "float32", "sgd"),
           ("sparse", 128, "bfloat16", "sgd"), ("sparse", 256, "float32", "adamw"), ("sparse", 256, "bfloat16", "adamw"),
           ("dense", 0, "float32", "adamw"))
-"""Each axis at every L (fan-in 32 to 256, fp32 and bf16 values, AdamW and SGD, sparse and dense), not the
-full product: that would be 16 sparse runs per L, several minutes each at L = 3M, half of them over 14 GiB."""
+"""Every shape at L = 10^6: each axis (fan-in 32 to 256, fp32 and bf16 values, AdamW and SGD, sparse and dense),
+not the full product (16 sparse runs per L, several CPU minutes each). At the other L the shapes in
+SHAPES_AT_EVERY_L, so step time can be followed across L; at 3M also those predicted over the limit, which are
+listed as skipped."""
+SHAPES_AT_EVERY_L = {("sparse", 32, "float32", "adamw"), ("sparse", 64, "bfloat16", "adamw"),
+                     ("sparse", 128, "float32", "sgd"), ("dense", 0, "float32", "adamw")}
+FULL_GRID_L = 1_000_000
 
 
 def _tag(n_labels: int) -> str:
@@ -100,6 +109,11 @@ def grid(labels: list[int]) -> list[Config]:
     rows = []
     for n_labels in labels:
         for kind, k, dtype, opt in SHAPES:
+            shape = (kind, k, dtype, opt)
+            if n_labels < FULL_GRID_L and shape not in SHAPES_AT_EVERY_L:
+                continue
+            if n_labels > FULL_GRID_L and shape == ("sparse", 128, "bfloat16", "sgd"):
+                continue  # bf16 SGD is covered at 10^6; at 3M it would cost another 20 CPU minutes
             short = "dense" if kind == "dense" else f"k{k}-{'fp32' if dtype == 'float32' else 'bf16'}-{opt}"
             rows.append(Config(f"{_tag(n_labels)}-{short}", n_labels, kind, k, dtype, opt))
     smallest = min(labels)
@@ -167,6 +181,7 @@ def worker(plan_path: Path, data_dir: Path, run_dir: Path, result_path: Path) ->
     from xmcfit.train.loop import run_training
     from xmcfit.train.rundir import DataOptions, load_train_data, prepare_run_dir
 
+    torch.set_num_threads(THREADS)
     plan = Plan.from_json(plan_path)
     options = DataOptions(str(data_dir))
     prepare_run_dir(plan, run_dir, options)
@@ -175,14 +190,18 @@ def worker(plan_path: Path, data_dir: Path, run_dir: Path, result_path: Path) ->
     baseline = _memory_fields()
     _reset_peak_rss()
     steps: list[dict] = []
+    cpu_clock = [time.process_time()]
 
     def on_step(stats) -> None:
         n_points = plan.training.micro_batch * plan.training.grad_accum
-        steps.append({"step": stats.step, "seconds": n_points / stats.points_per_s,
+        now = time.process_time()  # this process's CPU seconds: collate, step and rewiring
+        steps.append({"step": stats.step, "seconds": n_points / stats.points_per_s, "cpu_seconds": now - cpu_clock[0],
                       "moved": stats.connections_moved, **_memory_fields()})
+        cpu_clock[0] = now
 
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
+    cpu_clock[0] = time.process_time()
     result = run_training(plan, run_dir, data, device="cpu", on_step=on_step, log_every=1)
     wall_s = time.perf_counter() - started
     after_run = _memory_fields()  # VmHWM now includes the checkpoint and final-weights writes
@@ -191,6 +210,7 @@ def worker(plan_path: Path, data_dir: Path, run_dir: Path, result_path: Path) ->
     gc.collect()
     out = {"baseline": baseline, "steps": steps, "after_run": after_run, "after_free": _memory_fields(),
            "train_wall_s": wall_s, "memory_json": memory, "torch_threads": torch.get_num_threads(),
+           "nice": os.nice(0),
            "load_avg_1min": [load_before, os.getloadavg()[0]],
            "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc default")}
     result_path.write_text(json.dumps(out, indent=1) + "\n")
@@ -361,7 +381,7 @@ def make_row(cfg: Config, plan_path: Path, est, result: dict | None, skipped: st
     moved_before = [0] + [s["moved"] for s in steps[:-1]]  # connections_moved is a running total
     rewired = [s["step"] for s, before in zip(steps, moved_before) if s["moved"] > before]
     disturbed = {1} | set(rewired) | {r + 1 for r in rewired}  # first step; rewiring; pattern rebuilt after it
-    clean = [s["seconds"] for s in steps if s["step"] not in disturbed]
+    clean = [s["cpu_seconds"] for s in steps if s["step"] not in disturbed]
     return Row(**base, measured_peak_bytes=peak, runtime_bytes=runtime,
                persistent_measured_bytes=persistent_measured, persistent_predicted_bytes=persistent_predicted,
                pattern_measured_bytes=measured_terms.get("classifier_pattern_cache", 0),
@@ -369,8 +389,8 @@ def make_row(cfg: Config, plan_path: Path, est, result: dict | None, skipped: st
                transient_measured_bytes=peak - runtime - persistent_measured,
                transient_predicted_bytes=est.predicted_peak_bytes - persistent_predicted,
                checkpoint_peak_bytes=result["after_run"]["VmHWM"] - b["VmRSS"],
-               step_s=statistics.median(clean) if clean else float("nan"), first_step_s=steps[0]["seconds"],
-               rewire_step_s=statistics.median([steps[r - 1]["seconds"] for r in rewired]) if rewired else float("nan"),
+               step_s=statistics.median(clean) if clean else float("nan"), first_step_s=steps[0]["cpu_seconds"],
+               rewire_step_s=statistics.median([steps[r - 1]["cpu_seconds"] for r in rewired]) if rewired else float("nan"),
                load_avg=max(result["load_avg_1min"]),
                default_peak_bytes=(max(s["VmHWM"] for s in default["steps"]) - default["baseline"]["VmRSS"]
                                    if default and "failed" not in default else 0))
@@ -400,7 +420,7 @@ def print_table(rows: list[Row]) -> None:
 
 
 def print_time_table(rows: list[Row]) -> None:
-    head = ("config", "step s (median)", "first step s", "rewiring step s", "load avg (1 min, max)")
+    head = ("config", "step CPU s (median)", "model build + first step CPU s", "rewiring step CPU s", "load avg (1 min, max)")
     print("\n| " + " | ".join(head) + " |")
     print("| --- |" + " ---: |" * (len(head) - 1))
     for r in rows:
@@ -429,7 +449,7 @@ def print_step_growth(rows: list[Row]) -> None:
         if not r.skipped:
             shapes.setdefault(r.name.split("-", 1)[1], {})[r.n_labels] = r.step_s
     labels = sorted({r.n_labels for r in rows})
-    print("\n| shape | " + " | ".join(f"step s, L={n:,}" for n in labels) + " | growth per 10x L |")
+    print("\n| shape | " + " | ".join(f"step CPU s, L={n:,}" for n in labels) + " | growth per 10x L |")
     print("| --- |" + " ---: |" * (len(labels) + 1))
     for shape, by_l in shapes.items():
         cells = [f"{by_l[n]:.2f}" if n in by_l else "-" for n in labels]
@@ -444,15 +464,15 @@ def print_step_growth(rows: list[Row]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/scale_memory", help="Folder for data, plans, runs and results.")
-    parser.add_argument("--steps", type=int, default=6, help="Optimizer steps per configuration (one epoch).")
+    parser.add_argument("--steps", type=int, default=5, help="Optimizer steps per configuration (one epoch).")
     parser.add_argument("--limit-gib", type=float, default=14.0,
                         help="Skip configurations whose CPU prediction is above this (GiB).")
     parser.add_argument("--labels", default="100000,1000000,3000000", help="Comma-separated L values of the grid.")
     parser.add_argument("--only", nargs="*", default=None, help="Run only these configuration names.")
     parser.add_argument("--mmap-threshold", type=int, default=MMAP_THRESHOLD,
                         help="glibc's mmap threshold (bytes) pinned in the training processes; 0 = glibc's default.")
-    parser.add_argument("--glibc-default-at", default="",
-                        help="Comma-separated L values whose configurations also run under glibc's default threshold.")
+    parser.add_argument("--glibc-default", nargs="*", default=[],
+                        help="Configuration names that also run under glibc's default mmap threshold.")
     parser.add_argument("--json-out", default=None, help="Also write the rows as JSON here.")
     parser.add_argument("--lowprec-probe", action="store_true",
                         help="Only measure the pure-bf16 optimizers' workspace per element (a few seconds).")
@@ -472,7 +492,7 @@ def main() -> None:
     labels = sorted(int(x) for x in args.labels.split(","))
     configs = [c for c in grid(labels) if args.only is None or c.name in args.only]
     limit = int(args.limit_gib * GIB)
-    default_at = {int(x) for x in args.glibc_default_at.split(",") if x}
+    default_for = set(args.glibc_default)
     rows = []
     for cfg in configs:
         plan_path = plan_config(cfg, out, args.steps)
@@ -482,7 +502,7 @@ def main() -> None:
                                  f"predicted {est.predicted_peak_bytes / GIB:.1f} GiB > {args.limit_gib:g} GiB"))
         else:
             result = run_config(cfg, plan_path, out, args.mmap_threshold)
-            default = run_config(cfg, plan_path, out, 0) if cfg.n_labels in default_at and args.mmap_threshold else None
+            default = run_config(cfg, plan_path, out, 0) if cfg.name in default_for and args.mmap_threshold else None
             rows.append(make_row(cfg, plan_path, est, result, "", default))
         r = rows[-1]
         print(f"# {r.name}: " + (r.skipped or f"measured {gib(r.measured_peak_bytes)} GiB, predicted "
