@@ -107,7 +107,8 @@ class Sizes:
     def dry(cls) -> "Sizes":
         return cls(amazon_labels=3_000, big_labels=3_000, mid_labels=1_000, small_labels=300, amazon670k_labels=700,
                    wiki_labels=310, bow_features=256, bert=(32, 2, 2, 64), minilm=(32, 2, 2, 64), text_vocab=600,
-                   n_words=500, text_fan_in=16, low_fan_in=8, mid_fan_in=16, seq_len=16, batch=8, layer_shape=(4, 32, 256, 8), rewire_shape=(3_000, 16, 64),
+                   n_words=500, text_fan_in=16, low_fan_in=8, mid_fan_in=16, seq_len=16, batch=8,
+                   layer_shape=(4, 32, 256, 8), rewire_shape=(3_000, 16, 64),
                    timing_repeats=1, oom_seq_len=16, oom_micro_batch=8, eurlex_steps=10, eurlex_seq_len=24,
                    eurlex_batch=8, eurlex_labels=50, eurlex_test=40)
 
@@ -172,7 +173,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         if name == "sparse_layer" and part["status"] == "ok":
             lines += [f"backend {part['backend']}, batch {part['shape'][0]}, d {part['shape'][1]}, L {part['shape'][2]:,}, "
                       f"k {part['shape'][3]}, {part['dtype']}", "",
-                      "| model | pass | ms | floor ms | x floor | peak extra MiB |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+                      "| model | pass | ms | floor ms | x floor | peak extra MiB |",
+                      "| --- | --- | ---: | ---: | ---: | ---: |"]
             for kind in ("sparse", "dense"):
                 row = part[kind]
                 for p in ("fwd_s", "bwd_s", "fwd_bwd_s"):
@@ -393,7 +395,6 @@ class MemoryPlan:
     data: str  # key of the dataset (see MemoryInputs.data)
     encoder: str  # "bow", "bert" or "minilm"
     pins: dict[str, Any]
-    micro_batch: int
 
 
 class MemoryInputs:
@@ -430,33 +431,33 @@ def memory_plans(s: Sizes) -> list[MemoryPlan]:
     return [
         MemoryPlan("amazon3m-published", f"text-{s.amazon_labels}", "bert",
                    {**common, "precision": "fp16_amp", "fan_in": k, "aux_clusters": 0, "value_dtype": "float32",
-                    "optimizer": "adamw", "gradient_checkpointing": False, "micro_batch": s.batch}, s.batch),
+                    "optimizer": "adamw", "gradient_checkpointing": False, "micro_batch": s.batch}),
         MemoryPlan("amazon3m-dense", f"text-{s.amazon_labels}", "bert",
                    {"precision": "fp16_amp", "aux_clusters": 0, "gradient_checkpointing": False, "micro_batch": s.batch,
-                    "classifier": "dense"}, s.batch),
+                    "classifier": "dense"}),
         MemoryPlan("amazon3m-bf16-ckpt", f"text-{s.amazon_labels}", "bert",
                    {**common, "precision": "bf16_amp", "fan_in": k, "aux_clusters": 0, "value_dtype": "bfloat16",
-                    "gradient_checkpointing": True, "micro_batch": s.batch}, s.batch),
+                    "gradient_checkpointing": True, "micro_batch": s.batch}),
         MemoryPlan("amazon670k-minilm-aux", f"text-{s.amazon670k_labels}", "minilm",
                    {**common, "precision": "bf16_amp", "fan_in": k, "gradient_checkpointing": False,
-                    "micro_batch": s.batch // 2}, s.batch // 2),
+                    "micro_batch": s.batch // 2}),
         MemoryPlan("wiki10-k32-inter", f"text-{s.wiki_labels}", "bert",
-                   {**common, "intermediate_dim": None, "precision": "bf16_amp", "fan_in": k_low, "aux_clusters": 0, "gradient_checkpointing": False,
-                    "micro_batch": s.batch // 4}, s.batch // 4),
+                   {**common, "intermediate_dim": None, "precision": "bf16_amp", "fan_in": k_low, "aux_clusters": 0,
+                    "gradient_checkpointing": False, "micro_batch": s.batch // 4}),
         MemoryPlan("minilm-100k-accum4", f"text-{s.small_labels}", "minilm",
                    {**common, "precision": "fp32", "fan_in": k_mid, "aux_clusters": 0, "gradient_checkpointing": False,
-                    "micro_batch": s.batch // 4}, s.batch // 4),
+                    "micro_batch": s.batch // 4}),
         MemoryPlan("bow-3m-k256-fp32-adamw", f"bow-{s.big_labels}", "bow",
                    {**common, "precision": "fp32", "fan_in": 256, "aux_clusters": 0, "value_dtype": "float32",
-                    "optimizer": "adamw", "micro_batch": s.batch}, s.batch),
+                    "optimizer": "adamw", "micro_batch": s.batch}),
         MemoryPlan("bow-1m-k64-bf16-sgdm", f"bow-{s.mid_labels}", "bow",
                    {**common, "precision": "fp32", "fan_in": 64, "aux_clusters": 0, "value_dtype": "bfloat16",
-                    "optimizer": "sgd_momentum", "micro_batch": s.batch}, s.batch),
+                    "optimizer": "sgd_momentum", "micro_batch": s.batch}),
         MemoryPlan("bow-1m-k128-fp32-sgd", f"bow-{s.mid_labels}", "bow",
                    {**common, "precision": "fp32", "fan_in": 128, "aux_clusters": 0, "value_dtype": "float32",
-                    "optimizer": "sgd", "micro_batch": s.batch}, s.batch),
+                    "optimizer": "sgd", "micro_batch": s.batch}),
         MemoryPlan("bow-100k-dense", f"bow-{s.small_labels}", "bow",
-                   {"precision": "fp32", "aux_clusters": 0, "micro_batch": s.batch, "classifier": "dense"}, s.batch),
+                   {"precision": "fp32", "aux_clusters": 0, "micro_batch": s.batch, "classifier": "dense"}),
     ]
 
 
@@ -498,7 +499,7 @@ def part_memory(device: torch.device, sizes: Sizes, work: Path, budget_bytes: in
     ok = [r for r in rows if r["status"] == "ok" and r.get("max_allocated_bytes")]
     errs = [abs(r["predicted_allocator_bytes"] / r["max_allocated_bytes"] - 1) for r in ok]
     return {"status": "ok", "rows": rows, "max_abs_err_pct": 100 * max(errs) if errs else None,
-            "note": "" if not dry else "dry run on the CPU: no allocator figures, the plans are trained for the code path only"}
+            "note": "dry run on the CPU: no allocator figures, the plans are trained for the code path only" if dry else ""}
 
 
 def _peak_phase(plan) -> str:
@@ -740,7 +741,8 @@ def part_eurlex(device: torch.device, sizes: Sizes, work: Path, data_arg: str | 
 # -- main ------------------------------------------------------------------------------------------------------
 
 
-def run_part(report: Report, name: str, deadline: float, min_left_s: float, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def run_part(report: Report, name: str, deadline: float, min_left_s: float,
+             fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run one part unless the budget is nearly spent; record its wall time, or its error, in the report."""
     left = deadline - time.monotonic()
     if left < min_left_s:
@@ -794,7 +796,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="xmcfit-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        machine = run_part(report, "machine", deadline, 0, lambda: {"status": "ok", **part_machine(device, sizes, args.dry_run)})
+        machine = run_part(report, "machine", deadline, 0,
+                           lambda: {"status": "ok", **part_machine(device, sizes, args.dry_run)})
         if "gpu_memory_bytes" in machine:
             meta["gpu_memory_bytes"] = machine["gpu_memory_bytes"]
         big = 0 if args.dry_run else 1
@@ -816,7 +819,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = [f"device={meta['device'].replace(' ', '_')}", f"dry_run={int(args.dry_run)}",
                f"wall_s={time.monotonic() - started:.0f}",
                "parts_ok=" + ",".join(k for k, v in parts.items() if v["status"] == "ok"),
-               "parts_not_ok=" + (",".join(f"{k}:{v['status']}" for k, v in parts.items() if v["status"] != "ok") or "none"),
+               "parts_not_ok=" + (",".join(f"{k}:{v['status']}" for k, v in parts.items() if v["status"] != "ok")
+                                  or "none"),
                f"memory_plans={sum(r.get('status') == 'ok' for r in mem.get('rows', []))}"]
     if mem.get("max_abs_err_pct") is not None:
         summary.append(f"memory_max_abs_err_pct={mem['max_abs_err_pct']:.1f}")

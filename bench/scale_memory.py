@@ -290,12 +290,14 @@ def plan_config(cfg: Config, out: Path, n_steps: int) -> Path:
     return plan_path
 
 
-def run_config(cfg: Config, plan_path: Path, out: Path, mmap_threshold: int) -> dict:
+def run_config(cfg: Config, plan_path: Path, out: Path, mmap_threshold: int, reuse: bool = False) -> dict:
     """Train cfg in a fresh process (see `worker`) with glibc's mmap threshold pinned (0: glibc's default);
     returns its measurements (the run's bulky files removed)."""
     data_dir = out / "data" / f"L{cfg.n_labels}"
     name = cfg.name + ("" if mmap_threshold else "-glibc-default")
     run_dir, result_path = out / "runs" / name, out / "results" / f"{name}.json"
+    if reuse and result_path.exists():
+        return json.loads(result_path.read_text())
     shutil.rmtree(run_dir, ignore_errors=True)
     result_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -474,6 +476,8 @@ def main() -> None:
     parser.add_argument("--glibc-default", nargs="*", default=[],
                         help="Configuration names that also run under glibc's default mmap threshold.")
     parser.add_argument("--json-out", default=None, help="Also write the rows as JSON here.")
+    parser.add_argument("--reuse", action="store_true",
+                        help="Take a configuration's result from --out/results when an earlier run left it there.")
     parser.add_argument("--lowprec-probe", action="store_true",
                         help="Only measure the pure-bf16 optimizers' workspace per element (a few seconds).")
     parser.add_argument("--lowprec-worker", nargs=2, help=argparse.SUPPRESS)
@@ -501,8 +505,9 @@ def main() -> None:
             rows.append(make_row(cfg, plan_path, est, None,
                                  f"predicted {est.predicted_peak_bytes / GIB:.1f} GiB > {args.limit_gib:g} GiB"))
         else:
-            result = run_config(cfg, plan_path, out, args.mmap_threshold)
-            default = run_config(cfg, plan_path, out, 0) if cfg.name in default_for and args.mmap_threshold else None
+            result = run_config(cfg, plan_path, out, args.mmap_threshold, args.reuse)
+            default = (run_config(cfg, plan_path, out, 0, args.reuse) if cfg.name in default_for and args.mmap_threshold
+                       else None)
             rows.append(make_row(cfg, plan_path, est, result, "", default))
         r = rows[-1]
         print(f"# {r.name}: " + (r.skipped or f"measured {gib(r.measured_peak_bytes)} GiB, predicted "
