@@ -53,7 +53,10 @@ _TENSOR_MARK = "__tensor__"
 def flatten_state(prefix: str, state: Any, tensors: dict[str, torch.Tensor]) -> Any:
     """Move every tensor of a nested dict/list into `tensors` under a dotted key; return the JSON rest."""
     if isinstance(state, torch.Tensor):
-        tensors[prefix] = state.detach().to("cpu").contiguous().clone()
+        # No clone: save_file writes synchronously from these tensors, and on a CPU run a clone held a second
+        # copy of the whole state while the checkpoint was written (at 10^6+ labels a larger peak than any
+        # training step; bench/scale_memory.py). CUDA tensors are copied to the host by .to("cpu") anyway.
+        tensors[prefix] = state.detach().to("cpu").contiguous()
         return _TENSOR_MARK
     if isinstance(state, dict):
         return {str(k): flatten_state(f"{prefix}.{k}", v, tensors) for k, v in state.items()}
