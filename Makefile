@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN ?= runs/demo
 
-.PHONY: demo test clean
+.PHONY: demo test wheel-check clean
 
 # torch==2.13.0 first and explicitly: a bare torch requirement pulls several GB of CUDA packages.
 $(BIN)/.installed: pyproject.toml
@@ -29,6 +29,10 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q
+
+# Build the wheel, install it into a fresh virtualenv and run the CLI from another directory (.ci/wheel-check).
+wheel-check: $(BIN)/.installed
+	PYTHON=$(abspath $(BIN)/python) .ci/wheel-check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

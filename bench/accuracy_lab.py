@@ -84,6 +84,10 @@ class HeadConfig:
     """Bag-of-words inputs: idf-weighted and L2-normalised rows instead of the raw values."""
     value_dtype: str = "float32"
     """Sparse classifier storage: float32, or bfloat16 (pure-bf16 values and state, Kahan-compensated updates)."""
+    hybrid: str = "off"
+    """Text datasets: "off" (the cached encoder features), "bow" (a TF-IDF bag-of-words branch over the hashed
+    words of the same texts, alone) or "both" (the two concatenated)."""
+    hybrid_buckets: int = 2**16
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -149,10 +153,20 @@ class LabData:
     y_test: sp.csr_matrix
     n_labels: int
     inv_propensity: np.ndarray
+    texts: tuple[list[str], list[str]] | None = None
+    """Training and evaluation texts (text datasets), for the hashed bag-of-words branch."""
 
     @property
     def bow(self) -> bool:
         return sp.issparse(self.x_train)
+
+    def hashed(self, buckets: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        from xmcfit.data.features import hashed_term_counts
+
+        key = ("hashed", buckets)
+        if key not in self.__dict__:
+            self.__dict__[key] = tuple(hashed_term_counts(t, buckets) for t in self.texts)
+        return self.__dict__[key]
 
 
 def load_lab_data(data_root: Path, cache_dir: Path, dataset: str) -> LabData:
@@ -161,8 +175,11 @@ def load_lab_data(data_root: Path, cache_dir: Path, dataset: str) -> LabData:
         z = np.load(cache_text_features(data_root, cache_dir, dataset), allow_pickle=True)
         n = int(z["n_labels"])
         y_train = _csr(z["y_train"], n)
+        s = TEXT_SETTINGS[dataset]
+        train = load_split(data_root / dataset, "train", text_fields=s["fields"], limit=s["limit"] or None)
+        test = load_split(data_root / dataset, s["eval_split"], text_fields=s["fields"], label_vocab=train.label_vocab)
         return LabData(z["x_train"], y_train, z["x_test"], _csr(z["y_test"], n), n,
-                       inverse_propensity(y_train, n, a, b))
+                       inverse_propensity(y_train, n, a, b), (train.texts, test.texts))
     train = load_split(data_root / dataset, "train")
     test = load_split(data_root / dataset, BOW_SETTINGS[dataset]["eval_split"])
     return LabData(train.features, train.labels, test.features, test.labels, train.n_labels,
@@ -192,6 +209,10 @@ class Head(nn.Module):
         torch.manual_seed(seed)
         self.bow = BowEncoder(in_dim, cfg.bow_dim) if bow else None
         d = cfg.bow_dim if bow else in_dim
+        self.hybrid = cfg.hybrid if not bow else "off"
+        self.branch = BowEncoder(cfg.hybrid_buckets, cfg.bow_dim, tfidf=True) if self.hybrid != "off" else None
+        if self.branch is not None:
+            d = cfg.bow_dim + (in_dim if self.hybrid == "both" else 0)
         self.dropout = nn.Dropout(cfg.dropout)
         self.intermediate = nn.Sequential(nn.Linear(d, cfg.intermediate), nn.ReLU()) if cfg.intermediate else None
         d = cfg.intermediate or d
@@ -208,6 +229,9 @@ class Head(nn.Module):
     def features(self, x) -> torch.Tensor:
         if self.bow is not None:
             x = self.bow(*x)
+        if self.branch is not None:
+            dense, words = x
+            x = self.branch(*words) if self.hybrid == "bow" else torch.cat([dense, self.branch(*words)], dim=1)
         x = self.dropout(x)
         return self.intermediate(x) if self.intermediate is not None else x
 
@@ -220,6 +244,8 @@ class Head(nn.Module):
 
 
 def _batch_inputs(x, rows: np.ndarray, bow: bool):
+    if isinstance(x, tuple):  # (cached features, hashed words): the hybrid head
+        return _batch_inputs(x[0], rows, False), _batch_inputs(x[1], rows, True)
     if not bow:
         return torch.from_numpy(x[rows])
     sub = x[rows]
@@ -286,8 +312,9 @@ def _rewirer(cfg: HeadConfig, head: Head, opt, total_steps: int, seed: int) -> S
 def evaluate(head: Head, data: LabData, x_test, k: int = 5, batch: int = 512) -> dict[str, float]:
     head.eval()
     tops = []
-    for i in range(0, x_test.shape[0], batch):
-        rows = np.arange(i, min(i + batch, x_test.shape[0]))
+    n = (x_test[0] if isinstance(x_test, tuple) else x_test).shape[0]
+    for i in range(0, n, batch):
+        rows = np.arange(i, min(i + batch, n))
         tops.append(head.scores(_batch_inputs(x_test, rows, data.bow)).topk(k, dim=1).indices.numpy())
     head.train()
     m = ranking_metrics(data.y_test, np.concatenate(tops), data.inv_propensity)
@@ -301,9 +328,15 @@ def train_head(cfg: HeadConfig, data: LabData, seed: int, report_epochs: list[in
     if data.bow and cfg.tfidf:
         x_train, x_test = tfidf(x_train, x_test)
     head = head if head is not None else Head(cfg, x_train.shape[1], data.n_labels, data.bow, seed)
+    if head.branch is not None:
+        from xmcfit.model import inverse_document_frequency
+
+        words_train, words_test = data.hashed(cfg.hybrid_buckets)
+        head.branch.set_idf(inverse_document_frequency(words_train, cfg.hybrid_buckets))
+        x_train, x_test = (x_train, words_train), (x_test, words_test)
     opt = _optimizer(cfg, head)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    n = x_train.shape[0]
+    n = data.x_train.shape[0]
     per_epoch = math.ceil(n / cfg.batch)
     total = per_epoch * cfg.epochs
     warm = int(cfg.warmup * total)

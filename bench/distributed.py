@@ -32,7 +32,8 @@ def train(plan: Path, data: Path, run_dir: Path, nproc: int) -> float:
     else:  # the torchrun script next to this interpreter
         cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", str(nproc),
                "-m", "xmcfit", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+    # each process its share of the cores, unless OMP_NUM_THREADS says otherwise (a machine busy with other work)
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc)), **os.environ}
     started = time.perf_counter()
     if subprocess.run(cmd, cwd=REPO_ROOT, env=env).returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}")

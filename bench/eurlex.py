@@ -15,7 +15,7 @@ dropout, rewiring); only the classifier and, for the frozen row, the end-to-end 
 
     python bench/eurlex.py [--setting cpu|gpu] [--seeds 0,1,2] [--configs frozen,dense,sparse,sparse-k32]
                            [--data-root DIR] [--out DIR] [--epochs E] [--probe-epochs P] [--limit N]
-                           [--results-json FILE]
+                           [--results-json FILE] [--reuse]
 
 Settings:
   cpu  titles only, 32 tokens, the embedded all-MiniLM-L6-v2, fp32, batch 32, the first 12,000 of the
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe-epochs", type=int, help="Pin the probe epochs (default: the planner's).")
     parser.add_argument("--limit", type=int, help="Train on the first N points only (0: all; default: the setting's).")
     parser.add_argument("--results-json", help="Write the rows here (bench/peers.py --xmcfit-results reads it).")
+    parser.add_argument("--reuse", action="store_true",
+                        help="Keep --out and reuse the runs an earlier invocation finished there (same names), so "
+                             "seeds and configurations can be added a few at a time.")
     args = parser.parse_args(argv)
     data = Path(args.data_root) / "EURLEX57K"
     if not data.is_dir():
@@ -118,9 +121,9 @@ def main(argv: list[str] | None = None) -> None:
         s["limit"] = args.limit
     limit = s.pop("limit")
     out = Path(args.out) / args.setting
-    if out.exists():
-        sys.exit(f"{out} exists: remove it or pass another --out")
-    out.mkdir(parents=True)
+    if out.exists() and not args.reuse:
+        sys.exit(f"{out} exists: remove it, pass another --out, or --reuse its finished runs")
+    out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     seeds = [int(x) for x in args.seeds.split(",") if x]
     plan_common = ["--encoder", s["encoder"], "--gpu-mem", s["gpu_mem"], "--precision", s["precision"],
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in configs:
         flags = plan_common + CONFIGS[name] + (
             ["--probe-epochs", str(probe + s["epochs"]), "--epochs", "0"] if name == "frozen" else probe_flags)
-        results[name] = run_seeds(name, data, out, flags, train_flags, "dev", s["epochs"], seeds)
+        results[name] = run_seeds(name, data, out, flags, train_flags, "dev", s["epochs"], seeds, args.reuse)
         print(f"{name}: P@1 {mean_sd(results[name], 'P@1')[0]:.2f} +- {mean_sd(results[name], 'P@1')[1]:.2f}",
               flush=True)
     device = next(iter(results.values()))[0].memory["device"]

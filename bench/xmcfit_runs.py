@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -38,16 +39,35 @@ def xmcfit(*args: str, capture: bool = False) -> str:
     return proc.stdout or ""
 
 
+def finished_train_s(run_dir: Path) -> float | None:
+    """The training time of a finished earlier run in run_dir (status done and its time recorded), else None."""
+    timing = run_dir.with_name(run_dir.name + ".train_s")
+    run_json = run_dir / "run.json"
+    if not (timing.is_file() and run_json.is_file()) or json.loads(run_json.read_text()).get("status") != "done":
+        return None
+    return float(timing.read_text())
+
+
 def run_config(name: str, data: Path, out: Path, plan_flags: list[str], train_flags: list[str], split: str,
-               epochs: int) -> Row:
+               epochs: int, reuse: bool = False) -> Row:
     """Plan (with `plan_flags`), train and evaluate one configuration under out/<name>. `epochs` is the
-    plan's end-to-end epochs unless plan_flags give --epochs themselves."""
+    plan's end-to-end epochs unless plan_flags give --epochs themselves. With `reuse`, a run that an earlier
+    invocation finished under the same name is evaluated again instead of retrained (its plan is kept)."""
     run_dir, plan_path = out / name, out / f"{name}.plan.json"
-    epoch_flags = [] if "--epochs" in plan_flags else ["--epochs", str(epochs)]
-    xmcfit("plan", "--data", str(data), *epoch_flags, *plan_flags, "-o", str(plan_path))
-    started = time.perf_counter()
-    xmcfit("train", str(plan_path), "--data", str(data), "--out", str(run_dir), "--log-every", "50", *train_flags)
-    train_s = time.perf_counter() - started
+    train_s = finished_train_s(run_dir) if reuse else None
+    if train_s is None:
+        if reuse and run_dir.exists():
+            print(f"{name}: an unfinished earlier run in {run_dir} is started again", flush=True)
+            shutil.rmtree(run_dir)
+        epoch_flags = [] if "--epochs" in plan_flags else ["--epochs", str(epochs)]
+        xmcfit("plan", "--data", str(data), *epoch_flags, *plan_flags, "-o", str(plan_path))
+        started = time.perf_counter()
+        xmcfit("train", str(plan_path), "--data", str(data), "--out", str(run_dir), "--log-every", "50",
+               *train_flags)
+        train_s = time.perf_counter() - started
+        run_dir.with_name(name + ".train_s").write_text(f"{train_s:.1f}\n")
+    else:
+        print(f"{name}: reusing the finished run in {run_dir}", flush=True)
     started = time.perf_counter()
     [result] = json.loads(xmcfit("eval", str(run_dir), "--split", split, "--json", *PROPENSITY_FLAGS, capture=True))
     predict_s = time.perf_counter() - started
@@ -56,10 +76,10 @@ def run_config(name: str, data: Path, out: Path, plan_flags: list[str], train_fl
 
 
 def run_seeds(name: str, data: Path, out: Path, plan_flags: list[str], train_flags: list[str], split: str,
-              epochs: int, seeds: list[int]) -> list[Row]:
+              epochs: int, seeds: list[int], reuse: bool = False) -> list[Row]:
     """run_config once per seed (`--seed S` in the plan), under out/<name>-s<S>."""
-    return [run_config(f"{name}-s{seed}", data, out, [*plan_flags, "--seed", str(seed)], train_flags, split, epochs)
-            for seed in seeds]
+    return [run_config(f"{name}-s{seed}", data, out, [*plan_flags, "--seed", str(seed)], train_flags, split, epochs,
+                       reuse) for seed in seeds]
 
 
 def mean_sd(rows: list[Row], metric: str) -> tuple[float, float]:

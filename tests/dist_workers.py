@@ -83,7 +83,7 @@ def reference_step(plan, run_dir: Path, data_path: Path, *, eval_encoder: bool) 
 def step_worker(rank: int, world_size: int, port: int, cases: list, out_dir: str) -> None:
     """For each (name, plan, data path, eval_encoder): one sharded step, saved as name-rank{r}.pt; then a
     rewiring of the shard after that step (the last case's), saved as rewire-rank{r}.pt."""
-    from xmcfit.train.distributed import LabelSharded, _everyone_raises, load_rank_data
+    from xmcfit.train.distributed import LabelSharded, rank_data
 
     world = join(rank, world_size, port)
     out = Path(out_dir)
@@ -91,8 +91,12 @@ def step_worker(rank: int, world_size: int, port: int, cases: list, out_dir: str
     for name, plan, data_path, eval_encoder in cases:
         run_dir = out / f"{name}-run"
         options = DataOptions(str(data_path))
-        _everyone_raises(world, lambda: prepare_run_dir(plan, run_dir, options))
-        data = load_rank_data(plan, run_dir, options, False, world)
+        if rank == 0:  # as a run does: rank 0 prepares the run directory and writes the data records first
+            prepare_run_dir(plan, run_dir, options)
+            data = load_train_data(plan, run_dir, options, resume=False)
+        dist.barrier()
+        if rank != 0:
+            data = rank_data(plan, run_dir, options, resume=False)
         result = one_step(plan, run_dir, data, LabelSharded(world), eval_encoder=eval_encoder)
         torch.save({k: v for k, v in result.items() if k != "parts"}, out / f"{name}-rank{rank}.pt")
     parts = result["parts"]

@@ -105,6 +105,40 @@ def test_probe_phase_trains_the_heads_and_leaves_the_encoder_as_pretrained(tmp_p
     assert not torch.equal(after["classifier.values"], pretrained["classifier.values"])
 
 
+def test_an_fp16_run_trains_through_the_probe_phase_where_the_encoder_gets_no_gradient(tmp_path, tiny_encoder_dir,
+                                                                                          synth_dir):
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=1, probe_epochs=1, precision="fp16_amp",
+                     aux_clusters=0)
+    result = _train(plan, tmp_path / "run", synth_dir)
+    assert (result.probe_epochs_done, result.epochs_done) == (1, 1) and np.isfinite(result.final_loss)
+
+
+def test_probe_features_that_run_out_of_memory_are_encoded_again_in_halves(tmp_path, tiny_encoder_dir, synth_dir,
+                                                                            monkeypatch):
+    from xmcfit.train import setup
+
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=0, probe_epochs=1)
+    real_build, seen = setup.build_model, []
+
+    def build_with_allocator_limit(*args, **kwargs):  # a CPU has no allocator cap: a hook plays one
+        model = real_build(*args, **kwargs)
+
+        def hook(module, inputs):
+            seen.append(inputs[0].shape[0])
+            if inputs[0].shape[0] > 20:
+                raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+
+        model.encoder.register_forward_pre_hook(hook)
+        return model
+
+    monkeypatch.setattr(setup, "build_model", build_with_allocator_limit)
+    reference = _train(plan, tmp_path / "reference", synth_dir)
+    assert max(seen) > 20 and seen[-1] <= 20  # the batch was halved until it fit
+    monkeypatch.setattr(setup, "build_model", real_build)
+    unconstrained = _train(plan, tmp_path / "unconstrained", synth_dir)
+    assert reference.final_loss == pytest.approx(unconstrained.final_loss, rel=1e-5)
+
+
 def test_zero_epochs_need_probe_epochs():
     with pytest.raises(XmcfitError, match="training.epochs=0: must be >= 1"):
         tiny_plan("bow", 6, bow_features=30, epochs=0)
@@ -116,7 +150,7 @@ def test_a_run_resumed_inside_the_probe_phase_ends_with_the_same_weights(tmp_pat
     with pytest.raises(TrainingStopped):
         _train(plan, tmp_path / "split", synth_dir, max_steps=7)
     result = _train(plan, tmp_path / "split", synth_dir, resume=True)
-    assert result.steps == 30 and result.epochs_done == 2
+    assert (result.steps, result.probe_epochs_done, result.epochs_done) == (30, 1, 1)
     whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
     split = load_file(str(tmp_path / "split" / "model.safetensors"))
     for name in whole:

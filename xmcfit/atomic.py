@@ -1,8 +1,11 @@
 """Atomic file writes: a temporary file beside the target, flushed to disk, then renamed over it, so a
-crash or a full disk never leaves half a file where a complete one was (plans, run info, checkpoints)."""
+crash or a full disk never leaves half a file where a complete one was (plans, run info, checkpoints);
+and the checksum that later proves a written file is still what was written."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 from pathlib import Path
 
@@ -10,7 +13,8 @@ from xmcfit.errors import XmcfitError
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` (parent folders created); an OS error becomes one XmcfitError line."""
+    """Write `text` to `path` (parent folders created); an OS error becomes one XmcfitError line and
+    leaves neither a partial target nor the temporary file behind."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -21,4 +25,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        raise XmcfitError(f"{path}: cannot write ({err.strerror})") from None
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise XmcfitError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (about a second per GiB)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

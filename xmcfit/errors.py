@@ -10,3 +10,5 @@ class XmcfitError(Exception):
 
     exit_code = 2
     """The process exit code the command line ends with."""
+    is_error = True
+    """False for a planned stop (a paused training run): the line is printed without `Error:`."""

@@ -8,6 +8,11 @@ PSP@k and PSnDCG@k use Jain et al. (2016) propensities from the run's training l
 with the dataset's A/B: explicit arguments, else the dataset profile the run matches, else 0.55/1.5.
 PSnDCG@k follows pyxclib and napkinXC: each point's propensity-weighted DCG@k is divided by its IDCG
 over min(k, |y|) positions, summed over points, and normalised by the same sum for the best ranking.
+
+Scores are what the classifier was trained to output: a margin for the squared-hinge loss (targets
++1/-1; not a probability) and a logit for BCE, whose sigmoid is the probability the label applies.
+
+This module is also callable: `xmcfit.evaluate(run_dir)` is `evaluate` below (xmcfit.callable_module).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from xmcfit.callable_module import make_callable
 from xmcfit.data import XMCDataset, available_splits, eval_split, load_split
 from xmcfit.errors import XmcfitError
+from xmcfit.plan.schema import Plan
 from xmcfit.inference import RUN_DATA_FIX, LoadedRun, predict_topk
 from xmcfit.metrics import (DEFAULT_PROPENSITY_A, DEFAULT_PROPENSITY_B, inverse_propensity_from_counts,
                             ranking_metrics)
@@ -82,11 +89,27 @@ class EvalResult:
 
 @dataclass(frozen=True)
 class LabelScore:
-    """One predicted label: its id, display name when known, and the model's score."""
+    """One predicted label: its id, display name when known, the model's score (a margin for squared-hinge
+    runs, a logit for BCE runs) and, when asked for on a BCE run, sigmoid(score) as `probability`."""
 
     index: int
     name: str | None
     score: float
+    probability: float | None = None
+
+
+SCORE_KINDS = {"squared_hinge": "margin", "bce": "logit"}
+
+
+def score_kind(plan: Plan) -> str:
+    """What a run's scores are: "margin" (squared hinge: trained towards +1 / -1) or "logit" (BCE)."""
+    return SCORE_KINDS[plan.classifier.loss]
+
+
+def _check_probabilities(run: LoadedRun, probabilities: bool) -> None:
+    if probabilities and run.plan.classifier.loss != "bce":
+        raise XmcfitError(f"{run.run_dir} was trained with the {run.plan.classifier.loss} loss: its scores are "
+                          "margins, not probabilities; plan with `xmcfit plan --loss bce` for probabilities")
 
 
 def summarize_run(run: LoadedRun) -> RunSummary:
@@ -229,26 +252,87 @@ def label_names(run: LoadedRun) -> list[str] | None:
     return None
 
 
-def _label_scores(ids: np.ndarray, scores: np.ndarray, names: list[str] | None) -> list[list[LabelScore]]:
-    return [[LabelScore(int(i), names[i] if names is not None else None, float(s)) for i, s in zip(row_i, row_s)]
-            for row_i, row_s in zip(ids, scores)]
+def _label_scores(ids: np.ndarray, scores: np.ndarray, names: list[str] | None,
+                  probabilities: bool = False) -> list[list[LabelScore]]:
+    probs = 1.0 / (1.0 + np.exp(-scores.astype(np.float64))) if probabilities else None
+    return [[LabelScore(int(i), names[i] if names is not None else None, float(s),
+                        float(probs[row, col]) if probs is not None else None)
+             for col, (i, s) in enumerate(zip(row_i, row_s))]
+            for row, (row_i, row_s) in enumerate(zip(ids, scores))]
 
 
-def predict_labels(run: LoadedRun, texts: Sequence[str], k: int) -> list[list[LabelScore]]:
-    """Top-k labels, best first, for each raw text (text runs)."""
+def predict_labels(run: LoadedRun, texts: Sequence[str], k: int, probabilities: bool = False) -> list[list[LabelScore]]:
+    """Top-k labels, best first, for each raw text (text runs); `probabilities` adds sigmoid(score) (BCE runs)."""
     from xmcfit.inference import predict_texts
 
     if k < 1:
         raise XmcfitError(f"--top-k={k}: must be >= 1")
     if not texts:
         raise XmcfitError("no inputs: give TEXT arguments or --file")
+    _check_probabilities(run, probabilities)
     ids, scores = predict_texts(run, list(texts), k)
-    return _label_scores(ids, scores, label_names(run))
+    return _label_scores(ids, scores, label_names(run), probabilities)
 
 
-def predict_dataset(run: LoadedRun, dataset: XMCDataset, k: int) -> list[list[LabelScore]]:
+def predict_dataset(run: LoadedRun, dataset: XMCDataset, k: int, probabilities: bool = False) -> list[list[LabelScore]]:
     """Top-k labels, best first, for each point of a dataset (bag-of-words runs read features files)."""
     if k < 1:
         raise XmcfitError(f"--top-k={k}: must be >= 1")
+    _check_probabilities(run, probabilities)
     ids, scores = predict_topk(run, dataset, k)
-    return _label_scores(ids, scores, label_names(run))
+    return _label_scores(ids, scores, label_names(run), probabilities)
+
+
+# -- the Python API's loaded model (xmcfit.load) and evaluate (xmcfit.evaluate) ---------------------------
+
+class Model:
+    """A trained run loaded for scoring (`xmcfit.load`): `predict` gives the top-k labels of new inputs,
+    `evaluate` the ranking metrics on a labelled split. `score_kind` says what scores are ("margin" for
+    squared-hinge runs, "logit" for BCE runs, whose sigmoid is a probability: `probabilities=True`)."""
+
+    def __init__(self, run: LoadedRun) -> None:
+        self.run = run
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.run_dir
+
+    @property
+    def plan(self) -> Plan:
+        return self.run.plan
+
+    @property
+    def score_kind(self) -> str:
+        return score_kind(self.run.plan)
+
+    def predict(self, texts: str | Sequence[str], k: int = 5, probabilities: bool = False) -> list[list[LabelScore]]:
+        """Top-k labels, best first, for each text (a single string: a list with one entry)."""
+        return predict_labels(self.run, [texts] if isinstance(texts, str) else list(texts), k, probabilities)
+
+    def predict_file(self, path: str | Path, k: int = 5, probabilities: bool = False) -> list[list[LabelScore]]:
+        """Top-k labels for each point of a data file (bag-of-words runs read XMC-format features)."""
+        return predict_dataset(self.run, load_split(path), k, probabilities)
+
+    def evaluate(self, data: str | Path | None = None, split: str | None = None, *,
+                 propensity_a: float | None = None, propensity_b: float | None = None) -> EvalResult:
+        """P@k, nDCG@k, PSP@k, PSnDCG@k (k = 1, 3, 5) on a labelled split (default: the run's test, else dev)."""
+        dataset, used = load_eval_data(self.run, data, split)
+        return evaluate_run(self.run, dataset, DEFAULT_KS, propensity_a, propensity_b, split=used)
+
+
+def load(run_dir: str | Path, device: str | None = None) -> Model:
+    """A finished run directory, verified (weights checksum) and loaded for scoring."""
+    from xmcfit.inference import load_run
+
+    return Model(load_run(run_dir, device=device))
+
+
+def evaluate(run: str | Path | Model, data: str | Path | None = None, split: str | None = None, *,
+             propensity_a: float | None = None, propensity_b: float | None = None,
+             device: str | None = None) -> EvalResult:
+    """Evaluate a run directory (or a loaded Model) on a labelled split, as `xmcfit eval` does per run."""
+    model = run if isinstance(run, Model) else load(run, device=device)
+    return model.evaluate(data, split, propensity_a=propensity_a, propensity_b=propensity_b)
+
+
+make_callable(__name__, evaluate)

@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from xmcfit.data import LabelVocab, XMCDataset
+from xmcfit.atomic import file_sha256
 from xmcfit.errors import XmcfitError
 from xmcfit.model import XMCModel, build_model
 from xmcfit.plan.schema import Plan
@@ -68,9 +70,14 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     text = plan.model.encoder.kind == "text"
     if text and not (files.encoder / "config.json").exists():
         raise XmcfitError(f"{root}: missing encoder/config.json")
+    _verify_weights(files, info)
     model = build_model(plan, str(files.encoder) if text else None, pretrained=False)
     try:
         state = load_file(str(files.weights))
+    except (OSError, SafetensorError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise XmcfitError(f"{files.weights}: unreadable ({first}); re-train, or resume from a checkpoint") from None
+    try:
         model.load_state_dict(state, strict=True)
     except (OSError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0]
@@ -85,6 +92,16 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     memory = MemoryReport.from_file(files.memory) if files.memory.exists() else None
     counts = np.load(files.label_counts)
     return LoadedRun(root, plan, model, vocab, counts, info, memory, tokenizer, dev)
+
+
+def _verify_weights(files: RunFiles, info: dict[str, Any]) -> None:
+    """One XmcfitError line when model.safetensors no longer has the SHA-256 the trainer recorded in
+    run.json (a flipped byte would otherwise score silently wrong); runs written before the checksum
+    existed are not checked."""
+    expected = info.get("weights_sha256")
+    if expected and file_sha256(files.weights) != expected:
+        raise XmcfitError(f"{files.weights}: does not match the SHA-256 recorded in run.json (the file is "
+                          "corrupted); restore it from a backup or re-train")
 
 
 def _chunk_scores(classifier: torch.nn.Module, feats: torch.Tensor, start: int, stop: int) -> torch.Tensor:

@@ -60,7 +60,8 @@ def load_pretrained_encoder(source: str) -> nn.Module:
         if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
             log.warning("encoder %s has no weights: initialising it randomly", source)
             return random_encoder_from_config(source)
-        return _drop_pooler(AutoModel.from_pretrained(source, local_files_only=True, attn_implementation="sdpa"))
+        return _drop_pooler(_with_sdpa_if_supported(
+            lambda **attn: AutoModel.from_pretrained(source, local_files_only=True, **attn)))
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise XmcfitError(
@@ -74,7 +75,19 @@ def random_encoder_from_config(source: str) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(source, local_files_only=True)
-    return _drop_pooler(AutoModel.from_config(config, attn_implementation="sdpa"))
+    return _drop_pooler(_with_sdpa_if_supported(lambda **attn: AutoModel.from_config(config, **attn)))
+
+
+def _with_sdpa_if_supported(build):  # type: ignore[no-untyped-def]
+    """build(attn_implementation="sdpa"), the attention the memory model prices; models transformers has
+    no SDPA path for (MPNet, DeBERTa-v2 in transformers 5) are built with their own attention instead."""
+    try:
+        return build(attn_implementation="sdpa")
+    except ValueError as err:
+        if "does not support" not in str(err):
+            raise
+        log.info("%s; using eager attention", str(err).splitlines()[0])
+        return build(attn_implementation="eager")  # explicit: the failed call may have left "sdpa" in the config
 
 
 def enable_checkpointing(backbone: nn.Module) -> None:

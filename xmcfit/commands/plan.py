@@ -30,6 +30,11 @@ def _one_of(flag: str) -> str:
     return f"{', '.join(rest)} or {last}" if rest else last
 
 
+def _metavar(flag: str) -> str:
+    """'[a|b|c]': the choices where help would otherwise show `<str>`."""
+    return "[" + "|".join(_CHOICES[flag]) + "]"
+
+
 def _choice(flag: str, value: Optional[str]) -> Optional[str]:
     if value is not None and value not in _CHOICES[flag]:
         raise XmcfitError(f"{flag} {value!r}: must be one of {', '.join(_CHOICES[flag])}")
@@ -44,18 +49,20 @@ def plan(
     gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help=f"Memory budget per device, e.g. 16G. {SIZE_HELP}."),
     gpu_index: int = typer.Option(0, "--gpu-index", help="Visible GPU to plan for when neither --gpu nor --gpu-mem is given."),
     all_gpus: bool = typer.Option(False, "--all-gpus", help="One row per GPU profile: fits or not, fan-in, precision, micro-batch, peak."),
-    encoder: str = typer.Option("all-MiniLM-L6-v2", "--encoder", help="Encoder profile, .toml path, or a directory with a transformers config.json."),
+    encoder: str = typer.Option("all-MiniLM-L6-v2", "--encoder", help="Encoder profile, .toml path, a directory with a transformers config.json, or a Hugging Face id in the local cache."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per input (default: the dataset's typical length, else 128)."),
     batch: int = typer.Option(DEFAULTS.target_batch, "--batch", help="Effective (global) batch per optimizer step = micro-batch x accumulation x devices; a multiple of --devices."),
     devices: int = typer.Option(1, "--devices", help="Devices (training processes): the encoder replicated, the classifier split by labels; memory is priced per device."),
-    epochs: int = typer.Option(DEFAULTS.epochs, "--epochs"),
-    seed: int = typer.Option(0, "--seed"),
-    precision: Optional[str] = typer.Option(None, "--precision", help=f"Pin: {_one_of('--precision')}."),
-    classifier: Optional[str] = typer.Option(None, "--classifier",
+    epochs: int = typer.Option(DEFAULTS.epochs, "--epochs", help="Passes over the training data."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice in training (recorded in the plan)."),
+    precision: Optional[str] = typer.Option(None, "--precision", metavar=_metavar("--precision"),
+                                            help=f"Pin: {_one_of('--precision')}."),
+    classifier: Optional[str] = typer.Option(None, "--classifier", metavar=_metavar("--classifier"),
                                              help="sparse (default) or dense: the L x d AdamW baseline."),
     fan_in: Optional[int] = typer.Option(None, "--fan-in", help="Pin the classifier's fan-in k."),
-    classifier_optimizer: Optional[str] = typer.Option(None, "--classifier-optimizer", help=f"Pin: {_one_of('--classifier-optimizer')}."),
-    classifier_dtype: Optional[str] = typer.Option(None, "--classifier-dtype", help=f"Pin: {_one_of('--classifier-dtype')} (Kahan updates)."),
+    classifier_optimizer: Optional[str] = typer.Option(None, "--classifier-optimizer",
+                                                       metavar=_metavar("--classifier-optimizer"), help=f"Pin: {_one_of('--classifier-optimizer')}."),
+    classifier_dtype: Optional[str] = typer.Option(None, "--classifier-dtype", metavar=_metavar("--classifier-dtype"), help=f"Pin: {_one_of('--classifier-dtype')} (Kahan updates)."),
     checkpointing: Optional[bool] = typer.Option(None, "--checkpointing/--no-checkpointing", help="Pin gradient checkpointing."),
     micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="Pin the micro-batch."),
     intermediate_dim: Optional[int] = typer.Option(None, "--intermediate-dim", help="Pin the intermediate layer width (0 = none)."),
@@ -64,19 +71,23 @@ def plan(
     rewire_every: Optional[int] = typer.Option(None, "--rewire-every", help="Pin the rewiring interval (optimizer steps)."),
     encoder_lr: Optional[float] = typer.Option(None, "--encoder-lr", help="Pin the encoder's peak AdamW learning rate."),
     classifier_lr: Optional[float] = typer.Option(None, "--classifier-lr", help="Pin the classifier's peak learning rate."),
-    loss: Optional[str] = typer.Option(None, "--loss", help=f"Pin the main loss: {_one_of('--loss')}."),
-    loss_reduction: Optional[str] = typer.Option(None, "--loss-reduction",
+    loss: Optional[str] = typer.Option(None, "--loss", metavar=_metavar("--loss"), help=f"Pin the main loss: {_one_of('--loss')}."),
+    loss_reduction: Optional[str] = typer.Option(None, "--loss-reduction", metavar=_metavar("--loss-reduction"),
                                                  help=f"Pin how the loss is reduced: {_one_of('--loss-reduction')}."),
     probe_epochs: Optional[int] = typer.Option(None, "--probe-epochs",
                                                help="Pin the linear-probe warm start: epochs of the heads alone on "
                                                     "frozen encoder features before end-to-end training (0 = none)."),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="Pin the dropout on the pooled features."),
-    input_weighting: Optional[str] = typer.Option(None, "--input-weighting",
+    input_weighting: Optional[str] = typer.Option(None, "--input-weighting", metavar=_metavar("--input-weighting"),
                                                   help=f"Pin bag-of-words input weighting: {_one_of('--input-weighting')}."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write plan.json here (atomically)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan JSON to stdout and nothing else."),
 ) -> None:
     """Choose a training configuration that fits the GPU, and show what each tensor family costs."""
+    import logging
+
+    # Warnings (an encoder whose weights or tokenizer a training run would miss) go to stderr.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from xmcfit.plan.chooser import Pins, choose_plan
     from xmcfit.plan.inputs import Budget, make_request, plan_every_gpu_profile
 

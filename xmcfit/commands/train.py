@@ -1,7 +1,11 @@
-"""`xmcfit train`: train what a plan describes on a dataset, with a progress bar and a memory report.
+"""`xmcfit train`: train what a plan describes on a dataset, with a progress display and a memory report.
+
+A thin shell over xmcfit.api.train. A run paused at --max-steps exits 0, and one paused by Ctrl-C or
+SIGTERM exits 130 or 143 (128 + the signal, as shells report it), each with its checkpoint saved and one
+line saying how to continue; failures are one `Error:` line and exit code 2.
 
 Under torchrun (or with --nproc N, which starts torchrun) each process trains one label shard
-(xmcfit.train.distributed); rank 0 draws the progress bar and the report.
+(xmcfit.train.distributed); rank 0 draws the progress display and the report.
 """
 
 from __future__ import annotations
@@ -13,100 +17,95 @@ from typing import Optional
 
 import typer
 
-from xmcfit.errors import XmcfitError
+from xmcfit.device import DEVICE_CHOICES
 
 
 def train(
     plan_path: Optional[Path] = typer.Argument(None, metavar="PLAN", help="plan.json from `xmcfit plan`."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset directory or file (see `xmcfit data stats`)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset directory or file (see `xmcfit data stats`); "
+                                       "with --resume, where the run's data moved to (checked to be the same)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create [default: runs/<plan name>]."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    resume: Optional[Path] = typer.Option(None, "--resume",
+                                          help="Continue the run in this directory (from step 0 if it has no checkpoint)."),
+    device: str = typer.Option("auto", "--device", help=f"{DEVICE_CHOICES}."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1,
-                                            help="Stop with a checkpoint after this many optimizer steps."),
+                                            help="Pause with a checkpoint after this many optimizer steps (exit 0)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Train on the first N points only."),
     text_field: Optional[list[str]] = typer.Option(None, "--text-field", help="JSON-lines text field (repeatable)."),
     label_field: Optional[str] = typer.Option(None, "--label-field", help="JSON-lines label field."),
     auto_recover: bool = typer.Option(False, "--auto-recover",
                                       help="On GPU out-of-memory halve the micro-batch, double accumulation, go on."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train_log.jsonl records."),
+    log_to: Optional[list[str]] = typer.Option(None, "--log-to", metavar="[tensorboard]",
+                                               help="Also log the step figures to TensorBoard event files in "
+                                                    "RUN/tensorboard (needs `pip install 'xmcfit[tensorboard]'`)."),
+    save_every_steps: Optional[int] = typer.Option(None, "--save-every-steps", min=1,
+                                                   help="Checkpoint every N optimizer steps (besides epoch ends)."),
+    save_every_minutes: float = typer.Option(30.0, "--save-every-minutes",
+                                             help="Checkpoint when this many minutes passed since the last one "
+                                                  "(0 = only at epoch ends and --save-every-steps)."),
+    keep_checkpoints: int = typer.Option(2, "--keep-checkpoints", min=1,
+                                         help="Newest checkpoints kept; a resume falls back to an older one when "
+                                              "the newest fails its checksum."),
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1,
                                         help="Train in N processes on this machine (torchrun started for you), the "
                                              "classifier split by labels; the plan's --devices must be N."),
 ) -> None:
     """Train a plan on a dataset; `--resume RUN_DIR` continues an interrupted run exactly."""
-    from xmcfit import report
-    from xmcfit.plan.schema import Plan
+    from xmcfit import api, report
+    from xmcfit.train.checkpoint import CheckpointPolicy
     from xmcfit.train.distributed import World, check_processes, launch
-    from xmcfit.train.loop import run_training
-    from xmcfit.rundir import DataOptions, RunFiles, data_options_of, prepare_run_dir, read_run_info
-    from xmcfit.train.data import load_train_data
 
     world = World.from_env()
     who = f"rank {world.rank} " if world.distributed else ""
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s {who}%(name)s: %(message)s")
-    if resume is not None:
-        if plan_path is not None or data is not None:
-            raise XmcfitError("--resume takes the plan and data recorded in the run; drop PLAN and --data")
-        run_dir = resume
-        info = read_run_info(run_dir)
-        if info.get("status") == "done":
-            if world.rank == 0:
-                typer.echo(f"{run_dir}: already finished ({info.get('epochs_done')} epochs); nothing to resume")
-            return
-        plan = Plan.from_json(RunFiles(run_dir).plan)
-        options = data_options_of(info)
-    else:
-        if plan_path is None or data is None:
-            raise XmcfitError("give a PLAN and --data PATH (or --resume RUN_DIR)")
-        plan = Plan.from_json(plan_path)
-        run_dir = out if out is not None else Path("runs") / plan_path.stem
-        options = DataOptions(data, tuple(text_field) if text_field else None, label_field, limit)
-    check_processes(plan, world, nproc=nproc, auto_recover=auto_recover, device=device)  # before anything is written
+    if resume is not None and (plan_path is not None or out is not None):
+        from xmcfit.errors import XmcfitError
+
+        raise XmcfitError("--resume takes the plan and run directory recorded in the run; drop PLAN and --out")
+    policy = CheckpointPolicy(every_steps=save_every_steps, keep=keep_checkpoints,
+                              every_minutes=save_every_minutes if save_every_minutes != 0 else None)
+    plan = _read_plan(plan_path, resume)
+    if plan is not None:  # the processes against the plan's devices, before anything is written
+        check_processes(plan, world, nproc=nproc, auto_recover=auto_recover, device=device)
     if nproc is not None and nproc > 1:
-        launch(nproc, _process_args(plan_path, run_dir, resume is not None, options, device, max_steps, log_every))
+        launch(nproc, ["train", *_forwarded(locals())])
         return
-    if world.distributed:
-        _train_rank(plan, run_dir, options, world, resume is not None, device, max_steps, log_every)
-        return
-    if resume is None:
-        prepare_run_dir(plan, run_dir, options)
-    train_data = load_train_data(plan, run_dir, options, resume=resume is not None)
-    with report.TrainProgress(plan.training.encoder_lr, plan.classifier.lr) as progress:
-        result = run_training(plan, run_dir, train_data, device=device, resume=resume is not None,
-                              max_steps=max_steps, log_every=log_every, auto_recover=auto_recover,
-                              on_step=progress.update)
-    report.print_train_result(result)
-
-
-def _train_rank(plan, run_dir: Path, options, world, resume: bool, device: str, max_steps: Optional[int],
-                log_every: int) -> None:
-    """This process's rank of a label-sharded run (under torchrun); rank 0 draws the progress and the report."""
-    from xmcfit import report
-    from xmcfit.train.distributed import train_label_sharded
-
-    with report.TrainProgress(plan.training.encoder_lr, plan.classifier.lr) if world.rank == 0 \
-            else contextlib.nullcontext() as progress:
-        result = train_label_sharded(plan, run_dir, options, world, resume=resume, device=device,
-                                     max_steps=max_steps, log_every=log_every,
-                                     on_step=progress.update if progress is not None else None)
+    rates = (plan.training.encoder_lr, plan.classifier.lr) if plan is not None else (None, None)
+    with report.TrainProgress(*rates) if world.rank == 0 else contextlib.nullcontext() as progress:
+        result = api.train(plan_path, data, out, resume=resume, device=device, max_steps=max_steps, limit=limit,
+                           text_fields=text_field, label_field=label_field, auto_recover=auto_recover,
+                           log_every=log_every, log_to=tuple(log_to or ()), checkpoints=policy,
+                           on_step=progress.update if progress is not None else None)
     if world.rank == 0:
         report.print_train_result(result)
 
 
-def _process_args(plan_path: Optional[Path], run_dir: Path, resume: bool, options, device: str,
-                  max_steps: Optional[int], log_every: int) -> list[str]:
-    """The `xmcfit train` arguments each torchrun process gets (the run directory always explicit)."""
-    args = ["train", "--resume", str(run_dir)] if resume else ["train", str(plan_path), "--data", options.path,
-                                                                "--out", str(run_dir)]
-    args += ["--device", device, "--log-every", str(log_every)]
-    if max_steps is not None:
-        args += ["--max-steps", str(max_steps)]
-    if not resume:
-        for field in options.text_fields or ():
-            args += ["--text-field", field]
-        if options.label_field is not None:
-            args += ["--label-field", options.label_field]
-        if options.limit is not None:
-            args += ["--limit", str(options.limit)]
+_FORWARDED = {"data": "--data", "out": "--out", "resume": "--resume", "device": "--device", "max_steps": "--max-steps",
+              "limit": "--limit", "text_field": "--text-field", "label_field": "--label-field",
+              "log_every": "--log-every", "log_to": "--log-to", "save_every_steps": "--save-every-steps",
+              "save_every_minutes": "--save-every-minutes", "keep_checkpoints": "--keep-checkpoints"}
+"""The `xmcfit train` options each torchrun process of --nproc gets, as they were given."""
+
+
+def _forwarded(given: dict) -> list[str]:
+    """The command line of one torchrun process: PLAN and every option in _FORWARDED that has a value."""
+    args = [str(given["plan_path"])] if given["plan_path"] is not None else []
+    for name, flag in _FORWARDED.items():
+        values = given[name] if isinstance(given[name], list) else [given[name]]
+        args += [arg for value in values if value is not None for arg in (flag, str(value))]
     return args
+
+
+def _read_plan(plan_path: Path | None, resume: Path | None):
+    """The plan to train (a Plan), or None when it cannot be read: xmcfit.api.train then says why in one line."""
+    from xmcfit.errors import XmcfitError
+    from xmcfit.plan.schema import Plan
+    from xmcfit.rundir import RunFiles
+
+    path = RunFiles(resume).plan if resume is not None else plan_path
+    try:
+        plan = Plan.from_json(path) if path is not None else None
+    except XmcfitError:
+        plan = None
+    return plan

@@ -16,8 +16,8 @@ import scipy.sparse as sp
 _TOKEN = re.compile(r"\w+")
 
 
-def text_features(texts: Sequence[str], n_features: int = 2**18) -> sp.csr_matrix:
-    """(n_points, n_features) float32 CSR of L2-normalised hashed TF-IDF vectors."""
+def hashed_term_counts(texts: Sequence[str], n_features: int = 2**18) -> sp.csr_matrix:
+    """(n_points, n_features) float32 CSR of sublinear term frequencies 1 + ln(count) of the hashed tokens."""
     if n_features < 1:
         raise ValueError(f"n_features={n_features}: must be >= 1")
     bucket_of: dict[str, int] = {}
@@ -37,6 +37,12 @@ def text_features(texts: Sequence[str], n_features: int = 2**18) -> sp.csr_matri
     )
     x.sum_duplicates()  # data = term counts
     x.data = 1.0 + np.log(x.data)  # sublinear tf
+    return x
+
+
+def text_features(texts: Sequence[str], n_features: int = 2**18) -> sp.csr_matrix:
+    """(n_points, n_features) float32 CSR of L2-normalised hashed TF-IDF vectors."""
+    x = hashed_term_counts(texts, n_features)
     df = np.bincount(x.indices, minlength=n_features)  # (n_features,) documents per bucket
     idf = (np.log((1.0 + x.shape[0]) / (1.0 + df)) + 1.0).astype(np.float32)
     x.data *= idf[x.indices]

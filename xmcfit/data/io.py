@@ -1,10 +1,17 @@
-"""Opening (optionally gzip/xz/bz2 compressed) text files as streams of lines."""
+"""Opening (optionally gzip/xz/bz2 compressed) text files as streams of lines.
+
+Decompression and decoding happen while lines are read, so that is where a truncated download, a file
+named .gz that is not gzip, or bytes that are not UTF-8 surface: the stream turns each into one
+XmcfitError line naming the file and the line it was reading.
+"""
 
 from __future__ import annotations
 
 import bz2
 import gzip
 import lzma
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -13,13 +20,56 @@ from xmcfit.errors import XmcfitError
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2")
 
 
-def open_text(path: Path) -> IO[str]:
-    """Text-mode UTF-8 stream over `path`, decompressing by suffix; missing files fail in one line."""
+class CheckedLines:
+    """A text stream's lines (readline, iteration, `with`) whose read errors become one XmcfitError line:
+    `file:line: what is wrong` with the 1-based number of the line being read."""
+
+    def __init__(self, path: Path, stream: IO[str]) -> None:
+        self.path = path
+        self._stream = stream
+        self.line_no = 0
+        """Lines read so far."""
+
+    def readline(self) -> str:
+        try:
+            line = self._stream.readline()
+        except (EOFError, OSError, lzma.LZMAError, zlib.error, UnicodeDecodeError) as err:
+            raise read_error(self.path, self.line_no + 1, _why(self.path, err)) from None
+        if line:
+            self.line_no += 1
+        return line
+
+    def __iter__(self) -> Iterator[str]:
+        while line := self.readline():
+            yield line
+
+    def __enter__(self) -> "CheckedLines":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stream.close()
+
+
+def _why(path: Path, err: BaseException) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (byte 0x{err.object[err.start]:02x}); re-encode the file as UTF-8"
+    if isinstance(err, EOFError):
+        return "the compressed file ends early (truncated?); download or compress it again"
+    if isinstance(err, gzip.BadGzipFile) or (isinstance(err, OSError) and path.suffix == ".gz"):
+        return f"not a valid gzip file ({err}); rename it without .gz if it is plain text"
+    if isinstance(err, (lzma.LZMAError, zlib.error)) or path.suffix in (".xz", ".bz2"):
+        return f"corrupt {path.suffix[1:]} data ({err})"
+    return f"cannot read ({getattr(err, 'strerror', None) or err})"
+
+
+def open_text(path: Path) -> CheckedLines:
+    """Text-mode UTF-8 lines of `path`, decompressing by suffix; missing files, and read, decompression or
+    decoding errors while reading, fail in one line."""
     opener = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix)
     try:
         if opener is not None:
-            return opener(path, "rt", encoding="utf-8")  # type: ignore[operator,return-value]
-        return open(path, encoding="utf-8")
+            return CheckedLines(path, opener(path, "rt", encoding="utf-8"))  # type: ignore[operator,arg-type]
+        return CheckedLines(path, open(path, encoding="utf-8"))
     except OSError as exc:
         raise XmcfitError(f"{path}: cannot open ({exc.strerror or exc})") from exc
 

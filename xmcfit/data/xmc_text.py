@@ -42,6 +42,17 @@ def _parse_header(path: Path, line: str) -> tuple[int, int, int]:
     return n_points, n_features, n_labels
 
 
+def _check_finite(path: Path, values: array, row_ptr: array) -> None:
+    """Feature values must be finite float32 numbers: NaN, inf and values beyond float32 (1e39 becomes inf)
+    would train to NaN and score NaN. One vectorised pass after reading; the error names the line."""
+    vals = np.frombuffer(values, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(vals))
+    if bad.size:
+        point = int(np.searchsorted(np.frombuffer(row_ptr, dtype=np.int64), bad[0], side="right")) - 1
+        raise read_error(path, point + 2, f"feature value {float(vals[bad[0]])!r} (as float32): values must be "
+                                          "finite numbers within +-3.4e38")
+
+
 def read_xmc_text(path: Path, limit: int | None = None) -> XmcTextSplit:
     """Stream `path` into CSR matrices; stops after `limit` points (header count then not enforced)."""
     # Typed arrays, not lists: 4 to 8 bytes an entry instead of a Python object each (module docstring).
@@ -56,6 +67,11 @@ def read_xmc_text(path: Path, limit: int | None = None) -> XmcTextSplit:
         for line_no, line in enumerate(stream, start=2):
             if limit is not None and n_read >= limit:
                 break
+            if not line.strip():
+                if n_read >= n_points:
+                    continue  # blank lines after the last record
+                raise read_error(path, line_no, "blank line: expected 'labels features' (a point without labels "
+                                                "starts with a space)")
             if n_read >= n_points:
                 raise read_error(path, line_no, f"more records than the header's n_points={n_points}")
             label_field, _, feature_field = line.rstrip("\r\n").partition(" ")
@@ -81,6 +97,7 @@ def read_xmc_text(path: Path, limit: int | None = None) -> XmcTextSplit:
         if limit is None or n_read < limit:
             if n_read != n_points:
                 raise read_error(path, 1, f"header says n_points={n_points} but the file has {n_read} records")
+    _check_finite(path, feat_val, feat_ptr)
     labels = sp.csr_matrix(
         (np.ones(len(label_idx), dtype=np.float32), np.asarray(label_idx, dtype=np.int32), np.asarray(label_ptr, dtype=np.int64)),
         shape=(n_read, n_labels),

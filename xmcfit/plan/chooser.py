@@ -36,7 +36,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 
-from xmcfit import __version__
+from xmcfit.version import __version__
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.defaults import DEFAULTS
 from xmcfit.plan.memory import CUDA_CONTEXT_BYTES, Layout, MemoryEstimate, memory_section, predict
@@ -304,7 +304,7 @@ def _loss_chunk(req: PlanRequest, gathered_batch: int, fan_in: int, features_dim
 def _aux_clusters(req: PlanRequest) -> int:
     """0 = off. The pin, else DEFAULTS.aux_clusters (about 256 labels per cluster)."""
     if req.pins.aux_clusters is not None:
-        return min(req.pins.aux_clusters, req.n_labels)
+        return min(req.pins.aux_clusters, req.n_labels)  # a cluster per label at most; the reason says so
     return DEFAULTS.aux_clusters(req.n_labels)
 
 
@@ -365,10 +365,15 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
             f"fan-in {k.fan_in} is below half of d={req.encoder.hidden_size}, so a wider, trained input gives the "
             "sparse rows more to choose from")
     n_clusters = _aux_clusters(req)
-    say("aux_clusters", f"auxiliary objective {'on, ' + str(n_clusters) + ' clusters' if n_clusters else 'off'}",
-        f"on from {DEFAULTS.aux_min_labels} labels, ~{DEFAULTS.aux_labels_per_cluster} labels per cluster"
-        if n_clusters else f"under {DEFAULTS.aux_min_labels} labels the sparse layer trains the encoder well enough")
-    why.extend(_explain_recipe(req, k.optimizer, k.dense))
+    pin = req.pins.aux_clusters
+    if pin is not None and pin > n_clusters:
+        why.append(f"auxiliary objective on, {n_clusters} clusters: --aux-clusters {pin} capped at the "
+                   f"{req.n_labels} labels (one cluster per label at most)")
+    else:
+        say("aux_clusters", f"auxiliary objective {'on, ' + str(n_clusters) + ' clusters' if n_clusters else 'off'}",
+            f"on from {DEFAULTS.aux_min_labels} labels, ~{DEFAULTS.aux_labels_per_cluster} labels per cluster"
+            if n_clusters else f"under {DEFAULTS.aux_min_labels} labels the sparse layer trains the encoder well enough")
+    why.extend(_explain_recipe(req, k.optimizer, k.dense or req.dense))
     why.append(f"peak set by the {est.peak_phase} phase; largest term {est.dominant_term()}")
     return why
 

@@ -5,13 +5,16 @@ The budget comes from --gpu-mem, else a --gpu profile, else the visible GPU --gp
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
 from xmcfit.plan.schema import EncoderSpec, Plan, PlanError
 from xmcfit.plan.units import parse_size
-from xmcfit.profiles import load_dataset, load_encoder, load_gpu, profile_names
+from xmcfit.profiles import encoder_availability, load_dataset, load_encoder, load_gpu, profile_names
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SEQ_LEN = 128
 BOW_HIDDEN_SIZE = 512
@@ -80,7 +83,11 @@ def resolve_encoder(name: str, problem: Problem) -> EncoderSpec:
         h = BOW_HIDDEN_SIZE
         return EncoderSpec(name="bow", kind="bow", n_params=problem.bow_features * h + h, hidden_size=h, n_layers=0,
                            n_heads=0, intermediate_size=0, vocab_size=problem.bow_features, max_seq_len=0)
-    return load_encoder(name).to_spec()
+    profile = load_encoder(name)
+    missing = encoder_availability(profile)
+    if missing:  # the plan only needs the shape; say now what a training run will lack
+        log.warning("%s", missing)
+    return profile.to_spec()
 
 
 def make_request(*, labels: int | None, dataset: str | None, data: str | None, gpu_mem: str | None,

@@ -19,6 +19,14 @@ Which terms coexist at the peak (a training step, steady state, i.e. after the f
     allocator peak = resident + max(backward, step, rewiring)
     predicted peak = allocator peak + fragmentation margin + CUDA context
 
+A layout is priced for the device it runs on (`Layout.device`). "cuda", what plans are made for: the
+Triton sparse kernels, torch's foreach optimizers, the CUDA context and the caching allocator's margin.
+"cpu" (`Layout.on_cpu`, what a CPU run of the same plan holds): the torch sparse backend, which keeps
+a transposed pattern of the classifier per loss chunk (classifier_pattern_cache, resident); torch's
+single-tensor AdamW, which holds two temporaries as large as the largest parameter; no CUDA context
+and no caching allocator, so no margin (the process's resident set is the measure; see
+bench/scale_memory.py, which measured the CPU terms at 10^5 to 3 x 10^6 labels).
+
 Encoder activations follow what Hugging Face BERT with `attn_implementation="sdpa"` saves for backward
 on CUDA, where SDPA runs the memory-efficient / flash kernel: q, k, v, the output and a logsumexp per
 head, never the (s x s) probabilities. Counted per token and layer (e = 2 bytes under AMP, 4 in fp32;
@@ -67,7 +75,19 @@ MEASURED on a GPU: replace with the ratio reserved/allocated that `xmcfit train`
 DROPOUT_MASK_BYTES_CUDA = 1
 """native_dropout on CUDA saves a bool mask (1 byte per element)."""
 
+LOWPREC_CHUNK_NUMEL = 1 << 22
+"""Elements per slice of the pure-bf16 optimizers' update (xmcfit.sparse.lowprec_optim.DEFAULT_CHUNK_NUMEL)."""
+LOWPREC_WORKSPACE_BYTES_PER_ELEMENT = {("adamw", "kahan"): 30, ("adamw", "stochastic"): 32,
+                                       ("sgd", "kahan"): 22, ("sgd", "stochastic"): 24}
+"""fp32 temporaries alive at once per element of one slice of LowPrecisionAdamW / LowPrecisionSGD (SGD with
+or without momentum), counted from the update code; `python bench/scale_memory.py --lowprec-probe` measures
+them as resident-set growth over one step of a 16M-element bf16 parameter (30.0, 32.0, 22.0, 24.0)."""
+
+PATTERN_BYTES_PER_CONNECTION = 12
+"""torch sparse backend: a TransposedPattern holds an int32 row and an int64 position per connection."""
+
 AttentionKernel = Literal["efficient", "math"]
+Device = Literal["cuda", "cpu"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,8 @@ class Layout:
     n_devices: int = 1
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
     input_weighting: InputWeighting = "raw"
+    device: Device = "cuda"
+    """"cuda" (Triton kernels, foreach optimizers, caching allocator) or "cpu" (see the module docstring)."""
 
     @property
     def features_dim(self) -> int:
@@ -137,6 +159,11 @@ class Layout:
                    n_clusters=plan.aux.n_clusters, rewiring_enabled=plan.rewiring.enabled,
                    rewiring_chunk_rows=plan.rewiring.chunk_rows, n_devices=plan.n_devices,
                    cuda_context_bytes=cuda_context_bytes, input_weighting=m.input_weighting)
+
+    @classmethod
+    def on_cpu(cls, plan: "Plan") -> "Layout":
+        """The same plan run on the CPU: torch sparse backend, single-tensor optimizers, no CUDA context."""
+        return replace(cls.from_plan(plan, cuda_context_bytes=0), device="cpu")
 
 
 # -- encoder ---------------------------------------------------------------------------------------
@@ -321,14 +348,58 @@ def rewiring_workspace_bytes(layout: Layout) -> int:
                                             DTYPE_BYTES[layout.value_dtype])
 
 
+def classifier_pattern_cache_bytes(layout: Layout) -> int:
+    """The torch sparse backend (the CPU path) caches, per loss chunk of c rows, the chunk's pattern
+    sorted by input column for the input gradient: c·k·12 bytes (int32 rows, int64 positions) + (d+1)·4
+    (offsets). Built in the first step, dropped and rebuilt after each rewiring; none for Triton or dense."""
+    if layout.classifier_kind != "sparse" or layout.device != "cpu":
+        return 0
+    rows = layout.rows_per_device
+    n_chunks = -(-rows // min(layout.loss_chunk_size, rows))
+    return rows * layout.fan_in * PATTERN_BYTES_PER_CONNECTION + n_chunks * (layout.features_dim + 1) * 4
+
+
+def _largest_side_param_bytes(layout: Layout) -> int:
+    """The largest single fp32 tensor the encoder-side AdamW updates: the (token or feature) embedding, the
+    intermediate layer's weight or the aux head's weight."""
+    enc = layout.encoder
+    d = layout.features_dim
+    return FP32_BYTES * max(enc.vocab_size * enc.hidden_size,
+                            enc.hidden_size * layout.intermediate_dim,
+                            d * layout.n_clusters if layout.aux_enabled else 0)
+
+
+def lowprec_step_workspace_bytes(layout: Layout) -> int:
+    """LowPrecisionAdamW / LowPrecisionSGD (bf16 values) update in fp32 one slice of LOWPREC_CHUNK_NUMEL
+    elements at a time, whatever the device: LOWPREC_WORKSPACE_BYTES_PER_ELEMENT bytes per element."""
+    rounding = "stochastic" if layout.update_rounding == "stochastic" else "kahan"
+    optimizer = "adamw" if layout.optimizer == "adamw" else "sgd"
+    numel = min(layout.rows_per_device * layout.fan_in, LOWPREC_CHUNK_NUMEL)
+    return numel * LOWPREC_WORKSPACE_BYTES_PER_ELEMENT[(optimizer, rounding)]
+
+
 def optimizer_step_workspace_bytes(layout: Layout) -> int:
-    """torch's foreach AdamW (and SGD with weight decay) allocates one temporary as large as the tensors
-    it updates together (e.g. sqrt(exp_avg_sq)). The encoder-side optimizer (encoder + intermediate +
-    aux) and the classifier's run one after the other, so the larger of the two is transient."""
-    side = (layout.encoder.n_params + intermediate_param_count(layout.encoder.hidden_size, layout.intermediate_dim)
-            + aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)) * FP32_BYTES
+    """Transient bytes of the optimizer steps. The encoder-side optimizer (encoder + intermediate + aux)
+    and the classifier's run one after the other, so the larger of the two is transient.
+
+    cuda: torch's foreach AdamW (and SGD with weight decay) allocates one temporary as large as the tensors
+    it updates together (e.g. sqrt(exp_avg_sq)). cpu: torch's single-tensor AdamW (the default off CUDA)
+    updates one parameter at a time but evaluates `exp_avg_sq.sqrt() / bias_correction` into two
+    temporaries as large as that parameter; single-tensor SGD with weight decay one. A pure-bf16
+    classifier uses xmcfit's sliced low-precision optimizers on either device.
+    """
+    classifier_bytes = classifier_value_bytes(layout) + classifier_bias_bytes(layout)
     needs_temp = layout.optimizer == "adamw" or layout.weight_decay > 0
-    classifier = classifier_value_bytes(layout) + classifier_bias_bytes(layout) if needs_temp else 0
+    if layout.device == "cpu":
+        side = 2 * _largest_side_param_bytes(layout)
+        copies = 2 if layout.optimizer == "adamw" else 1
+        classifier = copies * classifier_value_bytes(layout) if needs_temp else 0
+    else:
+        side = (layout.encoder.n_params + intermediate_param_count(layout.encoder.hidden_size, layout.intermediate_dim)
+                + aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)) * FP32_BYTES
+        classifier = classifier_bytes if needs_temp else 0
+    if layout.classifier_kind == "sparse" and layout.value_dtype == "bfloat16":
+        classifier = lowprec_step_workspace_bytes(layout)
     return max(side, classifier)
 
 
@@ -394,6 +465,7 @@ def memory_terms(layout: Layout) -> dict[str, int]:
         "classifier_bias": classifier_bias_bytes(layout),
         "classifier_grads": classifier_grad_bytes(layout),
         "classifier_optimizer_state": classifier_optimizer_bytes(layout),
+        "classifier_pattern_cache": classifier_pattern_cache_bytes(layout),
         "loss_workspace": loss_workspace_bytes(layout),
         "aux_weights": n_aux * FP32_BYTES,
         "aux_grads": n_aux * FP32_BYTES,
@@ -413,7 +485,8 @@ def predict(layout: Layout) -> MemoryEstimate:
     terms = memory_terms(layout)
     phase = peak_phase(terms, layout.grad_accum)
     allocator_peak = sum(term_bytes(terms, t) for t in RESIDENT + phase_terms(layout.grad_accum)[phase])
-    terms["fragmentation_margin"] = math.ceil(FRAGMENTATION_FRACTION * allocator_peak)
+    margin = FRAGMENTATION_FRACTION if layout.device == "cuda" else 0.0  # the CPU has no caching allocator
+    terms["fragmentation_margin"] = math.ceil(margin * allocator_peak)
     terms["cuda_context"] = layout.cuda_context_bytes
     at_peak = peak_terms(phase, layout.grad_accum, terms)
     return MemoryEstimate(terms_bytes=terms, peak_phase=phase, peak_terms=at_peak,

@@ -13,7 +13,7 @@ PeakPhase = Literal["backward", "step", "rewiring"]
 
 RESIDENT = ("encoder_weights", "encoder_optimizer_state", "intermediate_weights", "intermediate_optimizer_state",
             "classifier_values", "classifier_indices", "classifier_bias", "classifier_optimizer_state",
-            "aux_weights", "aux_optimizer_state", "ddp_gradient_buckets")
+            "classifier_pattern_cache", "aux_weights", "aux_optimizer_state", "ddp_gradient_buckets")
 BACKWARD = ("encoder_activations", "encoder_amp_weight_copies", "head_activations", "loss_workspace",
             "aux_logits", "classifier_grads", "intermediate_grads", "aux_grads", "gathered_features")
 DISTRIBUTED = ("ddp_gradient_buckets", "gathered_features")

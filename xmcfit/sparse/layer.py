@@ -110,6 +110,11 @@ class FixedFanInLinear(nn.Module):
             self._patterns[(start, stop)] = backend.transposed_pattern(self.indices[start:stop], self.in_features)
         return self._patterns[(start, stop)]
 
+    def cached_pattern_bytes(self) -> int:
+        """Bytes held by the cached transposed patterns (torch backend; 0 with Triton or before first use)."""
+        return sum(t.numel() * t.element_size() for pattern in self._patterns.values() if pattern is not None
+                   for t in vars(pattern).values() if isinstance(t, torch.Tensor))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (batch, in_features) -> logits (batch, out_features)."""
         check_input(x, self.in_features)

@@ -1,10 +1,21 @@
-"""Recipe part 4, checkpointing: what a training checkpoint holds, written atomically.
+"""Recipe part 4, checkpointing: what a training checkpoint holds, written atomically, verified on read.
 
 A checkpoint is the model, the optimizers and loss scaler, the rewirer's generator, the loop's Progress
 and every RNG, so a resumed run ends with the same weights as one left alone. Tensors go to safetensors,
-everything else to JSON, one folder per save: written to `checkpoint/step-N.tmp/`, renamed to
-`checkpoint/step-N/` once complete, and only then named in `checkpoint/latest` (replaced atomically). A
-crash at any moment leaves the previous checkpoint intact and `latest` pointing at a complete folder.
+everything else to JSON, one folder per save: written to `<root>/step-N.tmp/` with a manifest.json of
+each file's size and SHA-256, fsynced, renamed to `<root>/step-N/` once complete, and only then named in
+`<root>/latest`. The newest `keep` (default 2) folders are kept. A crash or a full disk at any moment
+leaves the previous checkpoints intact.
+
+Reading verifies the manifest first: a flipped byte or a truncated file is caught before any tensor is
+used, and a resume falls back to the newest checkpoint that verifies, saying so (the bad folder is
+renamed `step-N.corrupt`, never deleted).
+
+The small API a per-rank (sharded) writer calls with its own root folder:
+    write_checkpoint(root, step, state, keep)  ->  folder
+    latest_good_checkpoint(root)               ->  newest folder that verifies, or None
+    read_checkpoint(folder)                    ->  state (verified)
+    verify_checkpoint(folder), checkpoint_folders(root)  for agreeing on a step across ranks
 """
 
 from __future__ import annotations
@@ -20,24 +31,32 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from xmcfit.atomic import atomic_write_text
+from xmcfit.atomic import atomic_write_text, file_sha256
 from xmcfit.errors import XmcfitError
+from xmcfit.rundir import CHECKPOINT_DIR, checkpoint_folders
 from xmcfit.train.setup import TrainParts
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
+DEFAULT_KEEP = 2
+"""Checkpoints kept per root: the newest and one to fall back to when the newest fails verification."""
 _TENSORS = "tensors.safetensors"
 _META = "state.json"
+_MANIFEST = "manifest.json"
+_MANIFEST_FORMAT = 1
 _TENSOR_MARK = "__tensor__"
 
 
 def flatten_state(prefix: str, state: Any, tensors: dict[str, torch.Tensor]) -> Any:
     """Move every tensor of a nested dict/list into `tensors` under a dotted key; return the JSON rest."""
     if isinstance(state, torch.Tensor):
-        tensors[prefix] = state.detach().to("cpu").contiguous().clone()
+        # No clone: save_file writes synchronously from these tensors, and on a CPU run a clone held a second
+        # copy of the whole state while the checkpoint was written (at 10^6+ labels a larger peak than any
+        # training step; bench/scale_memory.py). CUDA tensors are copied to the host by .to("cpu") anyway.
+        tensors[prefix] = state.detach().to("cpu").contiguous()
         return _TENSOR_MARK
     if isinstance(state, dict):
         return {str(k): flatten_state(f"{prefix}.{k}", v, tensors) for k, v in state.items()}
@@ -61,49 +80,141 @@ def _key(k: str) -> Any:
     return int(k) if k.isdigit() else k
 
 
-def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int = 1) -> Path:
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When a run checkpoints besides each epoch's end, and how many checkpoints it keeps."""
+
+    every_steps: int | None = None
+    """Also every this many optimizer steps (None: not by steps)."""
+    every_minutes: float | None = 30.0
+    """Also when this many minutes passed since the last checkpoint (None: not by time). At Amazon-3M
+    scale an epoch is ~13,000 steps, hours on one GPU: a crash should not cost all of them."""
+    keep: int = DEFAULT_KEEP
+    """Newest checkpoints kept (>= 1; 2 leaves one to fall back to when the newest fails verification)."""
+
+    def __post_init__(self) -> None:
+        if self.every_steps is not None and self.every_steps < 1:
+            raise XmcfitError(f"--save-every-steps {self.every_steps}: must be >= 1")
+        if self.every_minutes is not None and not self.every_minutes > 0:
+            raise XmcfitError(f"--save-every-minutes {self.every_minutes}: must be > 0")
+        if self.keep < 1:
+            raise XmcfitError(f"--keep-checkpoints {self.keep}: must be >= 1")
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int = DEFAULT_KEEP) -> Path:
+    """Write `state` (nested dicts of tensors and JSON values) as `root/step-N/` with a checksummed
+    manifest, atomically; keep the newest `keep` folders. An OS error (full disk, read-only folder) is one
+    XmcfitError line; the partial folder is removed and the earlier checkpoints are untouched."""
+    final = root / f"step-{step:09d}"
+    tmp = root / f"step-{step:09d}.tmp"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        tensors: dict[str, torch.Tensor] = {}
+        meta = flatten_state("s", state, tensors)
+        save_file(tensors, str(tmp / _TENSORS))
+        _fsync_path(tmp / _TENSORS)
+        atomic_write_text(tmp / _META, json.dumps(meta))
+        manifest = {"format": _MANIFEST_FORMAT, "step": step,
+                    "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
+                              for name in (_TENSORS, _META)}}
+        atomic_write_text(tmp / _MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        old = root / f"step-{step:09d}.old"
+        if final.exists():  # the same step again (a resume that fell back past it): swap, then drop the old
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        _fsync_path(root)
+        atomic_write_text(root / "latest", final.name + "\n")
+    except (OSError, SafetensorError, XmcfitError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        raise XmcfitError(f"{final}: cannot write the checkpoint ({why}); the earlier checkpoints are intact") from None
+    for stale in checkpoint_folders(root)[max(1, keep):]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int = DEFAULT_KEEP) -> Path:
     """write_checkpoint into the run's `checkpoint/` folder."""
     return write_checkpoint(run_dir / CHECKPOINT_DIR, step, state, keep)
 
 
-def write_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int = 1) -> Path:
-    """Write `state` (nested dicts of tensors and JSON values) as `root/step-N/`; keep the newest `keep`.
-    A label-sharded run calls it once per rank with that rank's own root (xmcfit.train.distributed)."""
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:09d}"
-    tmp = root / f"step-{step:09d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    tensors: dict[str, torch.Tensor] = {}
-    meta = flatten_state("s", state, tensors)
-    save_file(tensors, str(tmp / _TENSORS))
-    atomic_write_text(tmp / _META, json.dumps(meta))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    atomic_write_text(root / "latest", final.name + "\n")
-    complete = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
-    for old in complete[: -max(1, keep)]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+def verify_checkpoint(folder: Path) -> str | None:
+    """None when every file of `folder` has its manifest's size and SHA-256; else why not, in a few words.
+    A folder written before manifests existed verifies by the presence of its files."""
+    manifest_path = folder / _MANIFEST
+    if not manifest_path.exists():
+        missing = [n for n in (_TENSORS, _META) if not (folder / n).is_file()]
+        return f"missing {', '.join(missing)}" if missing else None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        entries = manifest["files"]
+        for name, entry in entries.items():
+            path = folder / name
+            if not path.is_file():
+                return f"missing {name}"
+            if path.stat().st_size != entry["bytes"]:
+                return f"{name} has {path.stat().st_size} bytes, the manifest says {entry['bytes']} (truncated)"
+            if file_sha256(path) != entry["sha256"]:
+                return f"{name} does not match its SHA-256 (corrupted)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"unreadable manifest ({type(err).__name__})"
+    return None
+
+
+def latest_good_checkpoint(root: Path, quarantine: bool = True) -> Path | None:
+    """The newest folder under `root` that verifies, or None when there is none. Newer folders that fail
+    are reported as a warning and, with `quarantine` and a good one to fall back to, renamed to
+    `step-N.corrupt` so later saves and prunes never count them."""
+    rejected: list[tuple[Path, str]] = []
+    for folder in checkpoint_folders(root):
+        why = verify_checkpoint(folder)
+        if why is None:
+            for bad, reason in rejected:
+                log.warning("checkpoint %s: %s; falling back to %s", bad, reason, folder.name)
+                if quarantine:
+                    os.replace(bad, bad.with_name(bad.name + ".corrupt"))
+            return folder
+        rejected.append((folder, why))
+    if rejected:
+        details = "; ".join(f"{p.name}: {why}" for p, why in rejected)
+        raise XmcfitError(f"{root}: no checkpoint verifies ({details}); move {root} aside to start over")
+    return None
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The folder `checkpoint/latest` names, or None when the run has no complete checkpoint."""
-    pointer = run_dir / CHECKPOINT_DIR / "latest"
-    if not pointer.exists():
-        return None
-    folder = run_dir / CHECKPOINT_DIR / pointer.read_text().strip()
-    return folder if (folder / _META).exists() and (folder / _TENSORS).exists() else None
+    """The newest verified folder of the run's `checkpoint/`, or None when the run has no checkpoint."""
+    return latest_good_checkpoint(run_dir / CHECKPOINT_DIR, quarantine=False)
 
 
-def load_checkpoint(folder: Path) -> dict[str, Any]:
-    """Read a checkpoint folder back into the nested state that save_checkpoint was given."""
+def read_checkpoint(folder: Path) -> dict[str, Any]:
+    """Verify a checkpoint folder, then read it back into the nested state write_checkpoint was given."""
+    why = verify_checkpoint(folder)
+    if why is not None:
+        raise XmcfitError(f"{folder}: checkpoint fails verification ({why})")
     try:
         tensors = load_file(str(folder / _TENSORS))
         meta = json.loads((folder / _META).read_text())
-    except (OSError, ValueError) as err:
-        raise XmcfitError(f"{folder}: unreadable checkpoint ({err})") from None
+    except (OSError, ValueError, SafetensorError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise XmcfitError(f"{folder}: unreadable checkpoint ({first})") from None
     return unflatten_state("s", meta, tensors)
+
+
+def load_checkpoint(folder: Path) -> dict[str, Any]:
+    """read_checkpoint (verified)."""
+    return read_checkpoint(folder)
 
 
 @dataclass
@@ -136,20 +247,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_training_state(run_dir: Path, parts: TrainParts, progress: Progress) -> Path:
+def save_training_state(run_dir: Path, parts: TrainParts, progress: Progress, keep: int = DEFAULT_KEEP) -> Path:
     """Checkpoint `progress.step`: model, optimizers, rewirer generator, progress and RNGs."""
     train: dict[str, Any] = {"model": parts.model.state_dict(), **parts.optimizers.state_dict()}
     if parts.rewirer is not None:
         train["rewirer_rng"] = parts.rewirer.generator.get_state()
-    return save_checkpoint(run_dir, progress.step, {"train": train, "progress": vars(progress), "rng": rng_state()})
+    return save_checkpoint(run_dir, progress.step, {"train": train, "progress": vars(progress), "rng": rng_state()},
+                           keep=keep)
 
 
 def load_training_state(run_dir: Path, parts: TrainParts) -> Progress:
-    """Restore the latest checkpoint into `parts` and the global RNGs; the Progress it was saved at."""
-    folder = latest_checkpoint(run_dir)
+    """Restore the newest checkpoint that verifies into `parts` and the global RNGs (newer ones that fail
+    are set aside with a warning); the Progress it was saved at."""
+    folder = latest_good_checkpoint(run_dir / CHECKPOINT_DIR)
     if folder is None:
         raise XmcfitError(f"{run_dir}: no complete checkpoint to resume from")
-    state = load_checkpoint(folder)
+    state = read_checkpoint(folder)
     parts.model.load_state_dict(state["train"]["model"], strict=True)
     parts.optimizers.load_state_dict(state["train"])
     if parts.rewirer is not None:

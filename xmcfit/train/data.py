@@ -4,6 +4,7 @@ tokenizer and the aux-objective label clusters, and record what eval needs in th
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -55,13 +56,57 @@ def _clusters(plan: Plan, ds: XMCDataset, files: RunFiles) -> torch.Tensor | Non
     points = ds.features if ds.features is not None else text_features(ds.texts)
     clusters = balanced_kmeans(label_representations(points, ds.labels), n_clusters, seed=plan.seed)
     tmp = files.clusters.with_name("clusters.tmp.npy")
-    np.save(tmp, clusters)
-    os.replace(tmp, files.clusters)
+    try:
+        np.save(tmp, clusters)
+        os.replace(tmp, files.clusters)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise XmcfitError(f"{files.clusters}: cannot write ({err.strerror or err})") from None
     return torch.from_numpy(np.asarray(clusters, dtype=np.int64))
 
 
-def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool) -> TrainData:
-    """Read the training split, check it against the plan, write/refresh the run's data records."""
+def data_fingerprint(ds: XMCDataset) -> str:
+    """SHA-256 (first 16 hex digits) of a split's labels and inputs: a resume checks that the data it
+    reads (perhaps from a new --data path) is the data the run started with."""
+    digest = hashlib.sha256(f"{ds.n_points} {ds.n_labels} {ds.n_features}".encode())
+    for array in (ds.labels.indptr, ds.labels.indices):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    if ds.features is not None:
+        for array in (ds.features.indptr, ds.features.indices, ds.features.data):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    for text in ds.texts or ():
+        digest.update(text.encode("utf-8", errors="surrogatepass") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def read_train_split(plan: Plan, options: DataOptions, vocab=None) -> XMCDataset:
+    """The training split, checked against the plan before anything is written: labels and input match,
+    at least one point, auxiliary clusters no more than labels. One XmcfitError line otherwise."""
+    ds = load_split(options.path, "train", text_fields=options.text_fields, label_field=options.label_field,
+                    label_vocab=vocab, limit=options.limit)
+    if ds.n_points == 0:
+        raise XmcfitError(f"{ds.source}: the training split has no points")
+    plan.check_data(ds, fix="re-run `xmcfit plan --data` on this data")
+    if plan.aux.enabled and plan.aux.n_clusters > ds.n_labels:
+        raise XmcfitError(f"aux.n_clusters={plan.aux.n_clusters}: must be <= the {ds.n_labels} labels of the data")
+    return ds
+
+
+def load_text_tokenizer(source: str):
+    """The encoder's tokenizer, offline; one XmcfitError line saying how to get it when it is missing."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise XmcfitError(f"tokenizer of encoder {source!r} is not available offline ({type(err).__name__}); "
+                          "put the tokenizer files beside its config.json (`hf download <id> --local-dir DIR`)") from None
+
+
+def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool,
+                    dataset: XMCDataset | None = None) -> TrainData:
+    """Read the training split (or take `dataset`, already read by read_train_split), check it against the
+    plan, write/refresh the run's data records."""
     from xmcfit.data.torch_data import BowCollator, TextCollator, XMCTorchDataset
 
     files = RunFiles(root)
@@ -70,27 +115,29 @@ def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool) 
         from xmcfit.data import LabelVocab
 
         vocab = LabelVocab.load(files.labels)
-    ds = load_split(options.path, "train", text_fields=options.text_fields, label_field=options.label_field,
-                    label_vocab=vocab, limit=options.limit)
-    plan.check_data(ds, fix="re-run `xmcfit plan --data` on this data")
-    if ds.label_vocab is not None and not files.labels.exists():
-        ds.label_vocab.save(files.labels)
-    if not files.label_counts.exists():
-        np.save(files.label_counts, _label_counts(ds))
+    ds = dataset if dataset is not None else read_train_split(plan, options, vocab)
+    try:  # a full disk or a read-only folder here is one line; the run has no checkpoint yet and restarts
+        if ds.label_vocab is not None and not files.labels.exists():
+            ds.label_vocab.save(files.labels)
+        if not files.label_counts.exists():
+            np.save(files.label_counts, _label_counts(ds))
+    except OSError as err:
+        raise XmcfitError(f"{root}: cannot write the run's label records ({err.strerror or err})") from None
     torch_ds = XMCTorchDataset(ds)
     source = None
     if ds.kind == "text":
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
 
         source = str(files.encoder) if resume else resolve_encoder_source(plan.model.encoder.name)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise XmcfitError(f"tokenizer of encoder {source!r} is not available offline ({type(err).__name__})") from None
+        tokenizer = load_text_tokenizer(source)
         if not resume:
             files.encoder.mkdir(exist_ok=True)
-            tokenizer.save_pretrained(files.encoder)
-            AutoConfig.from_pretrained(source, local_files_only=True).save_pretrained(files.encoder)
+            try:
+                tokenizer.save_pretrained(files.encoder)
+                AutoConfig.from_pretrained(source, local_files_only=True).save_pretrained(files.encoder)
+            except OSError as err:
+                raise XmcfitError(f"{files.encoder}: cannot write the encoder's config and tokenizer "
+                                  f"({err.strerror or err})") from None
         collator: Callable = TextCollator(tokenizer, plan.model.seq_len)
     else:
         collator = BowCollator()

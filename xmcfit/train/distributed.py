@@ -55,12 +55,12 @@ from xmcfit.model import resolve_encoder_source
 from xmcfit.objectives import GlobalBatchAuxLoss
 from xmcfit.plan.memory import DDP_BUCKET_BYTES
 from xmcfit.plan.schema import Plan
-from xmcfit.rundir import DataOptions, RunFiles, prepare_run_dir
+from xmcfit.rundir import DataOptions, RunFiles, data_options_of, read_run_info, trim_log
 from xmcfit.sparse import SETRewirer
 from xmcfit.sparse.rewire import RewireStats
 from xmcfit.sparse.sharded import ShardedClassifierLoss, label_range, shard_fixed_fan_in, shard_linear
-from xmcfit.train.checkpoint import CHECKPOINT_DIR, Progress, flatten_state, load_checkpoint, rng_state, \
-    set_rng_state, write_checkpoint
+from xmcfit.train.checkpoint import CHECKPOINT_DIR, CheckpointPolicy, Progress, checkpoint_folders, load_checkpoint, \
+    rng_state, set_rng_state, verify_checkpoint, write_checkpoint
 from xmcfit.train.data import TrainData, load_train_data
 from xmcfit.train.epoch import StepStats
 from xmcfit.train.finish import TrainResult, write_final_weights
@@ -84,9 +84,14 @@ class RankError(XmcfitError):
 
 
 class ReportedError(XmcfitError):
-    """The training processes failed and already said why: their `Error:` lines are above this one."""
+    """The training processes stopped and already said why (rank 0's line is above); the launcher ends with
+    their exit code: 2 for an error, 128 + the signal for a run paused by one."""
 
     reported = True
+
+    def __init__(self, message: str, exit_code: int = XmcfitError.exit_code) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -178,32 +183,23 @@ def init_process_group(world: World, device: torch.device) -> None:
                           "start the processes with torchrun or `xmcfit train --nproc N`") from None
 
 
-def _everyone_raises(world: World, work: Callable[[], Any]) -> None:
-    """Rank 0 does `work` (writes to the run directory) while the others wait; its XmcfitError is
-    raised in every rank, so all stop together."""
-    message = [None]
-    if world.rank == 0:
-        try:
-            work()
-        except XmcfitError as err:
-            message = [str(err)]
-    dist.broadcast_object_list(message, src=0)
-    if message[0] is not None:
-        raise XmcfitError(message[0])
+class SharedError(XmcfitError):
+    """Rank 0's failure before training began (a bad plan or data, a finished run), raised again in the
+    other ranks so that all stop together; rank 0 prints it (xmcfit.cli)."""
+
+    def __init__(self, message: str, is_error: bool, exit_code: int) -> None:
+        super().__init__(message)
+        self.is_error, self.exit_code = is_error, exit_code
 
 
-def load_rank_data(plan: Plan, run_dir: Path, options: DataOptions, resume: bool, world: World) -> TrainData:
-    """The training data in every rank: rank 0 reads it and writes the run's data records (label
-    vocabulary and counts, encoder files, clusters); the others then read the same split and those
-    records (the resume path writes nothing), and a fresh run's pretrained encoder from where rank 0 did."""
-    data: list[TrainData] = []
-    _everyone_raises(world, lambda: data.append(load_train_data(plan, run_dir, options, resume)))
-    if world.rank == 0:
-        return data[0]
-    mine = load_train_data(plan, run_dir, options, resume=True)
-    if not resume and mine.encoder_source is not None:
-        mine = replace(mine, encoder_source=resolve_encoder_source(plan.model.encoder.name))
-    return mine
+def rank_data(plan: Plan, run_dir: Path, options: DataOptions, resume: bool) -> TrainData:
+    """The training data of a rank other than 0, once rank 0 has written the run's data records (label
+    vocabulary and counts, encoder files, clusters): read as a resume reads them, writing nothing; a fresh
+    run's pretrained encoder from where rank 0 took it."""
+    data = load_train_data(plan, run_dir, options, resume=True)
+    if not resume and data.encoder_source is not None:
+        data = replace(data, encoder_source=resolve_encoder_source(plan.model.encoder.name))
+    return data
 
 
 # -- the step seam: replicated gradients ------------------------------------------------------------
@@ -317,28 +313,26 @@ def shard_root(run_dir: Path, rank: int, world_size: int) -> Path:
 
 
 def _steps(root: Path) -> set[int]:
-    """Steps with a complete checkpoint folder under `root`."""
-    if not root.is_dir():
-        return set()
-    return {int(p.name[5:]) for p in root.glob("step-*")
-            if p.is_dir() and p.name[5:].isdigit() and (p / "state.json").exists()}
+    """Steps with a checkpoint folder under `root` that verifies (every file of its manifest intact)."""
+    return {int(p.name[5:]) for p in checkpoint_folders(root) if verify_checkpoint(p) is None}
 
 
-def save_sharded_state(run_dir: Path, parts: TrainParts, progress: Progress, world: World) -> None:
-    """Checkpoint `progress.step`: rank 0 the replicated state, every rank its shard; returns when all wrote."""
+def save_sharded_state(run_dir: Path, parts: TrainParts, progress: Progress, world: World, keep: int) -> None:
+    """Checkpoint `progress.step`: rank 0 the replicated state, every rank its shard; returns when all wrote.
+    Each root keeps at least KEEP_CHECKPOINTS steps, whatever `keep` says."""
     model_state = parts.model.state_dict()
     opt = parts.optimizers.state_dict()
     shard: dict[str, Any] = {"model": {k: v for k, v in model_state.items() if k.startswith(_CLASSIFIER)},
                              "cls_opt": opt["cls_opt"], "rng": rng_state()}
     if parts.rewirer is not None:
         shard["rewirer_rng"] = parts.rewirer.generator.get_state()
-    write_checkpoint(shard_root(run_dir, world.rank, world.size), progress.step, shard, KEEP_CHECKPOINTS)
+    keep = max(keep, KEEP_CHECKPOINTS)
+    write_checkpoint(shard_root(run_dir, world.rank, world.size), progress.step, shard, keep)
     if world.rank == 0:
         replicated = {"model": {k: v for k, v in model_state.items() if not k.startswith(_CLASSIFIER)},
                       "enc_opt": opt["enc_opt"], "scaler": opt["scaler"]}
         write_checkpoint(run_dir / CHECKPOINT_DIR, progress.step,
-                         {"train": replicated, "progress": vars(progress), "world_size": world.size},
-                         KEEP_CHECKPOINTS)
+                         {"train": replicated, "progress": vars(progress), "world_size": world.size}, keep)
     dist.barrier()
 
 
@@ -386,12 +380,14 @@ def merged_weights(run_dir: Path, parts: TrainParts, step: int, world: World) ->
 
 
 class LabelSharded:
-    """One rank of a label-sharded run: the Placement (xmcfit.train.loop) run_training drives."""
+    """One rank of a label-sharded run: the Placement (xmcfit.train.loop) run_training drives, and the
+    handshake by which rank 0 lets the others start (records_ready / wait_ready) or stop (announce)."""
 
     def __init__(self, world: World) -> None:
         self.world = world
         self.n_ranks = world.size
         self.device = torch.device("cpu")
+        self.announced = False
 
     def setup(self, plan: Plan, data: TrainData, device: torch.device, resume: bool) -> TrainParts:
         self.device = device
@@ -405,8 +401,8 @@ class LabelSharded:
 
         return mine
 
-    def save(self, run_dir: Path, parts: TrainParts, progress: Progress) -> None:
-        save_sharded_state(run_dir, parts, progress, self.world)
+    def save(self, run_dir: Path, parts: TrainParts, progress: Progress, keep: int) -> None:
+        save_sharded_state(run_dir, parts, progress, self.world, keep)
 
     def load(self, run_dir: Path, parts: TrainParts) -> Progress:
         return load_sharded_state(run_dir, parts, self.world)
@@ -414,40 +410,79 @@ class LabelSharded:
     def agree(self, flag: bool) -> bool:
         return any_rank(flag, self.device)
 
-    def open_log(self, run_dir: Path) -> TextIO:
-        return open(RunFiles(run_dir).log if self.world.rank == 0 else os.devnull, "a")
+    def open_log(self, run_dir: Path, step: int) -> TextIO:
+        if self.world.rank != 0:
+            return open(os.devnull, "a")
+        trim_log(RunFiles(run_dir).log, step)  # steps after the checkpoint are replayed, logged once
+        return open(RunFiles(run_dir).log, "a")
 
-    def out_of_memory(self, run_dir: Path, parts: TrainParts, progress: Progress) -> None:
+    def out_of_memory(self, run_dir: Path, progress: Progress) -> None:
         raise RankError(f"rank {self.world.rank} ran out of device memory after step {progress.step}; the other "
                         "ranks stop with it. Re-plan with a smaller `xmcfit plan --micro-batch` or --gpu-mem and "
-                        f"resume with `xmcfit train --resume {run_dir} --nproc {self.world.size}` (the last epoch's "
+                        f"resume with `xmcfit train --resume {run_dir} --nproc {self.world.size}` (the last "
                         "checkpoint is intact)")
 
     def finish(self, plan: Plan, run_dir: Path, parts: TrainParts, meter: MemoryMeter, progress: Progress,
                last_loss: float) -> TrainResult:
         """memory.json (rank 0's: it holds the largest shard) and model.safetensors with every shard's rows."""
         report = memory_report(plan, parts.model, parts.optimizers.all(), meter.stop(), parts.device)
+        probe = min(progress.epoch, plan.training.probe_epochs)
         if self.world.rank == 0:
             weights = merged_weights(run_dir, parts, progress.step, self.world)
-            write_final_weights(RunFiles(run_dir), weights, report, epochs_done=progress.epoch, steps=progress.step)
+            write_final_weights(RunFiles(run_dir), weights, report, epochs_done=progress.epoch - probe,
+                                steps=progress.step, probe_epochs_done=probe)
         dist.barrier()
-        return TrainResult(run_dir, progress.step, progress.epoch, progress.skipped, report, last_loss)
+        return TrainResult(run_dir, progress.step, progress.epoch - probe, progress.skipped, report, last_loss, probe)
+
+    # -- rank 0 and the others before training: one broadcast of [error, run directory, resume] ----------
+
+    def records_ready(self, run_dir: Path, resume: bool) -> None:
+        """Rank 0: the run directory is prepared and its data records written; the others may start."""
+        self._broadcast([None, str(run_dir), resume])
+
+    def announce(self, err: BaseException) -> None:
+        """Rank 0: it failed before records_ready; the others raise the same line (rank 0 prints it)."""
+        if isinstance(err, XmcfitError):
+            self._broadcast([(str(err), err.is_error, err.exit_code), None, None])
+        else:
+            self._broadcast([(f"rank 0 failed ({type(err).__name__})", True, XmcfitError.exit_code), None, None])
+
+    def wait_ready(self) -> tuple[Path, bool]:
+        """Ranks other than 0: the run directory and whether it resumes, once rank 0 said records_ready;
+        SharedError when rank 0 announced a failure instead."""
+        message: list[Any] = [None, None, None]
+        dist.broadcast_object_list(message, src=0)
+        if message[0] is not None:
+            raise SharedError(*message[0])
+        return Path(message[1]), bool(message[2])
+
+    def _broadcast(self, message: list[Any]) -> None:
+        if not self.announced:
+            self.announced = True
+            dist.broadcast_object_list(message, src=0)
 
 
-def train_label_sharded(plan: Plan, run_dir: Path, options: DataOptions, world: World, *, resume: bool,
-                        device: str = "auto", max_steps: int | None = None, log_every: int = 10,
-                        on_step: Callable[[StepStats], None] | None = None) -> TrainResult:
-    """This rank's part of a label-sharded run (check_processes first): join the process group, let rank 0
-    create the run directory, read the data, train, and leave the group."""
+def train_rank(world: World, lead: Callable[[LabelSharded], TrainResult], *, device: str, max_steps: int | None,
+               log_every: int, checkpoints: CheckpointPolicy | None,
+               on_step: Callable[[StepStats], None] | None, **_: Any) -> TrainResult:
+    """This process's rank of a label-sharded run (check_processes first): join the process group; rank 0
+    runs `lead` (xmcfit.api's checks, run directory, data records, then training, calling records_ready
+    on the way), the others wait for it and train with the same plan; leave the group."""
     dev = rank_device(device, world)
     init_process_group(world, dev)
+    placement = LabelSharded(world)
     try:
-        if not resume:
-            _everyone_raises(world, lambda: prepare_run_dir(plan, run_dir, options))
-        data = load_rank_data(plan, run_dir, options, resume, world)
+        if world.rank == 0:
+            try:
+                return lead(placement)
+            except BaseException as err:
+                placement.announce(err)  # a no-op once training began: the others stop with torchrun
+                raise
+        run_dir, resume = placement.wait_ready()
+        plan = Plan.from_json(RunFiles(run_dir).plan)
+        data = rank_data(plan, run_dir, data_options_of(read_run_info(run_dir)), resume)
         return run_training(plan, run_dir, data, device=str(dev), resume=resume, max_steps=max_steps,
-                            log_every=log_every, on_step=on_step if world.rank == 0 else None,
-                            placement=LabelSharded(world))
+                            log_every=log_every, checkpoints=checkpoints, placement=placement)
     finally:
         dist.destroy_process_group()
 
@@ -475,12 +510,15 @@ def launch(nproc: int, args: list[str]) -> None:
     try:
         run(get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc), "--module", "xmcfit",
                                           *args]))
-    except SignalException as err:
-        raise ReportedError(f"interrupted by signal {err.sigval}") from None
+    except SignalException as err:  # the processes got it too: they pause with a checkpoint and say so
+        raise ReportedError(f"interrupted by signal {err.sigval}", 128 + int(err.sigval)) from None
     except ChildFailedError as err:
         failures = err.failures
         if any(f.exitcode == XmcfitError.exit_code for f in failures.values()):
             raise ReportedError("training failed") from None
+        paused = [f.exitcode for f in failures.values() if f.exitcode > 128]  # a pause on a signal (128 + it)
+        if paused:
+            raise ReportedError("paused by a signal", paused[0]) from None
         rank, first = min(failures.items())
         how = f"signal {first.signal_name()}" if first.exitcode < 0 else f"exit code {first.exitcode}"
         raise XmcfitError(f"training process rank {rank} died ({how}); the last checkpoint is intact") from None

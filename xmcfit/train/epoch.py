@@ -1,8 +1,9 @@
 """Recipe part 3, one epoch: shuffled micro-batch groups, a step each, then the bookkeeping around it.
 
 After every step: count skipped (non-finite) steps and stop a diverged run, rewire on schedule, record
-the step's figures (progress bar, train_log.jsonl), and stop with a checkpoint on SIGINT/SIGTERM or at
---max-steps. The epoch's order is a pure function of (seed, epoch), so a resumed run replays it.
+the step's figures (progress bar, train_log.jsonl), checkpoint every N steps or M minutes when asked, and
+pause with a checkpoint on SIGINT/SIGTERM or at --max-steps. The epoch's order is a pure function of
+(seed, epoch), so a resumed run replays it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from xmcfit.errors import XmcfitError
-from xmcfit.train.checkpoint import Progress, save_training_state
+from xmcfit.train.checkpoint import CHECKPOINT_DIR, DEFAULT_KEEP, Progress, checkpoint_folders, save_training_state
 from xmcfit.train.data import TrainData
 from xmcfit.train.memory_report import MemoryMeter
 from xmcfit.train.setup import TrainParts
@@ -32,6 +33,20 @@ MAX_BAD_STEPS_IN_A_ROW = 20
 
 class TrainingStopped(XmcfitError):
     """Training ended early (interrupt, step limit, divergence); the last good checkpoint is on disk."""
+
+
+class TrainingPaused(TrainingStopped):
+    """A planned stop, not an error: --max-steps reached (exit code 0) or SIGINT/SIGTERM caught (128 + the
+    signal, as shells report it: 130, 143), with a checkpoint of the step just completed saved."""
+
+    is_error = False
+
+    def __init__(self, message: str, *, step: int, run_dir: Path, signum: int | None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.run_dir = run_dir
+        self.signum = signum
+        self.exit_code = 0 if signum is None else 128 + signum
 
 
 @dataclass(frozen=True)
@@ -79,28 +94,46 @@ class StepRecorder:
 
 @dataclass
 class StopRules:
-    """When a run stops early with a checkpoint: a caught SIGINT/SIGTERM, or --max-steps optimizer steps."""
+    """When a run checkpoints and when it stops early: every `every_steps` optimizer steps or
+    `every_seconds` of wall time (both optional; epoch ends always checkpoint), and a pause with a
+    checkpoint on a caught SIGINT/SIGTERM or at --max-steps. Keeps the newest `keep` checkpoints."""
 
     run_dir: Path
     max_steps: int | None
     signum: int | None = None
     """Set by the signal handler of `catch_stop_signals`."""
-    save: Callable[[Path, TrainParts, Progress], Any] = save_training_state
-    """Writes the checkpoint (a label-sharded run writes one shard per process)."""
+    every_steps: int | None = None
+    every_seconds: float | None = None
+    keep: int = DEFAULT_KEEP
+    last_save: float = field(default_factory=time.monotonic)
+    """time.monotonic() of the last checkpoint (or of the start)."""
+    write: Callable[[Path, TrainParts, Progress, int], Any] = save_training_state
+    """Writes the checkpoint: (run_dir, parts, progress, keep); a label-sharded run writes one shard per process."""
     agree: Callable[[bool], bool] = bool
-    """True when any process of the run must stop: processes that share steps stop at the same one,
-    whichever of them caught the signal."""
+    """True when any process of the run says so: processes that share steps checkpoint and stop at the same
+    step, whichever of them caught the signal or saw its clock run out."""
+
+    def save(self, parts: TrainParts, progress: Progress) -> None:
+        """Checkpoint `progress.step` now."""
+        self.write(self.run_dir, parts, progress, self.keep)
+        self.last_save = time.monotonic()
 
     def check(self, parts: TrainParts, progress: Progress) -> None:
-        """After a step: checkpoint and raise TrainingStopped when a signal came or the limit is reached."""
+        """After a step: checkpoint when one is due; checkpoint and raise TrainingPaused when a signal came (to
+        any process) or the step limit is reached."""
         at_limit = self.max_steps is not None and progress.step >= self.max_steps
-        if not self.agree(self.signum is not None or at_limit):
-            return
-        self.save(self.run_dir, parts, progress)
-        why = (f"stopped at --max-steps {self.max_steps}" if at_limit and self.signum is None
-               else f"interrupted by signal {self.signum or '(caught by another process)'}")
-        raise TrainingStopped(f"{why} at step {progress.step}/{parts.schedule.total_steps}; checkpoint saved, "
-                              f"continue with `xmcfit train --resume {self.run_dir}`")
+        if self.agree(self.signum is not None or at_limit):
+            self.save(parts, progress)
+            why = (f"stopped at --max-steps {self.max_steps}" if at_limit and self.signum is None
+                   else f"interrupted by signal {self.signum or '(caught by another process)'}")
+            raise TrainingPaused(f"{why} at step {progress.step}/{parts.schedule.total_steps}; checkpoint saved, "
+                                 f"continue with `xmcfit train --resume {self.run_dir}`",
+                                 step=progress.step, run_dir=self.run_dir, signum=self.signum)
+        due_by_steps = self.every_steps is not None and progress.step % self.every_steps == 0
+        due_by_time = self.every_seconds is not None and self.agree(
+            time.monotonic() - self.last_save >= self.every_seconds)
+        if due_by_steps or due_by_time:
+            self.save(parts, progress)
 
 
 @contextlib.contextmanager
@@ -136,9 +169,13 @@ def count_step(out: StepOutcome, progress: Progress, run_dir: Path) -> None:
     progress.skipped += 1
     progress.bad_in_a_row += 1
     if progress.bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
+        saved = checkpoint_folders(run_dir / CHECKPOINT_DIR)
+        where = (f"the last checkpoint, {saved[0].name} in {run_dir}, is intact" if saved
+                 else f"no checkpoint was written yet, so `xmcfit train` with a re-made plan and --out {run_dir} "
+                      "restarts it in place")
         raise TrainingStopped(
             f"loss was not finite for {progress.bad_in_a_row} steps in a row at step "
-            f"{progress.step}; the last good checkpoint in {run_dir} is intact. "
+            f"{progress.step}; {where}. "
             "Lower the learning rates or use --precision bf16_amp/fp32 in `xmcfit plan`"
         )
 

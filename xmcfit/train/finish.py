@@ -7,11 +7,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import contextlib
+
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
+
+from xmcfit.errors import XmcfitError
 
 from xmcfit.plan.schema import Plan
 from xmcfit.rundir import MemoryReport, RunFiles, read_run_info, write_run_info
+from xmcfit.atomic import file_sha256
 from xmcfit.train.checkpoint import Progress
 from xmcfit.train.memory_report import MemoryMeter, memory_report
 from xmcfit.train.setup import TrainParts
@@ -24,22 +30,34 @@ class TrainResult:
     run_dir: Path
     steps: int
     epochs_done: int
+    """End-to-end epochs done (the probe epochs of a linear-probe warm start are counted apart)."""
     skipped_steps: int
     memory: MemoryReport
     final_loss: float
     """The loss of the last step that was not skipped (NaN when none ran in this attempt)."""
+    probe_epochs_done: int = 0
+    """Epochs of the heads alone on frozen encoder features (training.probe_epochs)."""
 
 
 def write_final_weights(files: RunFiles, weights: Mapping[str, torch.Tensor], memory: MemoryReport, *,
-                        epochs_done: int, steps: int) -> None:
-    """model.safetensors (the whole model's state dict) and memory.json, both atomic, then mark the run
-    done in run.json."""
+                        epochs_done: int, steps: int, probe_epochs_done: int = 0) -> None:
+    """model.safetensors (the whole model's state dict: a label-sharded run's shards merged) and memory.json
+    (both atomic), then mark the run done in run.json with the weights' SHA-256, which loading checks. A
+    full disk is one line; the last checkpoint still holds the weights."""
     tmp = files.weights.with_name("model.tmp.safetensors")
-    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
-    os.replace(tmp, files.weights)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
+        os.replace(tmp, files.weights)
+    except (OSError, SafetensorError) as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        raise XmcfitError(f"{files.weights}: cannot write the final weights ({why}); the last checkpoint is "
+                          f"intact: free space and run `xmcfit train --resume {files.root}`") from None
     memory.save(files.memory)
     info = read_run_info(files.root)
-    info.update(status="done", epochs_done=epochs_done, steps=steps)
+    info.update(status="done", epochs_done=epochs_done, probe_epochs_done=probe_epochs_done, steps=steps,
+                weights_sha256=file_sha256(files.weights))
     write_run_info(files.root, info)
 
 
@@ -47,6 +65,7 @@ def finish_training(plan: Plan, run_dir: Path, parts: TrainParts, meter: MemoryM
                     last_loss: float) -> TrainResult:
     """Stop the memory meter, write the final weights and memory.json, and say what the run did."""
     report = memory_report(plan, parts.model, parts.optimizers.all(), meter.stop(), parts.device)
-    write_final_weights(RunFiles(run_dir), parts.model.state_dict(), report, epochs_done=progress.epoch,
-                        steps=progress.step)
-    return TrainResult(run_dir, progress.step, progress.epoch, progress.skipped, report, last_loss)
+    probe = min(progress.epoch, plan.training.probe_epochs)
+    write_final_weights(RunFiles(run_dir), parts.model.state_dict(), report, epochs_done=progress.epoch - probe,
+                        steps=progress.step, probe_epochs_done=probe)
+    return TrainResult(run_dir, progress.step, progress.epoch - probe, progress.skipped, report, last_loss, probe)

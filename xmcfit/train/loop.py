@@ -26,11 +26,12 @@ import torch
 from xmcfit.device import pick_device
 from xmcfit.plan.memory import reprice
 from xmcfit.plan.schema import Plan
-from xmcfit.rundir import RunFiles
+from xmcfit.rundir import RunFiles, trim_log
 from xmcfit.seed import seed_everything
-from xmcfit.train.checkpoint import Progress, load_training_state, save_training_state
+from xmcfit.train.checkpoint import CheckpointPolicy, Progress, load_training_state, save_training_state
 from xmcfit.train.data import TrainData
-from xmcfit.train.epoch import StepRecorder, StepStats, StopRules, TrainingStopped, catch_stop_signals, run_epoch
+from xmcfit.train.epoch import (StepRecorder, StepStats, StopRules, TrainingPaused, TrainingStopped,
+                                catch_stop_signals, run_epoch)
 from xmcfit.train.finish import TrainResult, finish_training
 from xmcfit.train.probe import ProbeBatches, frozen_features
 from xmcfit.train.memory_report import MemoryMeter
@@ -38,7 +39,7 @@ from xmcfit.train.setup import TrainParts, setup_training
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OneDevice", "Placement", "StepStats", "TrainResult", "TrainingStopped", "run_training"]
+__all__ = ["OneDevice", "Placement", "StepStats", "TrainResult", "TrainingPaused", "TrainingStopped", "run_training"]
 
 Collate = Callable[[np.ndarray], dict[str, torch.Tensor]]
 
@@ -55,7 +56,7 @@ class Placement(Protocol):
         """What turns a micro-batch's row ids into this process's inputs."""
         ...
 
-    def save(self, run_dir: Path, parts: TrainParts, progress: Progress) -> None: ...
+    def save(self, run_dir: Path, parts: TrainParts, progress: Progress, keep: int) -> None: ...
 
     def load(self, run_dir: Path, parts: TrainParts) -> Progress: ...
 
@@ -63,10 +64,12 @@ class Placement(Protocol):
         """True when `flag` is true in any process of the run (so they stop together)."""
         ...
 
-    def open_log(self, run_dir: Path) -> TextIO: ...
+    def open_log(self, run_dir: Path, step: int) -> TextIO:
+        """train_log.jsonl for appending, its records after `step` (the checkpoint resumed from) dropped."""
+        ...
 
-    def out_of_memory(self, run_dir: Path, parts: TrainParts, progress: Progress) -> None:
-        """A step ran out of device memory; `progress` is the last completed step's."""
+    def out_of_memory(self, run_dir: Path, progress: Progress) -> None:
+        """A step ran out of device memory; raises when this placement cannot go on from it."""
         ...
 
     def finish(self, plan: Plan, run_dir: Path, parts: TrainParts, meter: MemoryMeter, progress: Progress,
@@ -84,8 +87,8 @@ class OneDevice:
     def collate(self, collate: Collate) -> Collate:
         return collate
 
-    def save(self, run_dir: Path, parts: TrainParts, progress: Progress) -> None:
-        save_training_state(run_dir, parts, progress)
+    def save(self, run_dir: Path, parts: TrainParts, progress: Progress, keep: int) -> None:
+        save_training_state(run_dir, parts, progress, keep)
 
     def load(self, run_dir: Path, parts: TrainParts) -> Progress:
         return load_training_state(run_dir, parts)
@@ -93,11 +96,13 @@ class OneDevice:
     def agree(self, flag: bool) -> bool:
         return flag
 
-    def open_log(self, run_dir: Path) -> TextIO:
-        return open(RunFiles(run_dir).log, "a")
+    def open_log(self, run_dir: Path, step: int) -> TextIO:
+        log_path = RunFiles(run_dir).log
+        trim_log(log_path, step)  # steps after the checkpoint are replayed, logged once
+        return open(log_path, "a")
 
-    def out_of_memory(self, run_dir: Path, parts: TrainParts, progress: Progress) -> None:
-        save_training_state(run_dir, parts, progress)  # --auto-recover resumes from it
+    def out_of_memory(self, run_dir: Path, progress: Progress) -> None:
+        """Nothing to refuse: the state is saved and --auto-recover goes on from it."""
 
     def finish(self, plan: Plan, run_dir: Path, parts: TrainParts, meter: MemoryMeter, progress: Progress,
                last_loss: float) -> TrainResult:
@@ -115,18 +120,21 @@ def run_training(
     log_every: int = 10,
     auto_recover: bool = False,
     on_step: Callable[[StepStats], None] | None = None,
+    checkpoints: CheckpointPolicy | None = None,
     placement: Placement | None = None,
 ) -> TrainResult:
     """Train `plan` on `data`, writing checkpoints, a JSONL log and memory.json into `run_dir`.
 
-    `max_steps` stops (with a checkpoint) after that many optimizer steps in total; `--resume` continues.
-    Raises TrainingStopped (one line, non-zero exit) when interrupted or diverged, with work saved.
-    `placement`: one device (default), or one rank of a label-sharded run (its device already chosen).
+    `max_steps` pauses (with a checkpoint) after that many optimizer steps in total; `--resume` continues.
+    Raises TrainingPaused (a planned stop: --max-steps, SIGINT, SIGTERM) or TrainingStopped (diverged, out
+    of memory), with work saved. `checkpoints` says when to checkpoint besides epoch ends. `placement`: one
+    device (default), or one rank of a label-sharded run (its device already chosen).
     """
     dev = pick_device(device)
+    policy = checkpoints or CheckpointPolicy()
     placement = placement or OneDevice()
     while True:
-        result = _train(plan, run_dir, data, dev, resume, max_steps, log_every, on_step, placement)
+        result = _train(plan, run_dir, data, dev, resume, max_steps, log_every, on_step, policy, placement)
         if result is not None:
             return result
         plan = _recovery_plan(plan, run_dir, auto_recover)  # out of memory: raises unless recovering
@@ -134,19 +142,22 @@ def run_training(
 
 
 def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume: bool, max_steps: int | None,
-           log_every: int, on_step: Callable[[StepStats], None] | None, placement: Placement) -> TrainResult | None:
+           log_every: int, on_step: Callable[[StepStats], None] | None,
+           policy: CheckpointPolicy, placement: Placement) -> TrainResult | None:
     """One attempt: set up (resuming from the latest checkpoint), run the remaining epochs, finish.
     None when a step ran out of device memory; the state of the last completed step is then saved."""
     seed_everything(plan.seed)
     meter = MemoryMeter(dev)
     parts = placement.setup(plan, data, dev, resume)
     progress = placement.load(run_dir, parts) if resume else Progress()
-    stop = StopRules(run_dir, max_steps, save=placement.save, agree=placement.agree)
+    stop = StopRules(run_dir, max_steps, every_steps=policy.every_steps, keep=policy.keep,
+                     every_seconds=policy.every_minutes * 60 if policy.every_minutes is not None else None,
+                     write=placement.save, agree=placement.agree)
     t = plan.training
     parts.model.train()
     meter.start()
     probe: ProbeBatches | None = None
-    with catch_stop_signals(stop), placement.open_log(run_dir) as log_file:
+    with catch_stop_signals(stop), placement.open_log(run_dir, progress.step) as log_file:
         recorder = StepRecorder(log_file, log_every, on_step, meter)
         while progress.epoch < t.probe_epochs + t.epochs:
             if progress.epoch < t.probe_epochs and probe is None:
@@ -157,11 +168,12 @@ def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume
             # A micro-batch is the plan's micro_batch rows per process, split between the processes.
             if not run_epoch(parts, data, progress, recorder, stop, micro_batch=t.micro_batch * placement.n_ranks,
                              grad_accum=t.grad_accum, seed=plan.seed, collate=collate):
-                placement.out_of_memory(run_dir, parts, progress)
+                placement.out_of_memory(run_dir, progress)
+                stop.save(parts, progress)
                 return None
             progress.epoch += 1
             progress.batch_in_epoch = 0
-            placement.save(run_dir, parts, progress)
+            stop.save(parts, progress)
     return placement.finish(plan, run_dir, parts, meter, progress, recorder.last_loss)
 
 

@@ -103,6 +103,8 @@ def measured_terms(model: XMCModel, optimizers: list[torch.optim.Optimizer]) -> 
     terms["classifier_bias"] = _tensor_bytes(bias) if bias is not None else 0
     terms["classifier_indices"] = sum(_tensor_bytes(b) for b in cls.buffers())
     terms["classifier_optimizer_state"] = weights_and_state(cls)[1]
+    # Priced only for CPU runs (xmcfit.plan.memory.classifier_pattern_cache_bytes): the torch backend's cache.
+    terms["classifier_pattern_cache"] = cls.cached_pattern_bytes() if hasattr(cls, "cached_pattern_bytes") else 0
     return terms
 
 

@@ -97,9 +97,12 @@ class Optimizers:
             opt.zero_grad(set_to_none=True)
 
     def step(self) -> None:
-        """Both optimizers through the scaler (which skips them when fp16 gradients overflowed)."""
-        self.scaler.step(self.encoder)
-        self.scaler.step(self.classifier)
+        """Both optimizers through the scaler (which skips them when fp16 gradients overflowed). One whose
+        parameters got no gradient (the encoder side during a linear probe without dense heads) is not
+        stepped: the fp16 scaler refuses an optimizer it recorded no overflow check for."""
+        for opt in self.all():
+            if any(p.grad is not None for group in opt.param_groups for p in group["params"]):
+                self.scaler.step(opt)
         self.scaler.update()
 
     def state_dict(self) -> dict[str, Any]:

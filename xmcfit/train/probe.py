@@ -33,28 +33,46 @@ def pooled_bytes(n_points: int, hidden_size: int) -> int:
 
 @torch.no_grad()
 def frozen_features(parts: TrainParts, data: TrainData, batch: int) -> torch.Tensor:
-    """(n_points, hidden) fp32 on the CPU: the encoder's pooled output for every training point, in order."""
+    """(n_points, hidden) fp32 on the CPU: the encoder's pooled output for every training point, in order.
+    A batch that runs out of device memory is retried at half the size (said once per halving); the
+    features do not depend on the batch."""
     encoder = parts.model.encoder
-    autocast = (torch.autocast(parts.device.type, dtype=parts.amp_dtype) if parts.amp_dtype
-                else contextlib.nullcontext())
     n = data.dataset.n_points
     out = None
     was_training = encoder.training
     encoder.eval()
     try:
-        for start in range(0, n, batch):
+        start = 0
+        while start < n:
             rows = np.arange(start, min(start + batch, n))
-            inputs = {k: v.to(parts.device) for k, v in data.collate(rows).items() if k not in ("positives", "index")}
-            with autocast:
-                pooled = parts.model.pool(inputs)  # (rows, hidden)
+            try:
+                pooled = _pool_rows(parts, data, rows)
+            except torch.OutOfMemoryError:
+                if batch == 1:
+                    raise
+                batch //= 2
+                log.warning("linear probe: out of device memory encoding the training points; batch %d", batch)
+                if parts.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
             if out is None:
                 out = torch.empty(n, pooled.shape[1], dtype=torch.float32)
-            out[start:start + len(rows)] = pooled.float().cpu()
+            out[start:start + len(rows)] = pooled
+            start += len(rows)
     finally:
         encoder.train(was_training)
     log.info("linear probe: encoded %d training points (%d MiB in host memory)", n,
              pooled_bytes(n, out.shape[1]) >> 20 if out is not None else 0)
     return out if out is not None else torch.empty(0, 0)
+
+
+def _pool_rows(parts: TrainParts, data: TrainData, rows: np.ndarray) -> torch.Tensor:
+    """The pooled encoder output of `rows`, fp32 on the CPU, under the plan's autocast."""
+    autocast = (torch.autocast(parts.device.type, dtype=parts.amp_dtype) if parts.amp_dtype
+                else contextlib.nullcontext())
+    inputs = {k: v.to(parts.device) for k, v in data.collate(rows).items() if k not in ("positives", "index")}
+    with autocast:
+        return parts.model.pool(inputs).float().cpu()  # (rows, hidden)
 
 
 class ProbeBatches:

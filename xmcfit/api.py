@@ -1,0 +1,254 @@
+"""The Python API: what the command line does, as functions a notebook or script calls.
+
+    import xmcfit
+    plan = xmcfit.plan(labels=3_000_000, gpu_mem="16G")                 # a frozen Plan (no torch import)
+    result = xmcfit.train(plan, data="data/", out="runs/a")              # a TrainResult
+    metrics = xmcfit.evaluate("runs/a").metrics                          # an EvalResult
+    model = xmcfit.load("runs/a"); model.predict(["some text"], k=5)     # LabelScore lists
+
+Failures raise xmcfit.XmcfitError (one line saying what to change). A training run that pauses (at
+`max_steps`, or on SIGINT/SIGTERM) raises xmcfit.TrainingPaused after saving its checkpoint; continue it
+with `xmcfit.train(resume=run_dir)`. Everything heavy (torch, transformers, numpy) is imported inside the
+functions, so `import xmcfit` stays light and `xmcfit.plan` never loads torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xmcfit.errors import XmcfitError
+from xmcfit.plan.schema import Plan
+
+if TYPE_CHECKING:
+    from xmcfit.evaluate import EvalResult, Model
+    from xmcfit.rundir import DataOptions
+    from xmcfit.train.checkpoint import CheckpointPolicy
+    from xmcfit.train.epoch import StepStats
+    from xmcfit.train.finish import TrainResult
+
+log = logging.getLogger(__name__)
+
+
+class RunAlreadyFinished(XmcfitError):
+    """`resume` named a run that is done: nothing to train (not an error; the command line exits 0)."""
+
+    is_error = False
+    exit_code = 0
+
+
+# -- plan -------------------------------------------------------------------------------------------------
+
+def plan(labels: int | None = None, *, dataset: str | None = None, data: str | Path | None = None,
+         gpu: str | None = None, gpu_mem: str | None = None, gpu_index: int = 0,
+         encoder: str = "all-MiniLM-L6-v2", seq_len: int | None = None, batch: int | None = None,
+         devices: int = 1, epochs: int | None = None, seed: int = 0, output: str | Path | None = None,
+         **pins: Any) -> Plan:
+    """Choose a training configuration that fits the GPU (`xmcfit plan`); pure Python, no torch.
+
+    Exactly one of `labels`, `dataset` (a profile) or `data` (a dataset path) names the problem; the
+    budget is `gpu_mem` ("16G", bytes), else the `gpu` profile, else the visible GPU. `pins` fix knobs by
+    their xmcfit.plan.chooser.Pins names (precision="fp32", fan_in=64, micro_batch=8, ...). `output`
+    writes plan.json atomically.
+    """
+    from xmcfit.plan.chooser import Pins, choose_plan
+    from xmcfit.plan.defaults import DEFAULTS
+    from xmcfit.plan.inputs import make_request
+
+    known = {f.name for f in dataclasses.fields(Pins)}
+    unknown = sorted(set(pins) - known)
+    if unknown:
+        raise XmcfitError(f"xmcfit.plan: unknown option {unknown[0]!r}; pins are {', '.join(sorted(known))}")
+    request = make_request(labels=labels, dataset=dataset, data=str(data) if data is not None else None,
+                           gpu_mem=gpu_mem, gpu=gpu, gpu_index=gpu_index, encoder=encoder, seq_len=seq_len,
+                           batch=batch if batch is not None else DEFAULTS.target_batch, devices=devices,
+                           epochs=epochs if epochs is not None else DEFAULTS.epochs, seed=seed, pins=Pins(**pins))
+    result = choose_plan(request)
+    if output is not None:
+        result.save(output)
+    return result
+
+
+# -- train ------------------------------------------------------------------------------------------------
+
+def _loggers(targets: Sequence[str], run_dir: Path, log_every: int, the_plan: Plan) -> list[Any]:
+    from xmcfit.rundir import RunFiles
+    from xmcfit.train.loggers import TensorBoardLogger
+
+    return [TensorBoardLogger(RunFiles(run_dir).tensorboard, log_every, the_plan.training.encoder_lr,
+                              the_plan.classifier.lr) for t in targets if t == "tensorboard"]
+
+
+def _check_encoder_files(the_plan: Plan) -> None:
+    """Before anything is written: the text encoder's tokenizer loads offline (weights are optional: a
+    config-only directory trains from random weights, with a warning when the model is built)."""
+    if the_plan.model.encoder.kind != "text":
+        return
+    from xmcfit.model import resolve_encoder_source
+    from xmcfit.train.data import load_text_tokenizer
+
+    load_text_tokenizer(resolve_encoder_source(the_plan.model.encoder.name))
+
+
+def train(plan: Plan | str | Path | None = None, data: str | Path | None = None, out: str | Path | None = None, *,
+          resume: str | Path | None = None, device: str = "auto", max_steps: int | None = None,
+          limit: int | None = None, text_fields: Sequence[str] | None = None, label_field: str | None = None,
+          auto_recover: bool = False, log_every: int = 10, log_to: Sequence[str] = (),
+          checkpoints: CheckpointPolicy | None = None,
+          on_step: Callable[[StepStats], None] | None = None) -> TrainResult:
+    """Train `plan` (a Plan or a plan.json path) on `data` into the run directory `out` (default
+    runs/<plan name>), or continue the run `resume` (its recorded plan and data; `data` points it at data
+    that moved, checked to be the same). `xmcfit train` calls this.
+
+    Everything is checked before the run directory is created (plan, data against the plan, device,
+    tokenizer, loggers), so a bad input never leaves a half-made run. One process writes a run at a time
+    (a lock). A run without a checkpoint resumes from step 0. `checkpoints` says when to checkpoint
+    besides epoch ends and how many to keep; `log_to=("tensorboard",)` adds TensorBoard event files.
+    Under torchrun (WORLD_SIZE > 1) every process calls this alike and trains one label shard of a plan for
+    that many devices: rank 0 does all of the above, the others follow (xmcfit.train.distributed).
+    """
+    from xmcfit.device import check_device_name
+    from xmcfit.train.loggers import check_log_targets
+
+    check_device_name(device)
+    check_log_targets(log_to)
+    if max_steps is not None and max_steps < 1:
+        raise XmcfitError(f"--max-steps {max_steps}: must be >= 1")
+    if resume is not None and plan is not None:
+        raise XmcfitError("--resume takes the plan recorded in the run; drop PLAN")
+    from xmcfit.train.distributed import World
+
+    run = dict(device=device, max_steps=max_steps, auto_recover=auto_recover, log_every=log_every, log_to=log_to,
+               checkpoints=checkpoints, on_step=on_step)
+    world = World.from_env()
+    if world.distributed:  # one rank of a label-sharded run under torchrun: rank 0 leads what follows
+        from xmcfit.train.distributed import train_rank
+
+        return train_rank(world, lambda placement: _start(plan, data, out, resume, limit, text_fields, label_field,
+                                                          placement=placement, **run), **run)
+    return _start(plan, data, out, resume, limit, text_fields, label_field, placement=None, **run)
+
+
+def _start(plan: Plan | str | Path | None, data: str | Path | None, out: str | Path | None,
+           resume: str | Path | None, limit: int | None, text_fields: Sequence[str] | None,
+           label_field: str | None, **run: Any) -> TrainResult:
+    """A fresh run or a resumed one (xmcfit.api.train's arguments, checked)."""
+    if resume is not None:
+        return _resume(Path(resume), data, **run)
+    if plan is None or data is None:
+        raise XmcfitError("give a PLAN and --data PATH (or --resume RUN_DIR)")
+    from xmcfit.rundir import DataOptions
+
+    the_plan = plan if isinstance(plan, Plan) else Plan.from_json(plan)
+    name = Path(plan).stem if not isinstance(plan, Plan) else "run"
+    run_dir = Path(out) if out is not None else Path("runs") / name
+    options = DataOptions(str(data), tuple(text_fields) if text_fields else None, label_field, limit)
+    return _fresh(the_plan, run_dir, options, **run)
+
+
+def _fresh(the_plan: Plan, run_dir: Path, options: DataOptions, **run: Any) -> TrainResult:
+    from xmcfit.device import pick_device
+    from xmcfit.rundir import RunLock, make_run_root, prepare_run_dir
+    from xmcfit.train.data import data_fingerprint, read_train_split
+    from xmcfit.train.distributed import World, check_processes
+
+    check_processes(the_plan, World.from_env(), auto_recover=run["auto_recover"], device=run["device"])
+    pick_device(run["device"])
+    if run_dir.exists() and not run_dir.is_dir():
+        raise XmcfitError(f"--out {run_dir}: is a file, not a directory; choose another --out")
+    dataset = read_train_split(the_plan, options)
+    _check_encoder_files(the_plan)
+    make_run_root(run_dir)
+    with RunLock(run_dir):
+        prepare_run_dir(the_plan, run_dir, options, data_fingerprint(dataset), restart_unstarted=True)
+        return _run(the_plan, run_dir, options, dataset, resume=False, **run)
+
+
+def _resume(run_dir: Path, data: str | Path | None, **run: Any) -> TrainResult:
+    from xmcfit.data import LabelVocab
+    from xmcfit.device import pick_device
+    from xmcfit.rundir import (RunFiles, RunLock, can_restart_in_place, clear_for_restart, data_options_of,
+                               read_run_info, write_run_info)
+    from xmcfit.train.data import data_fingerprint, read_train_split
+
+    info = read_run_info(run_dir)
+    with RunLock(run_dir):
+        info = read_run_info(run_dir)  # again, under the lock: another process may have just finished it
+        if info.get("status") == "done":
+            raise RunAlreadyFinished(f"{run_dir}: already finished ({info.get('epochs_done')} epochs); "
+                                     "nothing to resume")
+        files = RunFiles(run_dir)
+        the_plan = Plan.from_json(files.plan)
+        from xmcfit.train.distributed import World, check_processes
+
+        check_processes(the_plan, World.from_env(), auto_recover=run["auto_recover"], device=run["device"])
+        options = data_options_of(info)
+        if data is not None:
+            options = dataclasses.replace(options, path=str(data))
+        pick_device(run["device"])
+        restart = can_restart_in_place(run_dir, info)
+        vocab = LabelVocab.load(files.labels) if files.labels.exists() and not restart else None
+        dataset = read_train_split(the_plan, options, vocab)
+        fingerprint = data_fingerprint(dataset)
+        recorded = info.get("data_fingerprint")
+        if recorded and fingerprint != recorded and not restart:
+            raise XmcfitError(f"{options.path}: not the training data run {run_dir} started with (data "
+                              f"fingerprint {fingerprint}, recorded {recorded}); pass --data with that data")
+        if restart:
+            _check_encoder_files(the_plan)
+            log.warning("%s has no checkpoint yet: starting it again from step 0", run_dir)
+            clear_for_restart(run_dir)
+        if data is not None or restart:  # recorded resolved, as a fresh run records it
+            info["data"] = {**dataclasses.asdict(options), "path": str(Path(options.path).resolve())}
+            info["data_fingerprint"] = fingerprint
+            write_run_info(run_dir, info)
+        return _run(the_plan, run_dir, options, dataset, resume=not restart, **run)
+
+
+def _run(the_plan: Plan, run_dir: Path, options: DataOptions, dataset: Any, *, resume: bool, device: str,
+         max_steps: int | None, auto_recover: bool, log_every: int, log_to: Sequence[str],
+         checkpoints: CheckpointPolicy | None, on_step: Callable[[StepStats], None] | None,
+         placement: Any = None) -> TrainResult:
+    """Train in this process: alone (placement None), or as rank 0 of a label-sharded run (a LabelSharded
+    placement: the other ranks start once this one has written the run's data records)."""
+    from xmcfit.train.data import load_train_data
+    from xmcfit.train.loop import run_training
+
+    train_data = load_train_data(the_plan, run_dir, options, resume=resume, dataset=dataset)
+    if placement is not None:
+        placement.records_ready(run_dir, resume)
+    loggers = _loggers(log_to, run_dir, log_every, the_plan)
+    callbacks = [c for c in (on_step, *loggers) if c is not None]
+
+    def each_step(stats: StepStats) -> None:
+        for callback in callbacks:
+            callback(stats)
+
+    try:
+        return run_training(the_plan, run_dir, train_data, device=device, resume=resume, max_steps=max_steps,
+                            log_every=log_every, auto_recover=auto_recover, on_step=each_step,
+                            checkpoints=checkpoints, placement=placement)
+    finally:
+        for logger in loggers:
+            logger.close()
+
+
+# -- evaluate and predict (xmcfit.evaluate holds them; here for one place to look) ---------------------------
+
+def load(run_dir: str | Path, device: str | None = None) -> Model:
+    """A finished run directory, verified (weights checksum) and loaded for scoring: xmcfit.evaluate.load."""
+    from xmcfit.evaluate import load as load_model
+
+    return load_model(run_dir, device=device)
+
+
+def evaluate(run: str | Path | Model, data: str | Path | None = None, split: str | None = None, *,
+             propensity_a: float | None = None, propensity_b: float | None = None,
+             device: str | None = None) -> EvalResult:
+    """Evaluate a run directory (or a loaded Model) on a labelled split: xmcfit.evaluate.evaluate."""
+    from xmcfit.evaluate import evaluate as evaluate_model
+
+    return evaluate_model(run, data, split, propensity_a=propensity_a, propensity_b=propensity_b, device=device)
