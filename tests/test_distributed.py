@@ -180,6 +180,13 @@ def test_a_stopped_then_killed_sharded_run_resumes_to_the_same_weights(tmp_path,
     _assert_same_weights(whole_run, run)
 
 
+def test_resuming_a_sharded_run_with_another_number_of_processes_is_one_line(whole_run):
+    result = CliRunner().invoke(app, ["train", "--resume", str(whole_run), "--nproc", "3", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "the plan is for 2 device(s) (n_devices=2) but 3 processes were started" in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
 def _assert_same_weights(a: Path, b: Path) -> None:
     wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert wa.keys() == wb.keys()

@@ -68,7 +68,7 @@ def train(
     plan = _read_plan(plan_path, resume)
     if plan is not None:  # the processes against the plan's devices, before anything is written
         check_processes(plan, world, nproc=nproc, auto_recover=auto_recover, device=device)
-    if nproc is not None and nproc > 1:
+    if nproc is not None and nproc > 1 and plan is not None:  # no plan: xmcfit.api.train below says why
         launch(nproc, ["train", *_forwarded(locals())])
         return
     rates = (plan.training.encoder_lr, plan.classifier.lr) if plan is not None else (None, None)
