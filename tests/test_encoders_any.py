@@ -56,6 +56,8 @@ def test_a_config_only_directory_plans_with_exact_parameter_bytes(tmp_path, capl
     n_params = _meta_params_without_pooler(config)
     assert plan["model"]["encoder"]["n_params"] == n_params
     assert plan["memory"]["terms_bytes"]["encoder_weights"] == 4 * n_params  # fp32 master weights
+    # MPNet and DeBERTa have no SDPA path in transformers: their activations are priced for eager attention.
+    assert plan["model"]["encoder"]["attention"] == ("eager" if name.startswith(("mpnet", "deberta")) else "sdpa")
     assert "no weights and no tokenizer" in caplog.text and "hf download" in caplog.text  # said, not fatal
 
 

@@ -89,6 +89,23 @@ def test_low_fan_in_gets_an_intermediate_layer_when_it_fits():
     assert pinned.model.intermediate_dim == 0
 
 
+def test_a_lowered_fan_in_is_explained_from_the_sparse_start_and_cites_the_measured_costs():
+    plan = choose_plan(_request(6 * GIB, encoder=load_encoder("bert-base-uncased").to_spec()))
+    [fan_in] = [r for r in plan.reasons if r.startswith(f"fan-in {plan.classifier.fan_in}:")]
+    assert plan.classifier.fan_in < 256 and "lowered from 256" in fan_in  # not from the dense rung's 768
+    assert "Accuracy cost of each memory move" in fan_in
+
+
+def test_fan_in_with_the_intermediate_layer_goes_down_before_the_classifier_goes_bf16():
+    """Measured order (bench/RESULTS.md): every lowered fan-in down to 32 with the intermediate layer costs less
+    P@1 than a pure-bf16 classifier, so bf16 only comes once fan-in 32 does not fit."""
+    plans = [choose_plan(_request(int(gib * GIB))) for gib in (16, 12, 8, 5, 4.5, 4)]
+    fp32 = [p for p in plans if p.classifier.value_dtype == "float32"]
+    bf16 = [p for p in plans if p.classifier.value_dtype == "bfloat16"]
+    assert fp32 and all(p.classifier.fan_in < 256 and p.model.intermediate_dim == 4096 for p in fp32)
+    assert bf16 and all(p.classifier.fan_in == 32 and p.classifier.optimizer == "adamw" for p in bf16)
+
+
 def test_request_rejects_fan_in_above_input_dim_and_seq_len_above_maximum():
     with pytest.raises(XmcfitError, match="--fan-in 512: must be between 1 and the input dimension d=384"):
         _request(16 * GIB, pins=Pins(fan_in=512))

@@ -104,3 +104,62 @@ def _cpu_prediction(spec, s, b, precision, checkpointing):
     predicted = memory.encoder_activation_bytes(spec, s, b, precision, checkpointing, "mean",
                                                 dropout_mask_bytes=layer_mask)
     return predicted + b * s * spec.hidden_size * (4 - layer_mask)
+
+
+def _eager_saved_bytes(model_cls, config, b: int, s: int) -> int:
+    """Activation bytes an eager-attention encoder saves for backward in one fp32 mean-pooled forward."""
+    torch.manual_seed(0)
+    model = model_cls(config).train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in params:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    ids = torch.randint(5, 1000, (b, s))
+    mask = torch.ones(b, s, dtype=torch.long)
+    mask[:, s - 3:] = 0
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).float()
+        ((hidden * m).sum(1) / m.sum(1)).pow(2).sum().backward()
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("arch", ["mpnet", "deberta-v2"])
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[3]], ids=str)
+def test_eager_attention_encoders_are_priced_with_their_s_by_s_probabilities(shape, arch):
+    """MPNet and DeBERTa-v2 have no SDPA path: each layer keeps heads x s x s probabilities, which an
+    SDPA-priced plan would miss (a third to a half of their activations at these shapes)."""
+    from dataclasses import replace
+
+    h, n_layers, a, i, b, s = shape
+    kw = dict(vocab_size=1000, hidden_size=h, num_hidden_layers=n_layers, num_attention_heads=a, intermediate_size=i,
+              max_position_embeddings=130)
+    if arch == "mpnet":
+        measured = _eager_saved_bytes(lambda c: transformers.MPNetModel(c, add_pooling_layer=False),
+                                      transformers.MPNetConfig(**kw), b, s)
+    else:
+        measured = _eager_saved_bytes(transformers.DebertaV2Model, transformers.DebertaV2Config(**kw), b, s)
+    spec = replace(_spec(h, n_layers, a, i), attention="eager")
+    predicted = memory.encoder_activation_bytes(spec, s, b, "fp32", False, "mean", attention="math",
+                                                dropout_mask_bytes=4)
+    assert abs(predicted - measured) / measured < TOLERANCE, (predicted, measured)
+    sdpa_priced = _cpu_prediction(_spec(h, n_layers, a, i), s, b, "fp32", checkpointing=False)
+    assert (measured - sdpa_priced) / measured > 0.15  # what the plan missed before
+
+
+def test_a_plan_prices_an_eager_encoder_with_the_math_kernel_term():
+    from dataclasses import replace
+
+    spec = _spec(64, 2, 4, 256)
+    layout = memory.Layout(encoder=spec, seq_len=32, precision="fp32", gradient_checkpointing=False, micro_batch=4,
+                           grad_accum=1, pooling="mean", intermediate_dim=0, classifier_kind="dense", n_labels=10,
+                           fan_in=64, value_dtype="float32", optimizer="adamw", weight_decay=0.0,
+                           update_rounding="none", loss_chunk_size=10, bias=True, aux_enabled=False, n_clusters=0,
+                           rewiring_enabled=False, rewiring_chunk_rows=1)
+    eager = replace(layout, encoder=replace(spec, attention="eager"))
+    extra = memory.memory_terms(eager)["encoder_activations"] - memory.memory_terms(layout)["encoder_activations"]
+    assert extra == 4 * 32 * 2 * 3 * 4 * 32 * 4  # batch x seq x layers x (3 a s fp32 values)

@@ -29,6 +29,8 @@ PROFILES_PACKAGE_DIR = "profiles_data"
 
 ProfileKind = Literal["gpus", "encoders", "datasets"]
 Architecture = Literal["bert", "roberta", "distilbert", "mpnet", "deberta-v2", "other"]
+EAGER_ATTENTION = ("mpnet", "deberta-v2")
+"""Architectures transformers runs with eager attention only (no SDPA path); "other" is assumed to have one."""
 """How n_params was derived: arithmetic per family, or "other" (counted on the meta device, pooler excluded)."""
 
 
@@ -105,7 +107,8 @@ class EncoderProfile:
         return EncoderSpec(name=self.name, kind="text", n_params=self.n_params - self.pooler_params,
                            hidden_size=self.hidden_size,
                            n_layers=self.n_layers, n_heads=self.n_heads, intermediate_size=self.intermediate_size,
-                           vocab_size=self.vocab_size, max_seq_len=self.max_seq_len)
+                           vocab_size=self.vocab_size, max_seq_len=self.max_seq_len,
+                           attention="eager" if self.architecture in EAGER_ATTENTION else "sdpa")
 
 
 @dataclass(frozen=True)

@@ -210,7 +210,10 @@ def layer_activation_bytes_per_token(encoder: EncoderSpec, seq_len: int, precisi
     """Bytes one transformer layer saves for backward, per token (see the module docstring).
 
     `attention="math"` adds what the unfused SDPA kernel keeps (scores, probabilities, their dropout
-    mask: a·s values each, in fp32), which is what PyTorch uses on a CPU when attention dropout is on.
+    mask: a·s values each, in fp32), which is what PyTorch uses on a CPU when attention dropout is on, and
+    what prices an eager-attention encoder (MPNet, DeBERTa-v2: within 3 % of the tensors they save in fp32;
+    under AMP softmax runs in fp32 and this errs from -5 % to +50 %, high for DeBERTa at long sequences;
+    tests/test_plan_memory_measured.py).
     `dropout_mask_bytes`: 1 on CUDA (bool mask); on CPU the mask has the dropped tensor's dtype.
     """
     h, i, a, s = encoder.hidden_size, encoder.intermediate_size, encoder.n_heads, seq_len
@@ -454,7 +457,8 @@ def memory_terms(layout: Layout) -> dict[str, int]:
         "encoder_grads": encoder_grad_bytes(enc),
         "encoder_optimizer_state": encoder_optimizer_bytes(enc),
         "encoder_activations": encoder_activation_bytes(enc, layout.seq_len, layout.micro_batch, layout.precision,
-                                                        layout.gradient_checkpointing, layout.pooling),
+                                                        layout.gradient_checkpointing, layout.pooling,
+                                                        "math" if enc.attention == "eager" else "efficient"),
         "encoder_amp_weight_copies": amp_weight_copy_bytes(enc, layout.precision, layout.gradient_checkpointing),
         "head_activations": head_activation_bytes(enc.hidden_size, layout.intermediate_dim, layout.micro_batch),
         "intermediate_weights": n_inter * FP32_BYTES,

@@ -35,6 +35,7 @@ LossName = Literal["squared_hinge", "bce"]
 RewireMode = Literal["fraction", "threshold"]
 Pooling = Literal["mean", "cls"]
 InputKind = Literal["text", "bow"]
+AttentionImpl = Literal["sdpa", "eager"]
 LossReduction = Literal["mean", "sum_over_labels"]
 InputWeighting = Literal["raw", "tfidf"]
 
@@ -76,6 +77,9 @@ class EncoderSpec:
     """Token vocabulary (text) or number of input features (bag-of-words)."""
     max_seq_len: int
     """Longest sequence the encoder accepts, in tokens (0 for bag-of-words)."""
+    attention: AttentionImpl = "sdpa"
+    """The attention transformers runs for it: "sdpa" (fused kernels that keep no s x s tensor) or "eager"
+    (MPNet, DeBERTa-v2, which have no SDPA path: every layer keeps its heads x s x s probabilities)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.encoder.name", self.name, "must not be empty")
