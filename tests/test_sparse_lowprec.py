@@ -63,3 +63,25 @@ def test_state_is_bf16_for_bf16_parameters():
 def test_rejects_unknown_rounding():
     with pytest.raises(ValueError, match="rounding='up'"):
         LowPrecisionSGD([torch.nn.Parameter(torch.zeros(1))], rounding="up")
+
+
+@pytest.mark.parametrize("cls", [LowPrecisionAdamW, LowPrecisionSGD])
+def test_stochastic_rounding_resumes_from_its_state_dict_bit_for_bit(cls):
+    def run(steps, opt=None, p=None):
+        torch.manual_seed(0)
+        p = p if p is not None else torch.nn.Parameter(torch.randn(4096).to(torch.bfloat16))
+        opt = opt or cls([p], lr=1e-2, rounding="stochastic", seed=7)
+        for step in range(steps):
+            p.grad = torch.full_like(p, 1e-3 * (step + 1))
+            opt.step()
+        return p, opt
+
+    whole, _ = run(6)
+    half, opt = run(3)
+    resumed = torch.nn.Parameter(half.detach().clone())
+    fresh = cls([resumed], lr=1e-2, rounding="stochastic", seed=7)
+    fresh.load_state_dict(opt.state_dict())
+    for step in range(3, 6):
+        resumed.grad = torch.full_like(resumed, 1e-3 * (step + 1))
+        fresh.step()
+    assert torch.equal(resumed.detach(), whole.detach())

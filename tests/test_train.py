@@ -58,6 +58,19 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, tiny_e
         assert torch.equal(whole[name], split[name]), name
 
 
+def test_a_stochastic_rounding_run_resumes_to_the_same_weights(tmp_path, bow_dir):
+    plan = tiny_plan("bow", 6, bow_features=30, fan_in=4, epochs=3, aux_clusters=0, micro_batch=8,
+                     value_dtype="bfloat16", optimizer="sgd_momentum", rounding="stochastic")
+    _train(plan, tmp_path / "whole", bow_dir)
+    with pytest.raises(TrainingStopped, match="--resume"):
+        _train(plan, tmp_path / "split", bow_dir, max_steps=10)
+    _train(plan, tmp_path / "split", bow_dir, resume=True)
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    split = load_file(str(tmp_path / "split" / "model.safetensors"))
+    for name in whole:
+        assert torch.equal(whole[name], split[name]), name
+
+
 def test_rewiring_moves_connections_and_keeps_fan_in(tmp_path, tiny_encoder_dir, synth_dir):
     plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=1)
     moved = []

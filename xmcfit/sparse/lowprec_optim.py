@@ -67,6 +67,23 @@ class _LowPrecisionOptimizer(torch.optim.Optimizer):
             self._generators[device].manual_seed(self._seed)
         return self._generators[device]
 
+    def state_dict(self) -> dict:
+        """torch's optimizer state plus the stochastic-rounding generators' states, so a resumed run draws
+        the same rounding noise as one left alone."""
+        state = super().state_dict()
+        state["rounding_generators"] = {str(dev): gen.get_state()
+                                        for dev, gen in getattr(self, "_generators", {}).items()}
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        generators = state_dict.pop("rounding_generators", {})
+        super().load_state_dict(state_dict)
+        for dev, gen_state in generators.items():
+            gen = self._generator(torch.device(dev))
+            if gen is not None:
+                gen.set_state(gen_state.cpu() if isinstance(gen_state, torch.Tensor) else gen_state)
+
     def _apply(self, p: torch.Tensor, update: torch.Tensor, comp: torch.Tensor | None, rounding: str, gen) -> None:
         """p (slice, flat) += update (fp32), writing back with the chosen rounding."""
         base = _f32(p)
