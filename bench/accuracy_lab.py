@@ -347,14 +347,9 @@ def train_head(cfg: HeadConfig, data: LabData, seed: int, report_epochs: list[in
         order = np.random.default_rng([seed, epoch]).permutation(n)
         for i in range(0, n, cfg.batch):
             rows = order[i:i + cfg.batch]
-            mult = warmup_cosine(step, total, warm)
-            for g, lr in zip(opt.param_groups, base_lrs):
-                g["lr"] = lr * mult
-            feats = head.features(_batch_inputs(x_train, rows, data.bow)).to(head.value_dtype)
-            loss = chunked_loss(feats, head.classifier, _positives(data.y_train, rows), loss=cfg.loss) * scale
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            _optimizer_step(opt, base_lrs, warmup_cosine(step, total, warm), lambda: chunked_loss(
+                head.features(_batch_inputs(x_train, rows, data.bow)).to(head.value_dtype), head.classifier,
+                _positives(data.y_train, rows), loss=cfg.loss) * scale)
             step += 1
             if rewirer is not None:
                 rewirer.step(step)
@@ -425,15 +420,9 @@ def finetune(head_cfg: HeadConfig, ft: FinetuneConfig, data: LabData, texts: tup
         started = time.perf_counter()
         for i in range(0, n, head_cfg.batch):
             rows = order[i:i + head_cfg.batch]
-            mult = warmup_cosine(step, total, warm)
-            for g, lr in zip(opt.param_groups, base_lrs):
-                g["lr"] = lr * mult
-            pooled = encoder(**_tokenize(tokenizer, [texts[0][r] for r in rows], seq_len))
-            feats = head.features(pooled)
-            loss = chunked_loss(feats, head.classifier, _positives(data.y_train, rows), loss=head_cfg.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            _optimizer_step(opt, base_lrs, warmup_cosine(step, total, warm), lambda: chunked_loss(
+                head.features(encoder(**_tokenize(tokenizer, [texts[0][r] for r in rows], seq_len))),
+                head.classifier, _positives(data.y_train, rows), loss=head_cfg.loss))
             step += 1
             if rewirer is not None:
                 rewirer.step(step)
@@ -442,6 +431,16 @@ def finetune(head_cfg: HeadConfig, ft: FinetuneConfig, data: LabData, texts: tup
         print(f"  seed {seed} e2e epoch {epoch + 1}: {results[f'e2e{epoch + 1}']['P@1']:.4f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     return results
+
+
+def _optimizer_step(opt: torch.optim.Optimizer, base_lrs: list[float], mult: float, loss_fn) -> None:
+    """One step at learning rates base x mult: the loss loss_fn() builds, its backward, the update."""
+    for group, lr in zip(opt.param_groups, base_lrs):
+        group["lr"] = lr * mult
+    loss = loss_fn()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
 
 
 def _fit_head(head: Head, cfg: HeadConfig, data: LabData, seed: int) -> None:

@@ -38,3 +38,17 @@ def tiny_plan(encoder: str, n_labels: int, *, kind: str = "sparse", fan_in: int 
         reasons=("test plan",),
     )
     return reprice(plan)
+
+
+def train_plan(plan: Plan, run_dir, data_path, **kwargs):
+    """Train `plan` on the data at `data_path` into `run_dir` as `xmcfit train` does (prepare the run directory
+    unless resuming, read and check the data, run); kwargs go to run_training (resume, max_steps, ...)."""
+    from xmcfit.rundir import DataOptions, prepare_run_dir
+    from xmcfit.train.data import load_train_data
+    from xmcfit.train.loop import run_training
+
+    options = DataOptions(str(data_path))
+    if not kwargs.get("resume"):
+        prepare_run_dir(plan, run_dir, options)
+    data = load_train_data(plan, run_dir, options, resume=bool(kwargs.get("resume")))
+    return run_training(plan, run_dir, data, **kwargs)

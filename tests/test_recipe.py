@@ -4,7 +4,6 @@ input, and the plan flags that pin them."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,25 +13,16 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from plan_factory import tiny_plan
+from plan_factory import train_plan as _train
 from xmcfit.cli import app
 from xmcfit.errors import XmcfitError
 from xmcfit.model import BowEncoder, build_model, inverse_document_frequency
-from xmcfit.rundir import DataOptions, prepare_run_dir
 from xmcfit.seed import seed_everything
 from xmcfit.sparse import FixedFanInLinear, chunked_loss
-from xmcfit.train.data import load_train_data
-from xmcfit.train.loop import TrainingStopped, run_training
+from xmcfit.train.loop import TrainingStopped
 from xmcfit.train.setup import Schedule
 
 N_LABELS = 40
-
-
-def _train(plan, run_dir: Path, data_path: Path, **kwargs):
-    options = DataOptions(str(data_path))
-    if not kwargs.get("resume"):
-        prepare_run_dir(plan, run_dir, options)
-    data = load_train_data(plan, run_dir, options, resume=bool(kwargs.get("resume")))
-    return run_training(plan, run_dir, data, **kwargs)
 
 
 @pytest.mark.parametrize("dense", [False, True])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,21 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from plan_factory import tiny_plan
+from plan_factory import train_plan as _train
 from xmcfit.errors import XmcfitError
-from xmcfit.train.loop import TrainingStopped, _recovery_plan, run_training
+from xmcfit.train.loop import TrainingStopped, _recovery_plan
 from xmcfit.rundir import DataOptions, prepare_run_dir
 from xmcfit.train.data import load_train_data
 from xmcfit.train.schedules import cosine_decay, fraction_step, warmup_cosine
 
 N_LABELS = 40
-
-
-def _train(plan, run_dir: Path, data_path: Path, **kwargs):
-    options = DataOptions(str(data_path))
-    if not kwargs.get("resume"):
-        prepare_run_dir(plan, run_dir, options)
-    data = load_train_data(plan, run_dir, options, resume=bool(kwargs.get("resume")))
-    return run_training(plan, run_dir, data, **kwargs)
 
 
 def test_training_writes_a_complete_run_directory(tmp_path, tiny_encoder_dir, synth_dir):

@@ -212,11 +212,6 @@ def read_checkpoint(folder: Path) -> dict[str, Any]:
     return unflatten_state("s", meta, tensors)
 
 
-def load_checkpoint(folder: Path) -> dict[str, Any]:
-    """read_checkpoint (verified)."""
-    return read_checkpoint(folder)
-
-
 @dataclass
 class Progress:
     """Mutable counters of the loop; saved in every checkpoint."""

@@ -59,7 +59,7 @@ from xmcfit.rundir import DataOptions, RunFiles, data_options_of, read_run_info,
 from xmcfit.sparse import SETRewirer
 from xmcfit.sparse.rewire import RewireStats
 from xmcfit.sparse.sharded import ShardedClassifierLoss, label_range, shard_fixed_fan_in, shard_linear
-from xmcfit.train.checkpoint import CHECKPOINT_DIR, CheckpointPolicy, Progress, checkpoint_folders, load_checkpoint, \
+from xmcfit.train.checkpoint import CHECKPOINT_DIR, CheckpointPolicy, Progress, checkpoint_folders, read_checkpoint, \
     rng_state, set_rng_state, verify_checkpoint, write_checkpoint
 from xmcfit.train.data import TrainData, load_train_data
 from xmcfit.train.epoch import StepStats
@@ -352,8 +352,8 @@ def load_sharded_state(run_dir: Path, parts: TrainParts, world: World) -> Progre
         raise XmcfitError(f"{run_dir}: no checkpoint step that every rank completed; nothing to resume from")
     step = max(common)
     name = f"step-{step:09d}"
-    replicated = load_checkpoint(root / name)
-    shard = load_checkpoint(shard_root(run_dir, world.rank, world.size) / name)
+    replicated = read_checkpoint(root / name)
+    shard = read_checkpoint(shard_root(run_dir, world.rank, world.size) / name)
     train = replicated["train"]
     parts.model.load_state_dict({**train["model"], **shard["model"]}, strict=True)
     parts.optimizers.load_state_dict({"enc_opt": train["enc_opt"], "cls_opt": shard["cls_opt"],
@@ -369,7 +369,7 @@ def merged_weights(run_dir: Path, parts: TrainParts, step: int, world: World) ->
     """The whole model's state dict: the replicated weights of this rank and the classifier rows of every
     shard's checkpoint at `step`, concatenated in rank order."""
     name = f"step-{step:09d}"
-    shards = [load_checkpoint(shard_root(run_dir, r, world.size) / name)["model"] for r in range(world.size)]
+    shards = [read_checkpoint(shard_root(run_dir, r, world.size) / name)["model"] for r in range(world.size)]
     weights = {k: v for k, v in parts.model.state_dict().items() if not k.startswith(_CLASSIFIER)}
     for key in shards[0]:
         weights[key] = torch.cat([s[key] for s in shards])  # (L, ...) rows in label order
