@@ -129,6 +129,27 @@ def test_probe_features_that_run_out_of_memory_are_encoded_again_in_halves(tmp_p
     assert reference.final_loss == pytest.approx(unconstrained.final_loss, rel=1e-5)
 
 
+def test_probe_features_that_do_not_fit_one_point_at_a_time_are_one_line(tmp_path, tiny_encoder_dir, synth_dir,
+                                                                          monkeypatch):
+    from xmcfit.train import setup
+
+    plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, epochs=0, probe_epochs=1)
+    real_build = setup.build_model
+
+    def build_out_of_memory(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+
+        def hook(module, inputs):
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+
+        model.encoder.register_forward_pre_hook(hook)
+        return model
+
+    monkeypatch.setattr(setup, "build_model", build_out_of_memory)
+    with pytest.raises(XmcfitError, match="--probe-epochs 0"):
+        _train(plan, tmp_path / "run", synth_dir)
+
+
 def test_zero_epochs_need_probe_epochs():
     with pytest.raises(XmcfitError, match="training.epochs=0: must be >= 1"):
         tiny_plan("bow", 6, bow_features=30, epochs=0)

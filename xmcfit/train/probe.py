@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from xmcfit.data.torch_data import positives_tensor
+from xmcfit.errors import XmcfitError
 from xmcfit.train.data import TrainData
 from xmcfit.train.setup import TrainParts
 
@@ -49,7 +50,8 @@ def frozen_features(parts: TrainParts, data: TrainData, batch: int) -> torch.Ten
                 pooled = _pool_rows(parts, data, rows)
             except torch.OutOfMemoryError:
                 if batch == 1:
-                    raise
+                    raise XmcfitError("out of device memory encoding one training point for the linear probe: "
+                                      "plan with a shorter --seq-len, or --probe-epochs 0") from None
                 batch //= 2
                 log.warning("linear probe: out of device memory encoding the training points; batch %d", batch)
                 if parts.device.type == "cuda":
