@@ -7,7 +7,8 @@ from xmcfit import __version__
 from xmcfit.plan.memory import reprice
 from xmcfit.profiles import load_encoder
 from xmcfit.plan.schema import (AuxSection, ClassifierSection, EncoderSpec, InputsSection, MemorySection,
-                                ModelSection, Plan, RewiringSection, TrainingSection, index_dtype_for)
+                                ModelSection, Plan, RewiringSection, TfidfSection, TrainingSection,
+                                index_dtype_for)
 
 
 def tiny_plan(encoder: str, n_labels: int, *, kind: str = "sparse", fan_in: int = 8, epochs: int = 2,
@@ -15,8 +16,9 @@ def tiny_plan(encoder: str, n_labels: int, *, kind: str = "sparse", fan_in: int 
               value_dtype: str = "float32", optimizer: str = "adamw", rounding: str = "none",
               precision: str = "fp32", bow_features: int = 0, seed: int = 0,
               checkpointing: bool = False, probe_epochs: int = 0, input_weighting: str = "raw",
-              loss_reduction: str = "mean") -> Plan:
-    """A plan for the 32-wide tiny BERT (or a bag-of-words projection when bow_features > 0)."""
+              loss_reduction: str = "mean", tfidf_fan_in: int = 0, tfidf_words: int = 200) -> Plan:
+    """A plan for the 32-wide tiny BERT (or a bag-of-words projection when bow_features > 0); with
+    `tfidf_fan_in` > 0 a TF-IDF side over the bag-of-words features or up to `tfidf_words` words."""
     if bow_features:
         enc = EncoderSpec("bow", "bow", bow_features * 32 + 32, 32, 0, 0, 0, bow_features, 0)
         seq_len = 0
@@ -35,6 +37,7 @@ def tiny_plan(encoder: str, n_labels: int, *, kind: str = "sparse", fan_in: int 
         aux=AuxSection(aux_clusters > 0, max(1, aux_clusters), 0.4, 0.5),
         training=TrainingSection(epochs, micro_batch, grad_accum, 1e-3, 0.01, 0.1, 1.0, 64, probe_epochs),
         memory=MemorySection({}, 1, 1, 2**30, "backward", ()),  # priced below
+        tfidf=TfidfSection(tfidf_fan_in > 0, bow_features or tfidf_words, tfidf_fan_in, 1) if tfidf_fan_in else TfidfSection(),
         reasons=("test plan",),
     )
     return reprice(plan)

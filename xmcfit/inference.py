@@ -51,6 +51,8 @@ class LoadedRun:
     """memory.json: predicted vs measured peak memory (None before training finished)."""
     tokenizer: Any | None
     device: torch.device
+    words: Any = None
+    """The TF-IDF side's word vocabulary of a text run (xmcfit.data.words.WordVocab), else None."""
 
 
 def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
@@ -91,7 +93,14 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     vocab = LabelVocab.load(files.labels) if files.labels.exists() else None
     memory = MemoryReport.from_file(files.memory) if files.memory.exists() else None
     counts = np.load(files.label_counts)
-    return LoadedRun(root, plan, model, vocab, counts, info, memory, tokenizer, dev)
+    words = None
+    if text and plan.tfidf.enabled:
+        from xmcfit.data.words import WordVocab
+
+        if not files.tfidf_vocab.exists():
+            raise XmcfitError(f"{root}: missing {files.tfidf_vocab.name} (the TF-IDF side's vocabulary)")
+        words = WordVocab.load(files.tfidf_vocab)
+    return LoadedRun(root, plan, model, vocab, counts, info, memory, tokenizer, dev, words)
 
 
 def _verify_weights(files: RunFiles, info: dict[str, Any]) -> None:
@@ -121,8 +130,10 @@ def _chunk_scores(classifier: torch.nn.Module, feats: torch.Tensor, start: int, 
 
 @torch.no_grad()
 def topk_from_features(classifier: torch.nn.Module, feats: torch.Tensor, k: int,
-                       chunk_labels: int = SCORE_CHUNK_LABELS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Running top-k over label chunks: ((batch, k) scores, (batch, k) ids), holding (batch, chunk + k)."""
+                       chunk_labels: int = SCORE_CHUNK_LABELS,
+                       tfidf: tuple[FixedFanInLinear, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running top-k over label chunks: ((batch, k) scores, (batch, k) ids), holding (batch, chunk + k).
+    tfidf: (the TF-IDF scorer's layer, its (batch, n_words) input rows), whose scores are added."""
     n_labels = classifier.values.shape[0] if isinstance(classifier, FixedFanInLinear) else classifier.weight.shape[0]
     k = min(k, n_labels)
     best_s = torch.full((feats.shape[0], 0), float("-inf"), device=feats.device)
@@ -130,6 +141,8 @@ def topk_from_features(classifier: torch.nn.Module, feats: torch.Tensor, k: int,
     for start in range(0, n_labels, chunk_labels):
         stop = min(n_labels, start + chunk_labels)
         scores = _chunk_scores(classifier, feats, start, stop)  # (b, c)
+        if tfidf is not None:
+            scores += _chunk_scores(tfidf[0], tfidf[1], start, stop)
         ids = torch.arange(start, stop, device=feats.device).expand_as(scores)
         cand_s = torch.cat([best_s, scores], 1)  # (b, k + c)
         cand_i = torch.cat([best_i, ids], 1)
@@ -139,13 +152,15 @@ def topk_from_features(classifier: torch.nn.Module, feats: torch.Tensor, k: int,
 
 
 def _batches(run: LoadedRun, dataset: XMCDataset, batch_size: int):
-    from xmcfit.data.torch_data import BowCollator, TextCollator, XMCTorchDataset
+    from xmcfit.data.torch_data import BowCollator, TextCollator, XMCTorchDataset, csr_rows_batch
 
     torch_ds = XMCTorchDataset(dataset)
     collate = (TextCollator(run.tokenizer, run.plan.model.seq_len) if dataset.kind == "text" else BowCollator())
+    words = run.words.counts(dataset.texts) if run.words is not None else None  # (n_points, n_vocab) CSR
     for start in range(0, dataset.n_points, batch_size):
         rows = range(start, min(dataset.n_points, start + batch_size))
-        yield collate([torch_ds[r] for r in rows])
+        batch = collate([torch_ds[r] for r in rows])
+        yield batch | csr_rows_batch(words, rows, "words") if words is not None else batch
 
 
 def predict_topk(run: LoadedRun, dataset: XMCDataset, k: int,
@@ -158,7 +173,9 @@ def predict_topk(run: LoadedRun, dataset: XMCDataset, k: int,
         for batch in _batches(run, dataset, batch_size):
             batch = {key: v.to(run.device) for key, v in batch.items()}
             feats = run.model.features(batch).float()  # (b, d)
-            scores, ids = topk_from_features(run.model.classifier, feats, k)
+            tfidf = run.model.tfidf
+            scores, ids = topk_from_features(run.model.classifier, feats, k,
+                                             tfidf=(tfidf.layer, tfidf.inputs(batch)) if tfidf is not None else None)
             all_ids.append(ids.cpu().numpy())
             all_scores.append(scores.cpu().numpy().astype(np.float32))
     if not all_ids:

@@ -174,6 +174,44 @@ def inverse_document_frequency(features, n_features: int) -> torch.Tensor:
     return torch.from_numpy((np.log((1.0 + features.shape[0]) / (1.0 + df)) + 1.0).astype(np.float32))
 
 
+class TfidfScorer(nn.Module):
+    """The TF-IDF side: a fixed fan-in linear scorer over the words of the input, its scores added to the
+    classifier's (as PECOS XR-Transformer ranks with the encoder's embedding beside the TF-IDF vector).
+
+    `layer` is a FixedFanInLinear(n_words -> n_labels, fan_in, no bias) whose pattern is chosen from the
+    training data (xmcfit.data.words.label_word_pattern) and not rewired; `idf` (n_words,) is set from the
+    training split. `inputs` turns a batch's term counts into dense (batch, n_words) fp32 TF-IDF rows:
+    sublinear tf (1 + ln c for counts >= 1), times idf, L2-normalised.
+    """
+
+    def __init__(self, n_words: int, n_labels: int, fan_in: int, seed: int) -> None:
+        super().__init__()
+        # Placeholder pattern (columns 0..k-1): `initialise` or a checkpoint sets the real one.
+        placeholder = torch.arange(fan_in).expand(n_labels, fan_in)  # (n_labels, fan_in)
+        self.layer = FixedFanInLinear(n_words, n_labels, fan_in, bias=False, seed=seed, indices=placeholder)
+        with torch.no_grad():
+            self.layer.values.zero_()  # a label starts from the encoder side's scores alone
+        self.register_buffer("idf", torch.ones(n_words))  # (n_words,)
+
+    @torch.no_grad()
+    def initialise(self, pattern: torch.Tensor, idf: torch.Tensor) -> None:
+        """Set the data-chosen pattern (n_labels, fan_in) and the training split's idf (n_words,)."""
+        self.layer.indices.copy_(pattern.to(self.layer.indices.dtype))
+        self.idf.copy_(idf)
+
+    def inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(batch, n_words) fp32 TF-IDF rows from the batch's "words_*" term counts (bag-of-words runs:
+        their "feat_*" features)."""
+        key = "words" if "words_indices" in batch else "feat"
+        indices, offsets, counts = batch[f"{key}_indices"], batch[f"{key}_offsets"], batch[f"{key}_weights"]
+        tf = torch.where(counts >= 1.0, 1.0 + torch.log(counts.clamp_min(1.0)), counts)
+        weights = _l2_normalise_bags(tf * self.idf[indices], offsets)  # (nnz,)
+        lengths = torch.diff(offsets, append=torch.tensor([indices.numel()], device=offsets.device))
+        rows = torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), lengths)  # (nnz,)
+        dense = torch.zeros(len(offsets), self.idf.numel(), dtype=torch.float32, device=self.idf.device)
+        return dense.index_put_((rows, indices), weights.float(), accumulate=True)  # (batch, n_words)
+
+
 @dataclass(frozen=True)
 class ModelParts:
     """Parameter groups the trainer gives to different optimizers."""
@@ -187,7 +225,7 @@ class XMCModel(nn.Module):
     """Encoder + optional intermediate layer + classifier + optional auxiliary cluster head."""
 
     def __init__(self, encoder: nn.Module, hidden_size: int, dropout: float, intermediate_dim: int,
-                 classifier: nn.Module, n_clusters: int) -> None:
+                 classifier: nn.Module, n_clusters: int, tfidf: TfidfScorer | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
@@ -197,6 +235,7 @@ class XMCModel(nn.Module):
         self.classifier = classifier
         features_dim = intermediate_dim or hidden_size
         self.aux_head = nn.Linear(features_dim, n_clusters) if n_clusters else None
+        self.tfidf = tfidf
 
     def pool(self, batch: dict[str, torch.Tensor], encoder: nn.Module | None = None) -> torch.Tensor:
         """The encoder's output for a batch of inputs: (batch, hidden). `encoder`: run the inputs through
@@ -218,6 +257,8 @@ class XMCModel(nn.Module):
         heads = list(self.intermediate.parameters()) if self.intermediate is not None else []
         if self.aux_head is not None:
             heads += list(self.aux_head.parameters())
+        if self.tfidf is not None:
+            heads += list(self.tfidf.parameters())  # trained by the heads' AdamW at the classifier's lr
         return ModelParts(list(self.encoder.parameters()), heads, list(self.classifier.parameters()))
 
 
@@ -256,4 +297,7 @@ def build_model(plan: Plan, encoder_source: str | None, pretrained: bool = True,
         encoder = TextEncoder(backbone, plan.model.pooling, plan.model.gradient_checkpointing)
     n_clusters = plan.aux.n_clusters if plan.aux.enabled else 0
     classifier = build_classifier_fn() if build_classifier_fn is not None else build_classifier(plan, plan.seed)
-    return XMCModel(encoder, spec.hidden_size, plan.model.dropout, plan.model.intermediate_dim, classifier, n_clusters)
+    tf = plan.tfidf
+    tfidf = TfidfScorer(tf.n_words, plan.classifier.n_labels, tf.fan_in, seed=plan.seed + 2) if tf.enabled else None
+    return XMCModel(encoder, spec.hidden_size, plan.model.dropout, plan.model.intermediate_dim, classifier, n_clusters,
+                    tfidf)

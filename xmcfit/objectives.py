@@ -24,8 +24,10 @@ from xmcfit.sparse.sharded import with_value
 class ClassifierLoss(Protocol):
     """The main loss of the classifier's logits against `positives`, reduced over batch x labels."""
 
-    def __call__(self, features: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-        """features (batch, d); positives (n_pos, 2) [row, label]; a 0-dim loss that back-propagates."""
+    def __call__(self, features: torch.Tensor, positives: torch.Tensor,
+                 tfidf_x: torch.Tensor | None = None) -> torch.Tensor:
+        """features (batch, d); positives (n_pos, 2) [row, label]; tfidf_x (batch, n_words) the TF-IDF rows
+        when the model has a TF-IDF side; a 0-dim loss that back-propagates."""
         ...
 
 
@@ -41,10 +43,14 @@ class ChunkedClassifierLoss:
     """Labels per chunk."""
     reduction: str = "mean"
     """"mean" over batch x labels or "sum_over_labels" (xmcfit.sparse.chunked_loss)."""
+    tfidf: FixedFanInLinear | None = None
+    """The TF-IDF scorer's layer (xmcfit.model.TfidfScorer), its scores added to the classifier's."""
 
-    def __call__(self, features: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    def __call__(self, features: torch.Tensor, positives: torch.Tensor,
+                 tfidf_x: torch.Tensor | None = None) -> torch.Tensor:
+        extra = (tfidf_x, self.tfidf) if self.tfidf is not None else None
         return chunked_loss(features, self.classifier, positives, loss=self.loss, chunk_size=self.chunk_size,
-                            reduction=self.reduction)
+                            reduction=self.reduction, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -108,9 +114,11 @@ class LossParts:
 
 
 def mixed_loss(features: torch.Tensor, positives: torch.Tensor, main: ClassifierLoss,
-               aux: AuxClusterLoss | GlobalBatchAuxLoss | None, alpha: float) -> LossParts:
-    """(1 − α)·main + α·aux; the aux head is not run once α has decayed to 0 (or without one)."""
-    main_loss = main(features, positives)
+               aux: AuxClusterLoss | GlobalBatchAuxLoss | None, alpha: float,
+               tfidf_x: torch.Tensor | None = None) -> LossParts:
+    """(1 − α)·main + α·aux; the aux head is not run once α has decayed to 0 (or without one). tfidf_x:
+    the TF-IDF rows the main loss's TF-IDF side reads (None without one)."""
+    main_loss = main(features, positives, tfidf_x) if tfidf_x is not None else main(features, positives)
     if alpha <= 0.0 or aux is None:
         return LossParts(main_loss, float(main_loss.detach()), 0.0)
     aux_loss = aux(features, positives)

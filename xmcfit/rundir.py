@@ -63,6 +63,11 @@ class RunFiles:
         return self.root / "encoder"
 
     @property
+    def tfidf_vocab(self) -> Path:
+        """The TF-IDF side's word vocabulary of a text run (xmcfit.data.words.WordVocab)."""
+        return self.root / "tfidf_vocab.json"
+
+    @property
     def clusters(self) -> Path:
         return self.root / "clusters.npy"
 

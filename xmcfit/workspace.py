@@ -32,6 +32,12 @@ def loss_workspace_bytes(batch: int, chunk_rows: int, fan_in: int | None, in_fea
     return chunk_rows * loss_workspace_per_label_bytes(batch, fan_in, in_features) + extra_pointer
 
 
+def extra_term_workspace_bytes(chunk_rows: int, fan_in: int) -> int:
+    """What a second fixed fan-in term over its own input (chunked_loss's `extra`, the TF-IDF side) adds to
+    a chunk: its connections (fan_in x 16) and CSR row pointers, c·k'·16 + (c + 1)·4."""
+    return chunk_rows * fan_in * SPARSE_LOSS_BYTES_PER_CONNECTION + (chunk_rows + 1) * CSR_ROW_POINTER_BYTES
+
+
 def rewire_workspace_bytes(chunk_rows: int, in_features: int, fan_in: int, value_bytes: int = 4) -> int:
     """Upper bound on the transient bytes of one SET rewiring chunk of r rows: r·(117·k + 288 + value_bytes·k)
     (derived in xmcfit.sparse.rewire's docstring). `in_features` is kept for the signature's sake: the

@@ -80,6 +80,10 @@ def plan(
     dropout: Optional[float] = typer.Option(None, "--dropout", help="Pin the dropout on the pooled features."),
     input_weighting: Optional[str] = typer.Option(None, "--input-weighting", metavar=_metavar("--input-weighting"),
                                                   help=f"Pin bag-of-words input weighting: {_one_of('--input-weighting')}."),
+    tfidf: Optional[bool] = typer.Option(None, "--tfidf/--no-tfidf",
+                                         help="Pin the TF-IDF side (a scorer over the input's words beside the "
+                                              "encoder; on by default on one device)."),
+    tfidf_fan_in: Optional[int] = typer.Option(None, "--tfidf-fan-in", help="Pin the TF-IDF side's words per label."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write plan.json here (atomically)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan JSON to stdout and nothing else."),
 ) -> None:
@@ -99,7 +103,7 @@ def plan(
                 classifier=_choice("--classifier", classifier), encoder_lr=encoder_lr, classifier_lr=classifier_lr,
                 loss=_choice("--loss", loss), loss_reduction=_choice("--loss-reduction", loss_reduction),
                 probe_epochs=probe_epochs, dropout=dropout,
-                input_weighting=_choice("--input-weighting", input_weighting))
+                input_weighting=_choice("--input-weighting", input_weighting), tfidf=tfidf, tfidf_fan_in=tfidf_fan_in)
     # --all-gpus replaces the budget per row, so it needs no GPU and no budget flag.
     placeholder = Budget("manual", 1, True) if all_gpus and gpu is None and gpu_mem is None else None
     request = make_request(labels=labels, dataset=dataset, data=str(data) if data else None, gpu_mem=gpu_mem, gpu=gpu,

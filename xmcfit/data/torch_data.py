@@ -90,3 +90,14 @@ class BowCollator:
             "positives": positives_tensor([ex.labels for ex in batch]),  # (n_pos, 2)
             "index": torch.tensor([ex.index for ex in batch], dtype=torch.long),  # (batch,)
         }
+
+
+def csr_rows_batch(x, rows: Sequence[int], prefix: str) -> dict[str, torch.Tensor]:
+    """Rows of a CSR matrix packed like BowCollator's features: {prefix}_indices (nnz,) int64,
+    {prefix}_offsets (batch,) int64, {prefix}_weights (nnz,) float32 (the TF-IDF side's term counts)."""
+    sub = x[np.asarray(rows, dtype=np.int64)]
+    return {
+        f"{prefix}_indices": torch.from_numpy(sub.indices.astype(np.int64)),  # (nnz,)
+        f"{prefix}_offsets": torch.from_numpy(sub.indptr[:-1].astype(np.int64)),  # (batch,)
+        f"{prefix}_weights": torch.from_numpy(sub.data.astype(np.float32)),  # (nnz,)
+    }

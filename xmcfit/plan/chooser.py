@@ -43,7 +43,7 @@ from xmcfit.plan.defaults import DEFAULTS
 from xmcfit.plan.memory import CUDA_CONTEXT_BYTES, Layout, MemoryEstimate, memory_section, predict
 from xmcfit.plan.schema import (SCHEMA_VERSION, AuxSection, ClassifierKind, ClassifierOptimizer, ClassifierSection, EncoderSpec,
                                 InputsSection, InputWeighting, LossName, LossReduction, ModelSection, Plan, PlanError,
-                                Pooling, Precision, RewiringSection, TrainingSection, ValueDtype, index_dtype_for)
+                                Pooling, Precision, RewiringSection, TfidfSection, TrainingSection, ValueDtype, index_dtype_for)
 from xmcfit.plan.units import gib
 from xmcfit.workspace import loss_workspace_per_label_bytes
 
@@ -88,6 +88,9 @@ class Pins:
     """0 turns the linear-probe warm start off."""
     dropout: float | None = None
     input_weighting: InputWeighting | None = None
+    tfidf: bool | None = None
+    """False turns the TF-IDF side off; True keeps it on even where it does not fit (then nothing fits)."""
+    tfidf_fan_in: int | None = None
 
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, value in vars(self).items() if value is not None)
@@ -151,6 +154,11 @@ class PlanRequest:
         need(p.dropout is None or 0.0 <= p.dropout < 1.0, "--dropout", p.dropout, "must be in [0, 1)")
         need(p.input_weighting in (None, "raw") or self.encoder.kind == "bow", "--input-weighting",
              p.input_weighting, "applies to bag-of-words data only")
+        need(p.tfidf_fan_in is None or p.tfidf_fan_in >= 1, "--tfidf-fan-in", p.tfidf_fan_in, "must be >= 1")
+        need(not (p.tfidf and self.n_devices > 1), "--tfidf", "", "trains on one device only so far; "
+             "plan several devices with --no-tfidf")
+        need(not (p.tfidf is False and p.tfidf_fan_in is not None), "--tfidf-fan-in", p.tfidf_fan_in,
+             "applies to the TF-IDF side, which --no-tfidf turns off")
         if p.classifier == "dense":
             for flag, value in (("--fan-in", p.fan_in), ("--classifier-optimizer", p.optimizer),
                                 ("--classifier-dtype", p.value_dtype), ("--rewire-every", p.rewiring_interval)):
@@ -188,7 +196,32 @@ class _Knobs:
 
 
 def choose_plan(req: PlanRequest) -> Plan:
-    """The first configuration on the degradation chain that fits `req.budget_bytes` (see module doc)."""
+    """The first configuration on the degradation chain that fits `req.budget_bytes` (see module doc); with
+    the TF-IDF side first, and without it when nothing fits with it (unless --tfidf pinned it on)."""
+    if _tfidf_width(req) and req.pins.tfidf is None:
+        try:
+            return _choose(req)
+        except PlanError:
+            plan = _choose(replace(req, pins=replace(req.pins, tfidf=False)))
+            return replace(plan, reasons=plan.reasons + (
+                "TF-IDF side off: nothing fits with it (`--tfidf` keeps it, then says what would fit)",))
+    return _choose(req)
+
+
+def _tfidf_width(req: PlanRequest) -> int:
+    """Words of the TF-IDF side (0: off): the bag-of-words features, or the text vocabulary's cap."""
+    on = req.pins.tfidf if req.pins.tfidf is not None else DEFAULTS.tfidf and req.n_devices == 1
+    if not on:
+        return 0
+    return req.encoder.vocab_size if req.encoder.kind == "bow" else DEFAULTS.tfidf_max_words
+
+
+def _tfidf_fan_in(req: PlanRequest) -> int:
+    n_words = _tfidf_width(req)
+    return min(n_words, req.pins.tfidf_fan_in or DEFAULTS.tfidf_fan_in) if n_words else 0
+
+
+def _choose(req: PlanRequest) -> Plan:
     reasons: list[str] = []
     precision = _precision(req, reasons)
     chain = list(_chain(req, precision))
@@ -325,7 +358,8 @@ def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
                   loss_chunk_size=_loss_chunk(req, k.micro_batch * req.n_devices, k.fan_in, d, req.dense or k.dense), bias=DEFAULTS.bias, aux_enabled=n_clusters > 0,
                   n_clusters=max(1, n_clusters), rewiring_enabled=True,
                   rewiring_chunk_rows=min(DEFAULTS.rewiring_chunk_rows, req.n_labels), n_devices=req.n_devices,
-                  cuda_context_bytes=req.cuda_context_bytes, input_weighting=_recipe(req, k.optimizer).input_weighting)
+                  cuda_context_bytes=req.cuda_context_bytes, input_weighting=_recipe(req, k.optimizer).input_weighting,
+                  tfidf_n_words=_tfidf_width(req), tfidf_fan_in=_tfidf_fan_in(req))
     return layout.as_dense() if req.dense or k.dense else layout
 
 
@@ -380,6 +414,7 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
             f"on from {DEFAULTS.aux_min_labels} labels, ~{DEFAULTS.aux_labels_per_cluster} labels per cluster"
             if n_clusters else f"under {DEFAULTS.aux_min_labels} labels the sparse layer trains the encoder well enough")
     why.extend(_explain_recipe(req, k.optimizer, k.dense or req.dense))
+    why.append(_explain_tfidf(req))
     why.append(f"peak set by the {est.peak_phase} phase; largest term {est.dominant_term()}")
     return why
 
@@ -410,6 +445,20 @@ def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: boo
         lines.append(("input_weighting", f"bag-of-words input {r.input_weighting}", measured))
     return [f"{text}: pinned by flag" if knob in pinned or (knob == "loss" and "loss_reduction" in pinned)
             else f"{text}: {why}" for knob, text, why in lines]
+
+
+def _explain_tfidf(req: PlanRequest) -> str:
+    n_words = _tfidf_width(req)
+    if not n_words:
+        why = ("pinned by --no-tfidf" if req.pins.tfidf is False else
+               "it trains on one device only so far" if req.n_devices > 1 else "off by default")
+        return f"TF-IDF side off: {why}"
+    words = (f"the {n_words} bag-of-words features" if req.encoder.kind == "bow"
+             else f"up to {n_words} words of the training texts (in >= {DEFAULTS.tfidf_min_df} of them)")
+    fan = "pinned by --tfidf-fan-in" if req.pins.tfidf_fan_in is not None else "the default"
+    return (f"TF-IDF side on: a scorer over {words}, {_tfidf_fan_in(req)} words per label ({fan}), each label's "
+            "most weighted words in its training texts, its scores added to the classifier's: "
+            + ("pinned by --tfidf" if req.pins.tfidf else "the measured default (bench/RESULTS.md, TF-IDF side)"))
 
 
 @dataclass(frozen=True)
@@ -475,5 +524,7 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, reasons: tupl
                                  warmup_fraction=m.warmup_fraction, max_grad_norm=m.max_grad_norm,
                                  eval_batch=min(m.eval_batch_max, 2 * k.micro_batch), probe_epochs=r.probe_epochs),
         memory=memory_section(layout, req.budget_bytes),
+        tfidf=TfidfSection(enabled=layout.tfidf_n_words > 0, n_words=layout.tfidf_n_words, fan_in=layout.tfidf_fan_in,
+                           min_df=DEFAULTS.tfidf_min_df),
         reasons=reasons,
     )

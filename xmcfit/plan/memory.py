@@ -119,6 +119,10 @@ class Layout:
     n_devices: int = 1
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
     input_weighting: InputWeighting = "raw"
+    tfidf_n_words: int = 0
+    """Width of the TF-IDF side's input (0: no TF-IDF side)."""
+    tfidf_fan_in: int = 0
+    """Words per label of the TF-IDF scorer."""
     device: Device = "cuda"
     """"cuda" (Triton kernels, foreach optimizers, caching allocator) or "cpu" (see the module docstring)."""
 
@@ -158,7 +162,9 @@ class Layout:
                    loss_chunk_size=c.loss_chunk_size, bias=c.bias, aux_enabled=plan.aux.enabled,
                    n_clusters=plan.aux.n_clusters, rewiring_enabled=plan.rewiring.enabled,
                    rewiring_chunk_rows=plan.rewiring.chunk_rows, n_devices=plan.n_devices,
-                   cuda_context_bytes=cuda_context_bytes, input_weighting=m.input_weighting)
+                   cuda_context_bytes=cuda_context_bytes, input_weighting=m.input_weighting,
+                   tfidf_n_words=plan.tfidf.n_words if plan.tfidf.enabled else 0,
+                   tfidf_fan_in=plan.tfidf.fan_in if plan.tfidf.enabled else 0)
 
     @classmethod
     def on_cpu(cls, plan: "Plan") -> "Layout":
@@ -337,7 +343,8 @@ def loss_workspace_bytes(layout: Layout) -> int:
     weight-gradient chunk (xmcfit.workspace.loss_workspace_bytes)."""
     c = min(layout.loss_chunk_size, layout.rows_per_device)
     fan_in = None if layout.classifier_kind == "dense" else layout.fan_in
-    return workspace.loss_workspace_bytes(layout.gathered_batch, c, fan_in, layout.features_dim)
+    tfidf = workspace.extra_term_workspace_bytes(c, layout.tfidf_fan_in) if layout.tfidf_n_words else 0
+    return workspace.loss_workspace_bytes(layout.gathered_batch, c, fan_in, layout.features_dim) + tfidf
 
 
 def rewiring_workspace_bytes(layout: Layout) -> int:
@@ -369,7 +376,8 @@ def _largest_side_param_bytes(layout: Layout) -> int:
     d = layout.features_dim
     return FP32_BYTES * max(enc.vocab_size * enc.hidden_size,
                             enc.hidden_size * layout.intermediate_dim,
-                            d * layout.n_clusters if layout.aux_enabled else 0)
+                            d * layout.n_clusters if layout.aux_enabled else 0,
+                            layout.n_labels * layout.tfidf_fan_in)
 
 
 def lowprec_step_workspace_bytes(layout: Layout) -> int:
@@ -399,11 +407,33 @@ def optimizer_step_workspace_bytes(layout: Layout) -> int:
         classifier = copies * classifier_value_bytes(layout) if needs_temp else 0
     else:
         side = (layout.encoder.n_params + intermediate_param_count(layout.encoder.hidden_size, layout.intermediate_dim)
-                + aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)) * FP32_BYTES
+                + aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)
+                + layout.n_labels * layout.tfidf_fan_in) * FP32_BYTES
         classifier = classifier_bytes if needs_temp else 0
     if layout.classifier_kind == "sparse" and layout.value_dtype == "bfloat16":
         classifier = lowprec_step_workspace_bytes(layout)
     return max(side, classifier)
+
+
+# -- the TF-IDF side (xmcfit.model.TfidfScorer) ----------------------------------------------------------
+
+
+def tfidf_value_bytes(layout: Layout) -> int:
+    """The scorer's fp32 values (L, k')."""
+    return layout.n_labels * layout.tfidf_fan_in * FP32_BYTES
+
+
+def tfidf_weight_bytes(layout: Layout) -> int:
+    """values (L, k') fp32 + indices (L, k') int16/int32 by the word count + idf (n_words,) fp32."""
+    if not layout.tfidf_n_words:
+        return 0
+    index_bytes = DTYPE_BYTES[index_dtype_for(layout.tfidf_n_words)]
+    return tfidf_value_bytes(layout) + layout.n_labels * layout.tfidf_fan_in * index_bytes + layout.tfidf_n_words * FP32_BYTES
+
+
+def tfidf_input_bytes(layout: Layout) -> int:
+    """The micro-batch's TF-IDF rows, dense (b, n_words) fp32 (the chunked loss reads them as they are)."""
+    return layout.micro_batch * layout.tfidf_n_words * FP32_BYTES
 
 
 # -- several devices -----------------------------------------------------------------------------------
@@ -448,7 +478,7 @@ class MemoryEstimate:
 
 def memory_terms(layout: Layout) -> dict[str, int]:
     """Bytes of every tensor family (per device), reserves excluded; the DISTRIBUTED terms of
-    xmcfit.plan.phases only when the plan spans several devices."""
+    xmcfit.plan.phases only when the plan spans several devices, the TFIDF terms only with a TF-IDF side."""
     enc = layout.encoder
     n_inter = intermediate_param_count(enc.hidden_size, layout.intermediate_dim)
     n_aux = aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)
@@ -478,6 +508,11 @@ def memory_terms(layout: Layout) -> dict[str, int]:
         "optimizer_step_workspace": optimizer_step_workspace_bytes(layout),
         "rewiring_workspace": rewiring_workspace_bytes(layout),
     }
+    if layout.tfidf_n_words:
+        terms["tfidf_weights"] = tfidf_weight_bytes(layout)
+        terms["tfidf_optimizer_state"] = OPTIMIZER_STATES["adamw"] * tfidf_value_bytes(layout)
+        terms["tfidf_grads"] = tfidf_value_bytes(layout)
+        terms["tfidf_inputs"] = tfidf_input_bytes(layout)
     if layout.n_devices > 1:
         terms["gathered_features"] = gathered_feature_bytes(layout)
         terms["ddp_gradient_buckets"] = ddp_bucket_bytes(enc)

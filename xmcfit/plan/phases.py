@@ -13,12 +13,19 @@ PeakPhase = Literal["backward", "step", "rewiring"]
 
 RESIDENT = ("encoder_weights", "encoder_optimizer_state", "intermediate_weights", "intermediate_optimizer_state",
             "classifier_values", "classifier_indices", "classifier_bias", "classifier_optimizer_state",
-            "classifier_pattern_cache", "aux_weights", "aux_optimizer_state", "ddp_gradient_buckets")
+            "classifier_pattern_cache", "aux_weights", "aux_optimizer_state", "ddp_gradient_buckets",
+            "tfidf_weights", "tfidf_optimizer_state")
 BACKWARD = ("encoder_activations", "encoder_amp_weight_copies", "head_activations", "loss_workspace",
-            "aux_logits", "classifier_grads", "intermediate_grads", "aux_grads", "gathered_features")
+            "aux_logits", "classifier_grads", "intermediate_grads", "aux_grads", "gathered_features",
+            "tfidf_inputs", "tfidf_grads")
 DISTRIBUTED = ("ddp_gradient_buckets", "gathered_features")
-"""Terms a plan has only when it spans several devices (n_devices > 1); the sums below skip absent terms."""
-STEP = ("encoder_grads", "intermediate_grads", "classifier_grads", "aux_grads", "optimizer_step_workspace")
+"""Terms a plan has only when it spans several devices (n_devices > 1)."""
+TFIDF = ("tfidf_weights", "tfidf_optimizer_state", "tfidf_inputs", "tfidf_grads")
+"""Terms a plan has only with a TF-IDF side (xmcfit.model.TfidfScorer)."""
+OPTIONAL = DISTRIBUTED + TFIDF
+"""Terms only some plans have; the sums below skip them where absent."""
+STEP = ("encoder_grads", "intermediate_grads", "classifier_grads", "aux_grads", "tfidf_grads",
+        "optimizer_step_workspace")
 REWIRING = ("rewiring_workspace",)
 RESERVES = ("fragmentation_margin", "cuda_context")
 
@@ -37,13 +44,13 @@ def peak_phase(terms_bytes: Mapping[str, int], grad_accum: int) -> PeakPhase:
 
 
 def term_bytes(terms_bytes: Mapping[str, int], name: str) -> int:
-    """The bytes of term `name`; 0 for a DISTRIBUTED term a one-device plan does not have (KeyError for
-    any other missing term)."""
-    return terms_bytes.get(name, 0) if name in DISTRIBUTED else terms_bytes[name]
+    """The bytes of term `name`; 0 for an OPTIONAL term the plan does not have (KeyError for any other
+    missing term)."""
+    return terms_bytes.get(name, 0) if name in OPTIONAL else terms_bytes[name]
 
 
 def peak_terms(phase: PeakPhase, grad_accum: int, present: Collection[str] | None = None) -> tuple[str, ...]:
-    """The terms alive at the peak of `phase`: resident, the phase's own, and the reserves; the DISTRIBUTED
+    """The terms alive at the peak of `phase`: resident, the phase's own, and the reserves; the OPTIONAL
     ones only when `present` (the plan's term names) has them."""
     names = RESIDENT + phase_terms(grad_accum)[phase] + RESERVES
-    return tuple(t for t in names if t not in DISTRIBUTED or (present is not None and t in present))
+    return tuple(t for t in names if t not in OPTIONAL or (present is not None and t in present))

@@ -232,6 +232,33 @@ class AuxSection:
 
 
 @dataclass(frozen=True)
+class TfidfSection:
+    """The TF-IDF side: a fixed fan-in scorer over the input's words whose scores add to the classifier's
+    (xmcfit.model.TfidfScorer). Its pattern is chosen from the training labels and not rewired; its values
+    train with the heads' AdamW at the classifier's learning rate."""
+
+    enabled: bool = False
+    n_words: int = 0
+    """Width of the TF-IDF vector: the features of bag-of-words input; for text, the most words the
+    vocabulary fitted on the training texts may keep."""
+    fan_in: int = 0
+    """Words per label (k')."""
+    min_df: int = 2
+    """Text: a word is kept when at least this many training texts contain it."""
+
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return
+        _require(self.n_words >= 1, "tfidf.n_words", self.n_words, "must be >= 1")
+        _require(1 <= self.fan_in <= self.n_words, "tfidf.fan_in", self.fan_in, f"must be in [1, n_words={self.n_words}]")
+        _require(self.min_df >= 1, "tfidf.min_df", self.min_df, "must be >= 1")
+
+    @property
+    def index_dtype(self) -> IndexDtype:
+        return index_dtype_for(self.n_words)
+
+
+@dataclass(frozen=True)
 class TrainingSection:
     """Batching, epochs and the encoder's optimizer and schedules."""
 
@@ -341,6 +368,8 @@ class Plan:
     aux: AuxSection
     training: TrainingSection
     memory: MemorySection
+    tfidf: TfidfSection = TfidfSection()
+    """The TF-IDF side (off in plans written before it existed)."""
     reasons: tuple[str, ...] = field(default=())
     """Why the chooser picked what it picked, one sentence each."""
 
@@ -356,6 +385,13 @@ class Plan:
         if self.classifier.kind == "dense":
             _require(not self.rewiring.enabled, "rewiring.enabled", self.rewiring.enabled,
                      "must be false for a dense classifier")
+        if self.tfidf.enabled:
+            enc = self.model.encoder
+            if enc.kind == "bow":
+                _require(self.tfidf.n_words == enc.vocab_size, "tfidf.n_words", self.tfidf.n_words,
+                         f"must equal the bag-of-words features ({enc.vocab_size})")
+            _require(self.n_devices == 1, "tfidf.enabled", self.tfidf.enabled,
+                     "the TF-IDF side trains on one device only so far; plan with --no-tfidf for several")
 
     @property
     def effective_batch(self) -> int:

@@ -65,7 +65,10 @@ class FixedFanInLinear(nn.Module):
         index_dtype: torch.dtype | None = None,
         seed: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        indices: torch.Tensor | None = None,
     ) -> None:
+        """`indices`: the pattern (out_features, fan_in), sorted and distinct within each row, instead of a
+        uniformly random one (a pattern chosen from data, or a placeholder a checkpoint overwrites)."""
         super().__init__()
         check_fan_in(in_features, fan_in)
         if out_features < 1:
@@ -83,7 +86,12 @@ class FixedFanInLinear(nn.Module):
         if seed is not None:
             generator = torch.Generator(device=device)
             generator.manual_seed(seed)
-        indices = random_row_indices(out_features, in_features, fan_in, index_dtype, device, generator)
+        if indices is None:
+            indices = random_row_indices(out_features, in_features, fan_in, index_dtype, device, generator)
+        elif tuple(indices.shape) != (out_features, fan_in):
+            raise ValueError(f"indices of shape {tuple(indices.shape)}: must be ({out_features}, {fan_in})")
+        else:
+            indices = indices.to(device=device, dtype=index_dtype).contiguous().clone()
         self.register_buffer("indices", indices)  # (L, k)
         # kaiming-uniform as nn.Linear, with the fan-in of a row being k rather than d.
         bound = 1.0 / math.sqrt(fan_in)

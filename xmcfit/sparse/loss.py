@@ -84,10 +84,11 @@ def _loss_and_grad_(z: torch.Tensor, work: torch.Tensor, pl: torch.Tensor, pr: t
 
 class _ChunkedLossFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, positives, layer, ops, kind, chunk_size, scale):
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    def forward(ctx, x, weight, bias, extra_x, extra_values, positives, layer, ops, extra, kind, chunk_size, scale):
+        need_x, need_w, need_b, _, need_e = ctx.needs_input_grad[:5]
         acc = accumulation_dtype(x, weight)
         xa = x.to(acc).contiguous()
+        ea = extra_x.to(acc).contiguous() if extra is not None else None
         batch, n_labels = x.shape[0], weight.shape[0]
         # Deduplicate and sort the positives by label, so each chunk's are one contiguous slice.
         keys = torch.unique(positives[:, 1] * batch + positives[:, 0])  # sorted (label, row) keys
@@ -97,11 +98,15 @@ class _ChunkedLossFn(torch.autograd.Function):
         gx_t = torch.zeros(x.shape[1], batch, dtype=acc, device=x.device) if need_x else None
         gw = new_output(weight.shape, weight.dtype, weight.device) if need_w else None
         gb = new_output(bias.shape, bias.dtype, bias.device) if need_b else None
+        ge = new_output(extra_values.shape, extra_values.dtype, extra_values.device) if need_e else None
+        extra_ops = get_backend(x.device) if extra is not None else None
         total = torch.zeros((), dtype=acc, device=x.device)
         for i, (start, stop) in enumerate(chunk_ranges(n_labels, chunk_size)):
             idx = layer.indices[start:stop] if layer is not None else None
             b = bias[start:stop] if bias is not None else None
             z = ops.logits_t(xa, weight[start:stop], idx, b).to(acc)  # (chunk, batch)
+            if extra is not None:  # a second linear term over its own input, scores added: (chunk, batch)
+                z += extra_ops.logits_t(ea, extra_values[start:stop], extra.indices[start:stop], None).to(acc)
             pl = pos_label[bounds[i]:bounds[i + 1]] - start
             pr = pos_row[bounds[i]:bounds[i + 1]]
             total += _loss_and_grad_(z, torch.empty_like(z), pl, pr, kind, scale)  # z is now dloss/dz
@@ -112,7 +117,9 @@ class _ChunkedLossFn(torch.autograd.Function):
                 gw[start:stop] = ops.grad_values(z, xa, idx).to(weight.dtype)
             if need_b:
                 gb[start:stop] = z.sum(1).to(bias.dtype)
-        ctx.grads = (gx_t.t().contiguous().to(x.dtype) if need_x else None, gw, gb)
+            if need_e:
+                ge[start:stop] = extra_ops.grad_values(z, ea, extra.indices[start:stop]).to(extra_values.dtype)
+        ctx.grads = (gx_t.t().contiguous().to(x.dtype) if need_x else None, gw, gb, None, ge)
         return total * scale
 
     @staticmethod
@@ -121,7 +128,7 @@ class _ChunkedLossFn(torch.autograd.Function):
             raise RuntimeError("chunked_loss: backward called twice; its gradients were already handed out")
         grads = tuple(g.mul_(grad_loss.to(g.dtype)) if g is not None else None for g in ctx.grads)
         ctx.grads = None
-        return (*grads, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None)
 
 
 def chunked_loss(
@@ -132,8 +139,9 @@ def chunked_loss(
     chunk_size: int = DEFAULT_LOSS_CHUNK,
     reduction: str = "mean",
     n_labels_total: int | None = None,
+    extra: tuple[torch.Tensor, FixedFanInLinear] | None = None,
 ) -> torch.Tensor:
-    """Loss over all batch x L entries of layer(x) against sparse positive labels.
+    """Loss over all batch x L entries of layer(x) (+ extra_layer(extra_x)) against sparse positive labels.
 
     x: (batch, in_features) features. positives: LongTensor (n_pos, 2) of [row, label] pairs, every
     other entry is negative (duplicates count once). loss: "squared_hinge" (y in {-1, +1},
@@ -141,6 +149,9 @@ def chunked_loss(
     "sum_over_labels" (summed over the L labels, averaged over the batch: L times the mean).
     n_labels_total: the label count "mean" divides by (default: the layer's rows); a label shard
     (xmcfit.sparse.sharded) passes the whole label space's, so the shards' losses sum to the whole loss.
+    extra: (extra_x (batch, extra_in), extra_layer), a FixedFanInLinear without bias over another input
+    whose logits are added to layer(x)'s (the TF-IDF side, xmcfit.model.TfidfScorer); its values get their
+    gradient, extra_x none (it is data). It adds c·k'·16 + (c+1)·4 bytes to a chunk's workspace.
     Returns a 0-dim tensor (fp32, or fp64 for fp64 operands); gradients reach x, the weight (values) and the bias
     through loss.backward().
     """
@@ -162,4 +173,10 @@ def chunked_loss(
         raise ValueError(f"n_labels_total={n_labels_total}: must be >= the layer's {layer.out_features} labels")
     n_labels = layer.out_features if n_labels_total is None else n_labels_total
     scale = 1.0 / x.shape[0] / (n_labels if reduction == "mean" else 1)
-    return _ChunkedLossFn.apply(x, weight, layer.bias, positives, sparse_layer, ops, loss, chunk_size, scale)
+    extra_x, extra_layer = extra if extra is not None else (None, None)
+    if extra_layer is not None:
+        check_input(extra_x, extra_layer.in_features)
+        if extra_layer.out_features != layer.out_features or extra_layer.bias is not None or extra_x.shape[0] != x.shape[0]:
+            raise ValueError("extra: must be a bias-free FixedFanInLinear over the same labels and batch")
+    return _ChunkedLossFn.apply(x, weight, layer.bias, extra_x, extra_layer.values if extra_layer is not None else None,
+                                positives, sparse_layer, ops, extra_layer, loss, chunk_size, scale)

@@ -9,7 +9,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ class TrainData:
     """Directory or hub id the text encoder loads from (None for bag-of-words)."""
     clusters: torch.Tensor | None
     """Cluster id per label (n_labels,) for the auxiliary objective, or None."""
+    words: Any = None
+    """The TF-IDF side's term counts of every training point (n_points, n_words) CSR: the features of a
+    bag-of-words split, the run's word vocabulary over a text split; None without a TF-IDF side."""
 
 
 def _label_counts(ds: XMCDataset) -> np.ndarray:
@@ -107,7 +110,7 @@ def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool,
                     dataset: XMCDataset | None = None) -> TrainData:
     """Read the training split (or take `dataset`, already read by read_train_split), check it against the
     plan, write/refresh the run's data records."""
-    from xmcfit.data.torch_data import BowCollator, TextCollator, XMCTorchDataset
+    from xmcfit.data.torch_data import BowCollator, TextCollator, XMCTorchDataset, csr_rows_batch
 
     files = RunFiles(root)
     vocab = None
@@ -142,7 +145,43 @@ def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool,
     else:
         collator = BowCollator()
 
-    def collate(rows: np.ndarray) -> dict[str, torch.Tensor]:
-        return collator([torch_ds[int(r)] for r in rows])
+    words = _training_words(plan, ds, files, resume)
+    text_words = words if ds.kind == "text" else None
 
-    return TrainData(ds, collate, source, _clusters(plan, ds, files))
+    def collate(rows: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = collator([torch_ds[int(r)] for r in rows])
+        return batch | csr_rows_batch(text_words, rows, "words") if text_words is not None else batch
+
+    return TrainData(ds, collate, source, _clusters(plan, ds, files), words)
+
+
+def _training_words(plan: Plan, ds: XMCDataset, files: RunFiles, resume: bool):
+    """The TF-IDF side's term counts of the training split (None without one): a bag-of-words split's
+    features; for text, counts over the word vocabulary fitted on the training texts and saved in the run
+    directory (a resumed run reads it back, so its columns stay the checkpoint's)."""
+    tf = plan.tfidf
+    if not tf.enabled:
+        return None
+    if ds.kind == "bow":
+        return ds.features
+    from xmcfit.data.words import WordVocab
+
+    if resume and files.tfidf_vocab.exists():
+        vocab = WordVocab.load(files.tfidf_vocab)
+    else:
+        vocab = WordVocab.fit(ds.texts, max_words=tf.n_words, min_df=tf.min_df)
+        try:
+            vocab.save(files.tfidf_vocab)
+        except OSError as err:
+            raise XmcfitError(f"{files.tfidf_vocab}: cannot write ({err.strerror or err})") from None
+    if len(vocab) > tf.n_words:
+        raise XmcfitError(f"{files.tfidf_vocab}: {len(vocab)} words, more than the plan's tfidf.n_words={tf.n_words}")
+    return _padded_columns(vocab.counts(ds.texts), tf.n_words)
+
+
+def _padded_columns(counts, n_words: int):
+    """`counts` (n, v <= n_words) as (n, n_words): a vocabulary smaller than the plan's width leaves the
+    last columns empty (the scorer is built for the plan's width, which the memory model priced)."""
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((counts.data, counts.indices, counts.indptr), shape=(counts.shape[0], n_words))

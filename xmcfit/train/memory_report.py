@@ -96,6 +96,8 @@ def measured_terms(model: XMCModel, optimizers: list[torch.optim.Optimizer]) -> 
     terms: dict[str, int] = {}
     for name, module in (("encoder", model.encoder), ("intermediate", model.intermediate), ("aux", model.aux_head)):
         terms[f"{name}_weights"], terms[f"{name}_optimizer_state"] = weights_and_state(module)
+    if model.tfidf is not None:
+        terms["tfidf_weights"], terms["tfidf_optimizer_state"] = weights_and_state(model.tfidf)
     cls = model.classifier
     value = cls.values if hasattr(cls, "values") else cls.weight
     bias = cls.bias

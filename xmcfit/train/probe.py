@@ -19,7 +19,7 @@ import logging
 import numpy as np
 import torch
 
-from xmcfit.data.torch_data import positives_tensor
+from xmcfit.data.torch_data import csr_rows_batch, positives_tensor
 from xmcfit.errors import XmcfitError
 from xmcfit.train.data import TrainData
 from xmcfit.train.setup import TrainParts
@@ -83,9 +83,11 @@ class ProbeBatches:
     def __init__(self, pooled: torch.Tensor, data: TrainData) -> None:
         self.pooled = pooled
         self.labels = data.dataset.labels
+        self.words = data.words
 
     def __call__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         y = self.labels
         label_lists = [y.indices[y.indptr[r]: y.indptr[r + 1]] for r in rows]
         index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-        return {"pooled": self.pooled[index], "positives": positives_tensor(label_lists), "index": index}
+        batch = {"pooled": self.pooled[index], "positives": positives_tensor(label_lists), "index": index}
+        return batch | csr_rows_batch(self.words, rows, "words") if self.words is not None else batch

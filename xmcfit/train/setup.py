@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from xmcfit.dtypes import AUTOCAST_DTYPE, torch_dtype
-from xmcfit.model import BowEncoder, XMCModel, build_model, inverse_document_frequency
+from xmcfit.model import BowEncoder, TfidfScorer, XMCModel, build_model, inverse_document_frequency
 from xmcfit.objectives import AuxClusterLoss, ChunkedClassifierLoss, ClassifierLoss, GlobalBatchAuxLoss
 from xmcfit.plan.schema import Plan
 from xmcfit.sparse import SETRewirer
@@ -130,6 +130,17 @@ def build_rewirer(plan: Plan, model: XMCModel, optimizer: torch.optim.Optimizer,
                       chunk_rows=rw.chunk_rows)
 
 
+def initialise_tfidf(scorer: TfidfScorer, data: TrainData, plan: Plan) -> None:
+    """The TF-IDF scorer's idf and data-chosen pattern from the training split's term counts (a resumed
+    run takes both from its checkpoint)."""
+    from xmcfit.data.words import label_word_pattern, smooth_idf, tfidf_rows
+
+    assert data.words is not None, "a plan with a TF-IDF side needs the training split's term counts"
+    idf = smooth_idf(data.words)
+    pattern = label_word_pattern(tfidf_rows(data.words, idf), data.dataset.labels, plan.tfidf.fan_in, plan.seed)
+    scorer.initialise(torch.from_numpy(pattern), torch.from_numpy(idf))
+
+
 def setup_training(plan: Plan, data: TrainData, device: torch.device, resume: bool,
                    build_classifier_fn: Callable[[], nn.Module] | None = None) -> TrainParts:
     """The plan's model on `device` (pretrained encoder, or built from its config when resuming: the
@@ -138,6 +149,8 @@ def setup_training(plan: Plan, data: TrainData, device: torch.device, resume: bo
     model = build_model(plan, data.encoder_source, pretrained=not resume, build_classifier_fn=build_classifier_fn)
     if isinstance(model.encoder, BowEncoder) and model.encoder.idf is not None and not resume:
         model.encoder.set_idf(inverse_document_frequency(data.dataset.features, model.encoder.idf.numel()))
+    if model.tfidf is not None and not resume:
+        initialise_tfidf(model.tfidf, data, plan)
     model.to(device)
     clusters = data.clusters.to(device) if data.clusters is not None else None
     schedule = Schedule.from_plan(plan, data.dataset.n_points)
@@ -148,7 +161,8 @@ def setup_training(plan: Plan, data: TrainData, device: torch.device, resume: bo
     amp = AUTOCAST_DTYPE[plan.precision]
     return TrainParts(
         model=model, optimizers=optimizers, rewirer=build_rewirer(plan, model, optimizers.classifier, schedule),
-        classifier_loss=ChunkedClassifierLoss(model.classifier, cls.loss, cls.loss_chunk_size, cls.loss_reduction),
+        classifier_loss=ChunkedClassifierLoss(model.classifier, cls.loss, cls.loss_chunk_size, cls.loss_reduction,
+                                              tfidf=model.tfidf.layer if model.tfidf is not None else None),
         aux_loss=aux,
         schedule=schedule, device=device, amp_dtype=torch_dtype(amp) if amp is not None else None,
         feature_dtype=torch_dtype(cls.value_dtype), max_grad_norm=plan.training.max_grad_norm,

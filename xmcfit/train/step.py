@@ -41,7 +41,9 @@ def micro_batch_loss(parts: TrainParts, batch: dict[str, torch.Tensor], alpha: f
     # The classifier and its loss run outside autocast, in the classifier's storage dtype: the chunked
     # loss keeps fp32 logits per chunk, which is what the planner prices.
     feats = feats.to(parts.feature_dtype)
-    return mixed_loss(feats, batch["positives"], parts.classifier_loss, parts.aux_loss, alpha)
+    tfidf = parts.model.tfidf
+    tfidf_x = tfidf.inputs(batch) if tfidf is not None else None  # (micro_batch, n_words) fp32
+    return mixed_loss(feats, batch["positives"], parts.classifier_loss, parts.aux_loss, alpha, tfidf_x)
 
 
 def accumulate_gradients(parts: TrainParts, micro_batches: list[dict[str, torch.Tensor]],

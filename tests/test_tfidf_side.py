@@ -1,0 +1,129 @@
+"""The TF-IDF side: a fixed fan-in scorer over the input's words, its scores added to the classifier's."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file
+
+from plan_factory import tiny_plan
+from plan_factory import train_plan as _train
+from xmcfit.data.words import WordVocab, label_word_pattern, smooth_idf, tfidf_rows
+from xmcfit.errors import XmcfitError
+from xmcfit.sparse import FixedFanInLinear, chunked_loss
+
+
+def test_chunked_loss_with_a_tfidf_term_matches_the_dense_reference():
+    torch.manual_seed(0)
+    batch, d, n_words, n_labels = 5, 6, 40, 11
+    x = torch.randn(batch, d, dtype=torch.float64, requires_grad=True)
+    words = torch.rand(batch, n_words, dtype=torch.float64) * (torch.rand(batch, n_words) < 0.2)
+    cls = FixedFanInLinear(d, n_labels, 3, seed=1, dtype=torch.float64)
+    side = FixedFanInLinear(n_words, n_labels, 7, bias=False, seed=2, dtype=torch.float64)
+    positives = torch.tensor([[0, 1], [1, 4], [2, 10], [4, 0], [4, 3]])
+    loss = chunked_loss(x, cls, positives, chunk_size=4, reduction="sum_over_labels", extra=(words, side))
+    loss.backward()
+
+    w, ws = cls.to_dense().requires_grad_(), side.to_dense().requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    y = -torch.ones(batch, n_labels, dtype=torch.float64)
+    y[positives[:, 0], positives[:, 1]] = 1.0
+    z = xr @ w.t() + cls.bias.detach() + words @ ws.t()
+    ref = (torch.clamp(1 - y * z, min=0) ** 2).sum() / batch
+    ref.backward()
+    assert torch.allclose(loss, ref)
+    assert torch.allclose(x.grad, xr.grad)
+    assert torch.allclose(side.values.grad, ws.grad.gather(1, side.indices.long()))
+    assert torch.allclose(cls.values.grad, w.grad.gather(1, cls.indices.long()))
+
+
+def test_label_word_pattern_keeps_each_labels_heaviest_words_and_fills_distinct_ones():
+    counts = sp.csr_matrix(np.array([[3, 0, 1, 0, 0, 0], [0, 2, 0, 0, 0, 0], [1, 0, 0, 0, 0, 5]], dtype=np.float32))
+    labels = sp.csr_matrix(np.array([[1, 0], [1, 0], [0, 0]], dtype=np.float32))  # label 1 has no document
+    pattern = label_word_pattern(tfidf_rows(counts, smooth_idf(counts)), labels, fan_in=3, seed=0)
+    assert pattern.shape == (2, 3)
+    assert set(pattern[0]) == {0, 1, 2}  # every word of label 0's documents, nothing random
+    for row in pattern:
+        assert list(row) == sorted(set(row)) and len(set(row)) == 3 and row.max() < 6
+
+
+def test_word_vocabulary_keeps_frequent_words_and_round_trips(tmp_path):
+    texts = ["Fishing rights in the Baltic", "fishing quotas, Baltic sea", "a rare word", "the sea"]
+    vocab = WordVocab.fit(texts, max_words=3, min_df=2)
+    assert set(vocab.words) == {"fishing", "baltic", "the"} or len(vocab) == 3
+    counts = vocab.counts(["baltic baltic fishing unknown"])
+    assert counts.shape == (1, 3) and counts.sum() == 3.0
+    vocab.save(tmp_path / "v.json")
+    assert WordVocab.load(tmp_path / "v.json") == vocab
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(XmcfitError, match="not a TF-IDF vocabulary"):
+        WordVocab.load(tmp_path / "bad.json")
+
+
+def test_a_text_run_with_the_tfidf_side_trains_saves_and_scores(tmp_path, tiny_encoder_dir, synth_dir):
+    from xmcfit.inference import load_run, predict_texts
+
+    plan = tiny_plan(str(tiny_encoder_dir), 40, epochs=1, probe_epochs=1, tfidf_fan_in=16)
+    _train(plan, tmp_path / "run", synth_dir)
+    assert json.loads((tmp_path / "run" / "tfidf_vocab.json").read_text())["words"]
+    state = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert state["tfidf.layer.values"].shape == (40, 16) and state["tfidf.layer.values"].abs().sum() > 0
+    assert not torch.equal(state["tfidf.idf"], torch.ones(200))
+    memory = json.loads((tmp_path / "run" / "memory.json").read_text())
+    for term in ("tfidf_weights", "tfidf_optimizer_state"):  # persistent tensors priced to the byte
+        assert memory["measured_terms_bytes"][term] == memory["predicted_terms_bytes"][term]
+    run = load_run(tmp_path / "run")
+    ids, scores = predict_texts(run, ["some text", ""], k=3)
+    assert ids.shape == (2, 3) and np.isfinite(scores).all()
+
+
+def test_a_bag_of_words_run_trains_its_tfidf_side_on_the_features(tmp_path, bow_dir):
+    """The scorer reads a bag-of-words batch's own features, and on its own ranks the training labels."""
+    from xmcfit.data import load_split
+    from xmcfit.data.torch_data import csr_rows_batch
+    from xmcfit.inference import load_run, predict_topk
+    from xmcfit.metrics import ranking_metrics
+
+    plan = tiny_plan("bow", 6, bow_features=30, kind="dense", epochs=30, aux_clusters=0, micro_batch=8,
+                     tfidf_fan_in=10)
+    _train(plan, tmp_path / "run", bow_dir)
+    run = load_run(tmp_path / "run")
+    train = load_split(bow_dir, "train")
+    scorer = run.model.tfidf
+    with torch.no_grad():
+        alone = scorer.layer(scorer.inputs(csr_rows_batch(train.features, range(train.n_points), "feat")))
+    p1 = ranking_metrics(train.labels, alone.topk(5, dim=1).indices.numpy(), ks=(1,))["P@1"]
+    assert p1 > 0.5  # 6 labels, 2 per point: chance is 1/3
+    ids, _ = predict_topk(run, train, 5)
+    assert ranking_metrics(train.labels, ids, ks=(1,))["P@1"] >= p1 - 0.1
+
+
+def test_planner_prices_and_explains_the_tfidf_side():
+    from xmcfit.api import plan
+
+    on = plan(labels=50_000, gpu_mem="16G")
+    assert on.tfidf.enabled and on.tfidf.fan_in == 64
+    assert {"tfidf_weights", "tfidf_optimizer_state", "tfidf_grads", "tfidf_inputs"} <= set(on.memory.terms_bytes)
+    assert on.memory.terms_bytes["tfidf_inputs"] == on.training.micro_batch * on.tfidf.n_words * 4
+    assert any(r.startswith("TF-IDF side on") for r in on.reasons)
+    off = plan(labels=50_000, gpu_mem="16G", tfidf=False)
+    assert not off.tfidf.enabled and "tfidf_weights" not in off.memory.terms_bytes
+    assert off.memory.predicted_peak_bytes < on.memory.predicted_peak_bytes
+    two = plan(labels=50_000, gpu_mem="16G", devices=2)
+    assert not two.tfidf.enabled and any("one device" in r for r in two.reasons)
+    with pytest.raises(XmcfitError, match="--tfidf"):
+        plan(labels=50_000, gpu_mem="16G", devices=2, tfidf=True)
+
+
+def test_a_plan_written_before_the_tfidf_side_loads_with_it_off(tmp_path):
+    from xmcfit.api import plan
+    from xmcfit.plan.schema import Plan
+
+    data = json.loads(plan(labels=1000, gpu_mem="16G", tfidf=False).to_json())
+    del data["tfidf"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert not Plan.from_json(tmp_path / "old.json").tfidf.enabled
