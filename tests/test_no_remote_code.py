@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 import xmcfit
 from plan_factory import tiny_plan
-from xmcfit import api
 from xmcfit.cli import app
 
 runner = CliRunner()
@@ -48,15 +47,9 @@ def _make_evil(directory: Path, auto_map: bool = True) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_encoder_dir, synth_dir) -> tuple[Path, Path]:
-    """A clean copy of the tiny encoder, and a finished text run trained with it."""
-    tmp = tmp_path_factory.mktemp("remote")
-    encoder = tmp / "encoder"
-    shutil.copytree(tiny_encoder_dir, encoder)
-    plan = tmp / "plan.json"
-    tiny_plan(str(encoder), N_LABELS, epochs=1, aux_clusters=0).save(plan)
-    api.train(plan, synth_dir, tmp / "run", device="cpu")
-    return encoder, tmp / "run"
+def trained(tiny_encoder_dir, text_run) -> tuple[Path, Path]:
+    """The tiny encoder (copy it before changing it), and a finished text run trained with it."""
+    return tiny_encoder_dir, text_run
 
 
 def test_plan_refuses_an_encoder_whose_config_names_custom_code(tmp_path, tiny_encoder_dir):
