@@ -1,9 +1,11 @@
 """The run directory's format: which files a training run writes, and run.json.
 
-Layout: plan.json (the plan trained), run.json (format version, data options, status), labels.json
+Layout: .xmcfit-run (the marker, written first), plan.json (the plan trained), run.json (format version,
+data options, status, the plan's and the final weights' SHA-256), labels.json
 (label vocabulary), label_counts.npy (training frequency per label, for propensities), encoder/ (config
 and tokenizer, so the run loads without the original encoder), clusters.npy (aux-objective label
-clusters), train_log.jsonl, checkpoint/, and at the end model.safetensors and memory.json.
+clusters), train_log.jsonl, checkpoint/, and at the end model.safetensors (its SHA-256 in
+model.safetensors.sha256, written before it) and memory.json.
 Pure Python: the trainer writes these files, eval and predict read them.
 
 A directory is a run only when xmcfit made it: `.xmcfit-run` is the first file written into a new or empty
