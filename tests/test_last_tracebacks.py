@@ -219,7 +219,8 @@ def test_api_log_to_as_one_string_names_one_target(tmp_path, bow_plan, bow_dir):
 def test_api_predict_and_evaluate_raise_xmcfit_error_for_bad_arguments(text_run):
     model = xmcfit.load(text_run, device="cpu")
     for call in (lambda: model.predict(["a text"], k="5"), lambda: model.predict([b"bytes"]),
-                 lambda: model.evaluate(propensity_a=float("nan")), lambda: xmcfit.load(5)):
+                 lambda: model.evaluate(propensity_a=float("nan")), lambda: model.evaluate(data=5),
+                 lambda: model.evaluate(split=["test"]), lambda: xmcfit.load(5)):
         with pytest.raises(XmcfitError):
             call()
 

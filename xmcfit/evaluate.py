@@ -196,6 +196,10 @@ def load_eval_data(run: LoadedRun, data: str | Path | None = None, split: str | 
 
     Labels are read through the run's label vocabulary, so ids mean what they meant in training.
     """
+    if data is not None and not isinstance(data, (str, Path)):
+        raise XmcfitError(f"data={data!r}: must be a path (str or pathlib.Path)")
+    if split is not None and not isinstance(split, str):
+        raise XmcfitError(f"split={split!r}: must be dev or test")
     recorded = run.info.get("data") or {}
     path = data if data is not None else recorded.get("path")
     if not path:
