@@ -106,7 +106,7 @@ def encode_texts(texts: list[str], seq_len: int, batch: int = 256) -> np.ndarray
     from xmcfit.model import TextEncoder, load_pretrained_encoder, resolve_encoder_source
 
     source = resolve_encoder_source("all-MiniLM-L6-v2")
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=False)
     encoder = TextEncoder(load_pretrained_encoder(source), "mean", False).eval()
     out = []
     for i in range(0, len(texts), batch):
@@ -404,7 +404,7 @@ def finetune(head_cfg: HeadConfig, ft: FinetuneConfig, data: LabData, texts: tup
         results["probe"] = evaluate(head, data, data.x_test)
     torch.manual_seed(seed)
     source = resolve_encoder_source("all-MiniLM-L6-v2")
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=False)
     encoder = TextEncoder(load_pretrained_encoder(source), "mean", False).train()
     head.dropout.p = ft.dropout
     groups = [{"params": list(encoder.parameters()), "lr": ft.encoder_lr, "weight_decay": 0.01},

@@ -281,7 +281,7 @@ def write_encoder(directory: Path, shape: tuple[int, int, int, int], vocab_size:
     directory.mkdir(parents=True, exist_ok=True)
     BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                intermediate_size=ffn, max_position_embeddings=512).save_pretrained(directory)
-    AutoTokenizer.from_pretrained(tokenizer_from, local_files_only=True).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(tokenizer_from, local_files_only=True, trust_remote_code=False).save_pretrained(directory)
     return directory
 
 

@@ -49,3 +49,16 @@ def bow_dir(tmp_path) -> Path:
     (data / "toy_train.txt").write_text("\n".join(lines) + "\n")
     (data / "toy_test.txt").write_text("\n".join(["10 30 6"] + lines[1:11]) + "\n")
     return data
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory, tiny_encoder_dir, synth_dir) -> Path:
+    """A finished run of the tiny BERT on the synthetic data (1 epoch, 15 steps); copy it before changing it."""
+    from plan_factory import tiny_plan
+    from xmcfit import api
+
+    out = tmp_path_factory.mktemp("text_run")
+    plan = out / "plan.json"
+    tiny_plan(str(tiny_encoder_dir), 40, epochs=1, aux_clusters=0).save(plan)
+    api.train(plan, synth_dir, out / "run", device="cpu")
+    return out / "run"

@@ -148,12 +148,20 @@ def test_data_with_another_label_space_is_rejected(tmp_path, tiny_encoder_dir, s
 
 
 def test_out_of_memory_recovery_halves_micro_batch_and_keeps_effective_batch(tmp_path, tiny_encoder_dir):
+    from xmcfit.atomic import file_sha256
+    from xmcfit.rundir import DataOptions, check_plan_unchanged, prepare_run_dir, read_run_info
+
     plan = tiny_plan(str(tiny_encoder_dir), N_LABELS, micro_batch=16, grad_accum=2)
-    smaller = _recovery_plan(plan, tmp_path, auto_recover=True)
+    run = tmp_path / "run"
+    prepare_run_dir(plan, run, DataOptions(str(tmp_path / "data")))
+    smaller = _recovery_plan(plan, run, auto_recover=True)
     assert (smaller.training.micro_batch, smaller.training.grad_accum) == (8, 4)
     assert smaller.effective_batch == plan.effective_batch
+    # The run's plan.json is the smaller plan, recorded as the run's own: a resume does not take it for an edit.
+    assert read_run_info(run)["plan_sha256"] == file_sha256(run / "plan.json")
+    check_plan_unchanged(run, read_run_info(run))
     with pytest.raises(TrainingStopped, match="--micro-batch 8"):
-        _recovery_plan(plan, tmp_path, auto_recover=False)
+        _recovery_plan(plan, run, auto_recover=False)
 
 
 def test_schedules_reach_their_end_values_at_the_right_step():

@@ -62,6 +62,8 @@ def plan(labels: int | None = None, *, dataset: str | None = None, data: str | P
     unknown = sorted(set(pins) - known)
     if unknown:
         raise XmcfitError(f"xmcfit.plan: unknown option {unknown[0]!r}; pins are {', '.join(sorted(known))}")
+    _check_path("data", data)
+    _check_path("output", output)
     request = make_request(labels=labels, dataset=dataset, data=str(data) if data is not None else None,
                            gpu_mem=gpu_mem, gpu=gpu, gpu_index=gpu_index, encoder=encoder, seq_len=seq_len,
                            batch=batch if batch is not None else DEFAULTS.target_batch, devices=devices,
@@ -70,6 +72,11 @@ def plan(labels: int | None = None, *, dataset: str | None = None, data: str | P
     if output is not None:
         result.save(output)
     return result
+
+
+def _check_path(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, (str, Path)):
+        raise XmcfitError(f"{name}={value!r}: must be a path (str or pathlib.Path)")
 
 
 # -- train ------------------------------------------------------------------------------------------------
@@ -96,7 +103,7 @@ def _check_encoder_files(the_plan: Plan) -> None:
 def train(plan: Plan | str | Path | None = None, data: str | Path | None = None, out: str | Path | None = None, *,
           resume: str | Path | None = None, device: str = "auto", max_steps: int | None = None,
           limit: int | None = None, text_fields: Sequence[str] | None = None, label_field: str | None = None,
-          auto_recover: bool = False, log_every: int = 10, log_to: Sequence[str] = (),
+          auto_recover: bool = False, log_every: int = 10, log_to: str | Sequence[str] = (),
           checkpoints: CheckpointPolicy | None = None,
           on_step: Callable[[StepStats], None] | None = None) -> TrainResult:
     """Train `plan` (a Plan or a plan.json path) on `data` into the run directory `out` (default
@@ -106,17 +113,14 @@ def train(plan: Plan | str | Path | None = None, data: str | Path | None = None,
     Everything is checked before the run directory is created (plan, data against the plan, device,
     tokenizer, loggers), so a bad input never leaves a half-made run. One process writes a run at a time
     (a lock). A run without a checkpoint resumes from step 0. `checkpoints` says when to checkpoint
-    besides epoch ends and how many to keep; `log_to=("tensorboard",)` adds TensorBoard event files.
+    besides epoch ends and how many to keep; `log_to="tensorboard"` (or a list of targets) adds TensorBoard
+    event files. Every argument is checked before anything is read or written: a bad one is one XmcfitError.
     Under torchrun (WORLD_SIZE > 1) every process calls this alike and trains one label shard of a plan for
     that many devices: rank 0 does all of the above, the others follow (xmcfit.train.distributed).
     """
-    from xmcfit.device import check_device_name
-    from xmcfit.train.loggers import check_log_targets
-
-    check_device_name(device)
-    check_log_targets(log_to)
-    if max_steps is not None and max_steps < 1:
-        raise XmcfitError(f"--max-steps {max_steps}: must be >= 1")
+    log_to = (log_to,) if isinstance(log_to, str) else log_to  # one target by name, not a list of letters
+    text_fields = (text_fields,) if isinstance(text_fields, str) else text_fields
+    _check_train_args(locals())
     if resume is not None and plan is not None:
         raise XmcfitError("--resume takes the plan recorded in the run; drop PLAN")
     from xmcfit.train.distributed import World
@@ -132,6 +136,39 @@ def train(plan: Plan | str | Path | None = None, data: str | Path | None = None,
     return _start(plan, data, out, resume, limit, text_fields, label_field, placement=None, **run)
 
 
+def _check_train_args(given: dict[str, Any]) -> None:
+    """xmcfit.train's arguments, each of its type and in range, before anything is read or written; one
+    XmcfitError line naming the `xmcfit train` flag otherwise (the command line calls xmcfit.train too)."""
+    from xmcfit.device import check_device_name
+    from xmcfit.plan.schema import check_value
+    from xmcfit.train.checkpoint import CheckpointPolicy
+    from xmcfit.train.loggers import check_log_targets
+
+    if given["plan"] is not None and not isinstance(given["plan"], (Plan, str, Path)):
+        raise XmcfitError(f"plan={given['plan']!r}: must be a Plan or the path of a plan.json")
+    for name in ("data", "out", "resume"):
+        _check_path(name, given[name])
+    for name, flag in (("max_steps", "--max-steps"), ("limit", "--limit"), ("log_every", "--log-every")):
+        if given[name] is not None:
+            check_value(int, given[name], flag)
+            if given[name] < 1:
+                raise XmcfitError(f"{flag} {given[name]}: must be >= 1")
+    check_value(bool, given["auto_recover"], "--auto-recover")
+    for name, flag in (("text_fields", "--text-field"), ("log_to", "--log-to")):
+        values = given[name] or ()
+        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+            raise XmcfitError(f"{flag} {values!r}: must be a list of strings")
+    if given["label_field"] is not None:
+        check_value(str, given["label_field"], "--label-field")
+    check_value(str, given["device"], "--device")
+    check_device_name(given["device"])
+    check_log_targets(given["log_to"])
+    if given["checkpoints"] is not None and not isinstance(given["checkpoints"], CheckpointPolicy):
+        raise XmcfitError(f"checkpoints={given['checkpoints']!r}: must be an xmcfit.train.checkpoint.CheckpointPolicy")
+    if given["on_step"] is not None and not callable(given["on_step"]):
+        raise XmcfitError(f"on_step={given['on_step']!r}: must be callable")
+
+
 def _start(plan: Plan | str | Path | None, data: str | Path | None, out: str | Path | None,
            resume: str | Path | None, limit: int | None, text_fields: Sequence[str] | None,
            label_field: str | None, **run: Any) -> TrainResult:
@@ -140,11 +177,12 @@ def _start(plan: Plan | str | Path | None, data: str | Path | None, out: str | P
         return _resume(Path(resume), data, **run)
     if plan is None or data is None:
         raise XmcfitError("give a PLAN and --data PATH (or --resume RUN_DIR)")
-    from xmcfit.rundir import DataOptions
+    from xmcfit.rundir import DataOptions, check_run_target
 
     the_plan = plan if isinstance(plan, Plan) else Plan.from_json(plan)
     name = Path(plan).stem if not isinstance(plan, Plan) else "run"
     run_dir = Path(out) if out is not None else Path("runs") / name
+    check_run_target(run_dir, data)  # a directory of the user's is refused before anything else happens
     options = DataOptions(str(data), tuple(text_fields) if text_fields else None, label_field, limit)
     return _fresh(the_plan, run_dir, options, **run)
 
@@ -157,11 +195,9 @@ def _fresh(the_plan: Plan, run_dir: Path, options: DataOptions, **run: Any) -> T
 
     check_processes(the_plan, World.from_env(), auto_recover=run["auto_recover"], device=run["device"])
     pick_device(run["device"])
-    if run_dir.exists() and not run_dir.is_dir():
-        raise XmcfitError(f"--out {run_dir}: is a file, not a directory; choose another --out")
     dataset = read_train_split(the_plan, options)
     _check_encoder_files(the_plan)
-    make_run_root(run_dir)
+    make_run_root(run_dir, options.path)
     with RunLock(run_dir):
         prepare_run_dir(the_plan, run_dir, options, data_fingerprint(dataset), restart_unstarted=True)
         return _run(the_plan, run_dir, options, dataset, resume=False, **run)
@@ -170,10 +206,11 @@ def _fresh(the_plan: Plan, run_dir: Path, options: DataOptions, **run: Any) -> T
 def _resume(run_dir: Path, data: str | Path | None, **run: Any) -> TrainResult:
     from xmcfit.data import LabelVocab
     from xmcfit.device import pick_device
-    from xmcfit.rundir import (RunFiles, RunLock, can_restart_in_place, clear_for_restart, data_options_of,
-                               read_run_info, write_run_info)
+    from xmcfit.rundir import (RunFiles, RunLock, can_restart_in_place, check_plan_unchanged, clear_for_restart,
+                               data_options_of, read_run_info, require_run_dir, write_run_info)
     from xmcfit.train.data import data_fingerprint, read_train_split
 
+    require_run_dir(run_dir)
     info = read_run_info(run_dir)
     with RunLock(run_dir):
         info = read_run_info(run_dir)  # again, under the lock: another process may have just finished it
@@ -181,6 +218,7 @@ def _resume(run_dir: Path, data: str | Path | None, **run: Any) -> TrainResult:
             raise RunAlreadyFinished(f"{run_dir}: already finished ({info.get('epochs_done')} epochs); "
                                      "nothing to resume")
         files = RunFiles(run_dir)
+        check_plan_unchanged(run_dir, info)
         the_plan = Plan.from_json(files.plan)
         from xmcfit.train.distributed import World, check_processes
 

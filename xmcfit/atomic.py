@@ -30,6 +30,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise XmcfitError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk: a rename is durable only once its folder is."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks (about a second per GiB)."""
     with open(path, "rb") as fh:

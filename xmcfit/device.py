@@ -20,7 +20,7 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 def check_device_name(requested: str | None) -> None:
     """One XmcfitError line unless `requested` is auto, cpu, cuda or cuda:N (pure: no torch call)."""
-    if requested is not None and not _DEVICE.match(requested):
+    if requested is not None and (not isinstance(requested, str) or not _DEVICE.match(requested)):
         raise XmcfitError(f"--device {requested}: must be {DEVICE_CHOICES}")
 
 

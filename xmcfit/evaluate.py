@@ -18,6 +18,7 @@ This module is also callable: `xmcfit.evaluate(run_dir)` is `evaluate` below (xm
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -139,6 +140,17 @@ def _matching_profile(run: LoadedRun):
     return matches[0] if len(matches) == 1 else None
 
 
+def check_propensity_args(a: float | None, b: float | None) -> None:
+    """One XmcfitError line for an A or B given that is not a finite number in range (before any scoring)."""
+    for flag, value, ok in (("--propensity-a", a, lambda v: v > 0), ("--propensity-b", b, lambda v: v >= 0)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise XmcfitError(f"{flag} {value!r}: must be a finite number")
+        if not ok(value):
+            raise XmcfitError(f"{flag} {value!r}: must be {'> 0' if flag.endswith('a') else '>= 0'}")
+
+
 def resolve_propensity(run: LoadedRun, a: float | None = None, b: float | None = None) -> Propensity:
     """A/B from the arguments (each overrides on its own), else the matching dataset profile, else 0.55/1.5."""
     profile = _matching_profile(run) if a is None or b is None else None
@@ -149,8 +161,8 @@ def resolve_propensity(run: LoadedRun, a: float | None = None, b: float | None =
         source = "--propensity-a/-b" if a is not None and b is not None else f"flag + {source}"
     a = base_a if a is None else a
     b = base_b if b is None else b
-    if a <= 0 or b < 0:
-        raise XmcfitError(f"propensity A={a}, B={b}: need A > 0 and B >= 0")
+    if not (math.isfinite(a) and math.isfinite(b) and a > 0 and b >= 0):
+        raise XmcfitError(f"propensity A={a}, B={b}: need finite A > 0 and B >= 0 (--propensity-a, --propensity-b)")
     return Propensity(float(a), float(b), source)
 
 
@@ -184,6 +196,10 @@ def load_eval_data(run: LoadedRun, data: str | Path | None = None, split: str | 
 
     Labels are read through the run's label vocabulary, so ids mean what they meant in training.
     """
+    if data is not None and not isinstance(data, (str, Path)):
+        raise XmcfitError(f"data={data!r}: must be a path (str or pathlib.Path)")
+    if split is not None and not isinstance(split, str):
+        raise XmcfitError(f"split={split!r}: must be dev or test")
     recorded = run.info.get("data") or {}
     path = data if data is not None else recorded.get("path")
     if not path:
@@ -227,6 +243,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], data: str | Path | None = None
     """Load and evaluate each run directory in turn (one model in memory at a time)."""
     from xmcfit.inference import load_run
 
+    check_propensity_args(a, b)
     results = []
     for run_dir in run_dirs:
         run = load_run(run_dir, device=device)
@@ -246,7 +263,9 @@ def label_names(run: LoadedRun) -> list[str] | None:
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     names_file = folder / "label_names.txt"
     if names_file.is_file():
-        names = names_file.read_text(encoding="utf-8").splitlines()
+        from xmcfit.data.io import read_text_file
+
+        names = read_text_file(names_file).splitlines()
         if len(names) == run.plan.classifier.n_labels:
             return names
     return None
@@ -261,14 +280,21 @@ def _label_scores(ids: np.ndarray, scores: np.ndarray, names: list[str] | None,
             for row, (row_i, row_s) in enumerate(zip(ids, scores))]
 
 
+def _check_top_k(k: object) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise XmcfitError(f"--top-k={k!r}: must be an integer >= 1")
+
+
 def predict_labels(run: LoadedRun, texts: Sequence[str], k: int, probabilities: bool = False) -> list[list[LabelScore]]:
     """Top-k labels, best first, for each raw text (text runs); `probabilities` adds sigmoid(score) (BCE runs)."""
     from xmcfit.inference import predict_texts
 
-    if k < 1:
-        raise XmcfitError(f"--top-k={k}: must be >= 1")
+    _check_top_k(k)
     if not texts:
         raise XmcfitError("no inputs: give TEXT arguments or --file")
+    bad = next((t for t in texts if not isinstance(t, str)), None)
+    if bad is not None:
+        raise XmcfitError(f"texts: {bad!r} is not a string; pass texts as str")
     _check_probabilities(run, probabilities)
     ids, scores = predict_texts(run, list(texts), k)
     return _label_scores(ids, scores, label_names(run), probabilities)
@@ -276,8 +302,7 @@ def predict_labels(run: LoadedRun, texts: Sequence[str], k: int, probabilities: 
 
 def predict_dataset(run: LoadedRun, dataset: XMCDataset, k: int, probabilities: bool = False) -> list[list[LabelScore]]:
     """Top-k labels, best first, for each point of a dataset (bag-of-words runs read features files)."""
-    if k < 1:
-        raise XmcfitError(f"--top-k={k}: must be >= 1")
+    _check_top_k(k)
     _check_probabilities(run, probabilities)
     ids, scores = predict_topk(run, dataset, k)
     return _label_scores(ids, scores, label_names(run), probabilities)
@@ -316,6 +341,7 @@ class Model:
     def evaluate(self, data: str | Path | None = None, split: str | None = None, *,
                  propensity_a: float | None = None, propensity_b: float | None = None) -> EvalResult:
         """P@k, nDCG@k, PSP@k, PSnDCG@k (k = 1, 3, 5) on a labelled split (default: the run's test, else dev)."""
+        check_propensity_args(propensity_a, propensity_b)
         dataset, used = load_eval_data(self.run, data, split)
         return evaluate_run(self.run, dataset, DEFAULT_KS, propensity_a, propensity_b, split=used)
 

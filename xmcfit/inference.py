@@ -57,6 +57,8 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     """Load a finished run for scoring; a missing/incomplete/incompatible run is one XmcfitError line."""
+    if not isinstance(run_dir, (str, Path)):
+        raise XmcfitError(f"run_dir={run_dir!r}: must be a path (str or pathlib.Path)")
     root = Path(run_dir)
     files = RunFiles(root)
     if not root.is_dir():
@@ -87,12 +89,12 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     model.to(dev).eval()
     tokenizer = None
     if text:
-        from transformers import AutoTokenizer
+        from xmcfit.train.data import load_text_tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(files.encoder), local_files_only=True)
+        tokenizer = load_text_tokenizer(str(files.encoder))
     vocab = LabelVocab.load(files.labels) if files.labels.exists() else None
     memory = MemoryReport.from_file(files.memory) if files.memory.exists() else None
-    counts = np.load(files.label_counts)
+    counts = _label_counts(files, plan.classifier.n_labels)
     words = None
     if text and plan.tfidf.enabled:
         from xmcfit.data.words import WordVocab
@@ -104,13 +106,36 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
 
 
 def _verify_weights(files: RunFiles, info: dict[str, Any]) -> None:
-    """One XmcfitError line when model.safetensors no longer has the SHA-256 the trainer recorded in
-    run.json (a flipped byte would otherwise score silently wrong); runs written before the checksum
-    existed are not checked."""
-    expected = info.get("weights_sha256")
-    if expected and file_sha256(files.weights) != expected:
-        raise XmcfitError(f"{files.weights}: does not match the SHA-256 recorded in run.json (the file is "
-                          "corrupted); restore it from a backup or re-train")
+    """One XmcfitError line unless model.safetensors has the SHA-256 the trainer recorded: in
+    model.safetensors.sha256 (written before the weights were renamed into place) and in run.json once the
+    run finished. Always checked, whatever run.json's status says; weights with no recorded checksum are not
+    trusted (a flipped byte would otherwise score silently wrong)."""
+    recorded = [info.get("weights_sha256")] if info.get("weights_sha256") else []
+    if files.weights_checksum.is_file():
+        try:
+            recorded.append(files.weights_checksum.read_text(encoding="utf-8").split()[0])
+        except (OSError, UnicodeDecodeError, IndexError):
+            raise XmcfitError(f"{files.weights_checksum}: unreadable; re-train, or resume from a checkpoint") from None
+    if not recorded:
+        raise XmcfitError(f"{files.weights}: no SHA-256 recorded for it (neither {files.weights_checksum.name} nor "
+                          "run.json's weights_sha256): the weights cannot be verified; re-train")
+    if any(digest != file_sha256(files.weights) for digest in set(recorded)):
+        raise XmcfitError(f"{files.weights}: does not match its recorded SHA-256 (the file is corrupted); restore "
+                          "it from a backup or re-train")
+
+
+def _label_counts(files: RunFiles, n_labels: int) -> np.ndarray:
+    """label_counts.npy: a finite, non-negative number per label; anything else is one XmcfitError line."""
+    try:
+        counts = np.load(files.label_counts, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise XmcfitError(f"{files.label_counts}: unreadable ({first}); re-train to write it again") from None
+    if (not isinstance(counts, np.ndarray) or counts.shape != (n_labels,) or counts.dtype.kind not in "iuf"
+            or not np.all(np.isfinite(counts)) or np.any(counts < 0)):
+        raise XmcfitError(f"{files.label_counts}: expected {n_labels} finite non-negative label counts, got "
+                          f"{getattr(counts, 'dtype', '?')} of shape {getattr(counts, 'shape', '?')}; re-train")
+    return counts
 
 
 def _chunk_scores(classifier: torch.nn.Module, feats: torch.Tensor, start: int, stop: int) -> torch.Tensor:

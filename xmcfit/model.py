@@ -20,6 +20,7 @@ from torch import nn
 from xmcfit.dtypes import torch_dtype
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.schema import Plan
+from xmcfit.profiles import check_encoder_source
 from xmcfit.sparse import FixedFanInLinear
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,14 @@ def load_pretrained_encoder(source: str) -> nn.Module:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # xmcfit draws its own progress; a second bar on stderr is noise
+    check_encoder_source(source)
     path = Path(source)
     try:
         if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
             log.warning("encoder %s has no weights: initialising it randomly", source)
             return random_encoder_from_config(source)
         return _drop_pooler(_with_sdpa_if_supported(
-            lambda **attn: AutoModel.from_pretrained(source, local_files_only=True, **attn)))
+            lambda **attn: AutoModel.from_pretrained(source, local_files_only=True, trust_remote_code=False, **attn)))
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise XmcfitError(
@@ -74,8 +76,14 @@ def random_encoder_from_config(source: str) -> nn.Module:
     weights (to be overwritten by a checkpoint, or for tests and ablations); no pooler."""
     from transformers import AutoConfig, AutoModel
 
-    config = AutoConfig.from_pretrained(source, local_files_only=True)
-    return _drop_pooler(_with_sdpa_if_supported(lambda **attn: AutoModel.from_config(config, **attn)))
+    check_encoder_source(source)
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise XmcfitError(f"encoder {source!r}: transformers cannot read its config ({first})") from None
+    return _drop_pooler(_with_sdpa_if_supported(
+        lambda **attn: AutoModel.from_config(config, trust_remote_code=False, **attn)))
 
 
 def _with_sdpa_if_supported(build):  # type: ignore[no-untyped-def]

@@ -307,12 +307,13 @@ def meta_n_params(config_dir: Path) -> int:
     except ImportError as err:
         raise XmcfitError(f"pricing {config_dir} needs transformers and torch ({err.name} is not installed)") from None
     try:
-        config = AutoConfig.from_pretrained(str(config_dir), local_files_only=True)
+        check_no_custom_code(config_dir)
+        config = AutoConfig.from_pretrained(str(config_dir), local_files_only=True, trust_remote_code=False)
         if getattr(config, "is_encoder_decoder", False):
             raise XmcfitError(f"{config_dir / 'config.json'}: model_type={config.model_type!r} is an "
                               "encoder-decoder model; xmcfit trains text encoders")
         with torch.device("meta"):
-            model = AutoModel.from_config(config)
+            model = AutoModel.from_config(config, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise XmcfitError(f"{config_dir / 'config.json'}: transformers cannot build this model ({first})") from None
@@ -340,6 +341,60 @@ def _config_int(cfg: dict[str, Any], config_path: Path, names: tuple[str, ...]) 
     raise XmcfitError(f"{config_path}: missing field {names[0]!r}")
 
 
+FORMULA_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "mpnet", "deberta-v2")
+"""Model types priced by formula here, all of them shipped by transformers."""
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise XmcfitError(f"{path}: cannot read ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise XmcfitError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise XmcfitError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    if not isinstance(cfg, dict):
+        raise XmcfitError(f"{path}: expected a JSON object")
+    return cfg
+
+
+def _shipped_model_type(model_type: str) -> bool:
+    """True when transformers has its own classes for `model_type` (no code from the model's folder needed)."""
+    if model_type in FORMULA_MODEL_TYPES:
+        return True
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    except ImportError:
+        return True  # no transformers: nothing can be loaded, and whatever loads it says so
+    return model_type in CONFIG_MAPPING_NAMES
+
+
+def check_no_custom_code(directory: Path) -> None:
+    """One XmcfitError line naming the field when the model in `directory` would need Python code shipped with
+    it (transformers' trust_remote_code): an `auto_map` in config.json or tokenizer_config.json, or a
+    model_type transformers does not ship. xmcfit loads every model with trust_remote_code=False, so such
+    code never runs and no command ever asks; this says why before transformers is called."""
+    config = _json_object(directory / "config.json")
+    for path in (directory / "config.json", directory / "tokenizer_config.json"):
+        cfg = config if path.name == "config.json" else (_json_object(path) if path.is_file() else {})
+        if "auto_map" in cfg:
+            names = ", ".join(map(str, cfg["auto_map"])) if isinstance(cfg["auto_map"], dict) else "..."
+            raise XmcfitError(f"{path}: auto_map ({names}) names Python code shipped with the model, which xmcfit "
+                              "never runs (trust_remote_code=False); use an encoder transformers supports itself")
+    model_type = config.get("model_type")
+    if model_type is not None and (not isinstance(model_type, str) or not _shipped_model_type(model_type)):
+        raise XmcfitError(f"{directory / 'config.json'}: model_type={model_type!r} is not a model type transformers "
+                          "ships (it would need custom code, which xmcfit never runs); use a supported encoder")
+
+
+def check_encoder_source(source: str) -> None:
+    """check_no_custom_code for an encoder named by directory or by hub id (its cached snapshot, if any)."""
+    directory = Path(source) if Path(source).is_dir() else hub_cache_snapshot(source)
+    if directory is not None:
+        check_no_custom_code(directory)
+
+
 def encoder_profile_from_config(directory: Path, name: str | None = None, source: str | None = None) -> EncoderProfile:
     """Derive an encoder profile from `<directory>/config.json`: arithmetic for the BERT family, MPNet and
     DeBERTa-v2 (pure Python), the meta-device count for any other transformers model type."""
@@ -352,6 +407,7 @@ def encoder_profile_from_config(directory: Path, name: str | None = None, source
         raise XmcfitError(f"{config_path}: not valid JSON (line {err.lineno}: {err.msg})") from None
     if not isinstance(cfg, dict):
         raise XmcfitError(f"{config_path}: expected a JSON object")
+    check_no_custom_code(directory)
     model_type = str(cfg.get("model_type", "bert"))
     if cfg.get("is_encoder_decoder"):
         raise XmcfitError(f"{config_path}: model_type={model_type!r} is an encoder-decoder model; xmcfit trains "

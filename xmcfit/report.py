@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -301,8 +302,8 @@ def train_result_table(result: "TrainResult") -> Table:
 
     mem = result.memory
     probe = f"{result.probe_epochs_done} probe + " if result.probe_epochs_done else ""
-    table = Table(title=f"Trained {result.run_dir}: {result.steps} steps, {probe}{result.epochs_done} epoch(s), "
-                        f"final loss {result.final_loss:.4f}"
+    loss = f"final loss {result.final_loss:.4f}" if math.isfinite(result.final_loss) else "no step to report a loss of"
+    table = Table(title=f"Trained {result.run_dir}: {result.steps} steps, {probe}{result.epochs_done} epoch(s), {loss}"
                         + (f", {result.skipped_steps} non-finite steps skipped" if result.skipped_steps else ""))
     table.add_column("memory (GiB)")
     table.add_column("predicted", justify="right")

@@ -1,10 +1,17 @@
 """The run directory's format: which files a training run writes, and run.json.
 
-Layout: plan.json (the plan trained), run.json (format version, data options, status), labels.json
+Layout: .xmcfit-run (the marker, written first), plan.json (the plan trained), run.json (format version,
+data options, status, the plan's and the final weights' SHA-256), labels.json
 (label vocabulary), label_counts.npy (training frequency per label, for propensities), encoder/ (config
 and tokenizer, so the run loads without the original encoder), clusters.npy (aux-objective label
-clusters), train_log.jsonl, checkpoint/, and at the end model.safetensors and memory.json.
+clusters), train_log.jsonl, checkpoint/, and at the end model.safetensors (its SHA-256 in
+model.safetensors.sha256, written before it) and memory.json.
 Pure Python: the trainer writes these files, eval and predict read them.
+
+A directory is a run only when xmcfit made it: `.xmcfit-run` is the first file written into a new or empty
+directory, and every command that writes into a run (train --out on an existing directory, --resume,
+restart in place, checkpoint pruning) asks for it; a non-empty directory without it is refused before
+anything is written, so a slip like `--out .` never overwrites or deletes a file of the user's.
 
 A run's lifecycle lives here too: one writer at a time (an exclusive lock on `.lock`, released by the
 kernel when the process dies, so kill -9 never leaves a stale lock), and a run that wrote no checkpoint
@@ -25,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from xmcfit.version import __version__
-from xmcfit.atomic import atomic_write_text
+from xmcfit.atomic import atomic_write_text, file_sha256
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.schema import Plan, PlanError, dataclass_from_dict
 
@@ -33,6 +40,8 @@ log = logging.getLogger(__name__)
 
 RUN_FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoint"
+RUN_MARKER = ".xmcfit-run"
+"""Written first into a run directory xmcfit creates: what makes a directory a run xmcfit may write into."""
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -41,6 +50,10 @@ class RunFiles:
     """Paths inside one run directory."""
 
     root: Path
+
+    @property
+    def marker(self) -> Path:
+        return self.root / RUN_MARKER
 
     @property
     def plan(self) -> Path:
@@ -78,6 +91,11 @@ class RunFiles:
     @property
     def weights(self) -> Path:
         return self.root / "model.safetensors"
+
+    @property
+    def weights_checksum(self) -> Path:
+        """`<sha256>  model.safetensors` (sha256sum's format), written before the weights are renamed into place."""
+        return self.root / "model.safetensors.sha256"
 
     @property
     def memory(self) -> Path:
@@ -144,10 +162,12 @@ class MemoryReport:
     def from_file(cls, path: Path) -> "MemoryReport":
         """Read memory.json; a missing, malformed or mistyped file is one XmcfitError line."""
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_bytes().decode("utf-8"))
             return dataclass_from_dict(cls, data)
         except OSError as err:
             raise XmcfitError(f"{path}: cannot read ({err.strerror})") from None
+        except UnicodeDecodeError:
+            raise XmcfitError(f"{path}: not UTF-8 text") from None
         except json.JSONDecodeError as err:
             raise XmcfitError(f"{path}: not valid JSON ({err.msg})") from None
         except PlanError as err:
@@ -157,11 +177,16 @@ class MemoryReport:
 def read_run_info(root: Path) -> dict[str, Any]:
     files = RunFiles(root)
     try:
-        return json.loads(files.run.read_text())
+        info = json.loads(files.run.read_bytes().decode("utf-8"))
     except OSError:
         raise XmcfitError(f"{root}: not a run directory (no run.json)") from None
+    except UnicodeDecodeError:
+        raise XmcfitError(f"{files.run}: not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise XmcfitError(f"{files.run}: not valid JSON ({err.msg})") from None
+    if not isinstance(info, dict):
+        raise XmcfitError(f"{files.run}: expected a JSON object")
+    return info
 
 
 def write_run_info(root: Path, info: dict[str, Any]) -> None:
@@ -188,7 +213,7 @@ def prepare_run_dir(plan: Plan, root: Path, options: DataOptions, data_fingerpri
         restart = ("it has no checkpoint yet: `xmcfit train --resume {root}` starts it again from step 0"
                    if not checkpoint_folders(files.checkpoints) else "continue it with `xmcfit train --resume {root}`")
         raise XmcfitError(f"{root} already holds a run: {restart.format(root=root)}, or choose another --out")
-    make_run_root(root)
+    make_run_root(root, options.path)
     plan.save(files.plan)
     write_run_info(root, {
         "run_format_version": RUN_FORMAT_VERSION,
@@ -198,8 +223,28 @@ def prepare_run_dir(plan: Plan, root: Path, options: DataOptions, data_fingerpri
         "data": {**asdict(options), "path": str(Path(options.path).resolve())},
         "data_kind": plan.model.encoder.kind,
         "encoder": plan.model.encoder.name,
+        "plan_sha256": file_sha256(files.plan),
         **({"data_fingerprint": data_fingerprint} if data_fingerprint else {}),
     })
+
+
+def check_plan_unchanged(root: Path, info: dict[str, Any]) -> None:
+    """One XmcfitError line when the run's plan.json is not the plan the run started with (its SHA-256 in
+    run.json): a resumed run trains the plan it checkpointed, never an edited one."""
+    recorded = info.get("plan_sha256")
+    plan_path = RunFiles(root).plan
+    if recorded and plan_path.is_file() and file_sha256(plan_path) != recorded:
+        raise XmcfitError(f"{plan_path}: changed since the run started (its SHA-256 differs from run.json's "
+                          "plan_sha256); restore it, or train the edited plan as a new run with another --out")
+
+
+def record_plan(root: Path, plan: Plan) -> None:
+    """Save `plan` as the run's plan.json and record its SHA-256 in run.json (a plan xmcfit changed itself,
+    such as --auto-recover's smaller micro-batch)."""
+    plan.save(RunFiles(root).plan)
+    info = read_run_info(root)
+    info["plan_sha256"] = file_sha256(RunFiles(root).plan)
+    write_run_info(root, info)
 
 
 def data_options_of(info: dict[str, Any]) -> DataOptions:
@@ -258,16 +303,55 @@ class RunLock:
         self.release()
 
 
-def make_run_root(root: Path) -> None:
-    """Create the run directory (and parents); one XmcfitError line when it cannot be."""
+def check_run_target(root: Path, data_path: str | Path | None = None) -> None:
+    """One XmcfitError line unless `root` may become (or already is) a run directory: new, empty, or marked
+    as xmcfit's; never the training data's directory or one holding it. Writes nothing."""
     if root.exists() and not root.is_dir():
         raise XmcfitError(f"--out {root}: is a file, not a directory; choose another --out")
+    if data_path is not None and Path(data_path).exists():
+        data, out = Path(data_path).resolve(), root.resolve()
+        if out == data or out in data.parents:
+            raise XmcfitError(f"--out {root}: holds the training data ({data_path}); choose a new directory for "
+                              "the run")
+    if root.is_dir() and not is_run_dir(root) and _non_empty(root):
+        raise XmcfitError(f"--out {root}: an existing directory that is not an xmcfit run (no {RUN_MARKER}) and not "
+                          "empty; xmcfit writes runs only into a new or empty directory: choose another --out")
+
+
+def _non_empty(root: Path) -> bool:
+    try:
+        return any(root.iterdir())
+    except OSError as err:
+        raise XmcfitError(f"--out {root}: cannot list the directory ({err.strerror or err})") from None
+
+
+def is_run_dir(root: Path) -> bool:
+    """True when xmcfit made `root` as a run directory (its marker file is there)."""
+    return RunFiles(root).marker.is_file()
+
+
+def require_run_dir(root: Path) -> None:
+    """One XmcfitError line unless `root` is a run directory xmcfit made (before writing into it)."""
+    if not root.is_dir():
+        raise XmcfitError(f"{root}: no such run directory")
+    if not is_run_dir(root):
+        raise XmcfitError(f"{root}: not a run directory made by xmcfit (no {RUN_MARKER}); xmcfit writes only "
+                          "into runs it made")
+
+
+def make_run_root(root: Path, data_path: str | Path | None = None) -> None:
+    """Create the run directory (and parents) and mark it as xmcfit's (the marker is its first file); one
+    XmcfitError line when it cannot be, or when `root` is a non-empty directory xmcfit did not make."""
+    check_run_target(root, data_path)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise XmcfitError(f"--out {root}: cannot create the run directory ({err.strerror or err})") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise XmcfitError(f"--out {root}: the run directory is not writable")
+    if not is_run_dir(root):
+        atomic_write_text(RunFiles(root).marker, json.dumps({"xmcfit_run": RUN_FORMAT_VERSION,
+                                                             "xmcfit_version": __version__}) + "\n")
 
 
 def can_restart_in_place(root: Path, info: dict[str, Any]) -> bool:
@@ -277,7 +361,9 @@ def can_restart_in_place(root: Path, info: dict[str, Any]) -> bool:
 
 
 def clear_for_restart(root: Path) -> None:
-    """Remove what a run derived before its first checkpoint (keeps plan.json and run.json)."""
+    """Remove what a run derived before its first checkpoint (keeps plan.json and run.json); only in a
+    directory xmcfit made, and only the files a run writes."""
+    require_run_dir(root)
     for path in RunFiles(root).derived():
         if path.is_dir():
             shutil.rmtree(path)

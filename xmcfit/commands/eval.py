@@ -50,14 +50,22 @@ def eval_command(
 
 
 def _read_inputs(texts: list[str] | None, file: Path | None) -> list[str]:
+    """The texts to label: TEXT arguments, or the non-blank lines of --file ('-': stdin), which must be UTF-8."""
     if texts and file is not None:
         raise XmcfitError("give TEXT arguments or --file, not both")
     if file is None:
         return list(texts or [])
+    name = "stdin" if str(file) == "-" else str(file)
     try:
-        content = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as err:
-        raise XmcfitError(f"{file}: cannot read ({err.strerror})") from None
+        raise XmcfitError(f"{name}: cannot read ({err.strerror or err})") from None
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise XmcfitError(f"{name}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); re-encode the input as "
+                          "UTF-8") from None
     return [line for line in content.splitlines() if line.strip()]
 
 

@@ -18,6 +18,7 @@ from typing import IO
 from xmcfit.errors import XmcfitError
 
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2")
+_OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
 
 
 class CheckedLines:
@@ -33,7 +34,11 @@ class CheckedLines:
     def readline(self) -> str:
         try:
             line = self._stream.readline()
-        except (EOFError, OSError, lzma.LZMAError, zlib.error, UnicodeDecodeError) as err:
+        except UnicodeDecodeError as err:
+            line_no, byte = _first_bad_utf8_line(self.path)
+            raise read_error(self.path, line_no or self.line_no + 1,
+                             _why(self.path, err) if byte is None else _not_utf8(byte)) from None
+        except (EOFError, OSError, lzma.LZMAError, zlib.error) as err:
             raise read_error(self.path, self.line_no + 1, _why(self.path, err)) from None
         if line:
             self.line_no += 1
@@ -50,9 +55,29 @@ class CheckedLines:
         self._stream.close()
 
 
+def _not_utf8(byte: int) -> str:
+    return f"not UTF-8 text (byte 0x{byte:02x}); re-encode the file as UTF-8"
+
+
+def _first_bad_utf8_line(path: Path) -> tuple[int | None, int | None]:
+    """(1-based line, offending byte) of the first line of `path` that is not UTF-8, found by re-reading it
+    line by line: the text stream decodes ahead in blocks, so the line it was reading is not where the byte
+    is. A UTF-8 sequence never holds a newline byte, so lines can be decoded one at a time."""
+    try:
+        with _OPENERS.get(path.suffix, open)(path, "rb") as raw:  # type: ignore[operator]
+            for line_no, line in enumerate(raw, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    return line_no, line[err.start]
+    except (EOFError, OSError, lzma.LZMAError, zlib.error):
+        pass
+    return None, None
+
+
 def _why(path: Path, err: BaseException) -> str:
     if isinstance(err, UnicodeDecodeError):
-        return f"not UTF-8 text (byte 0x{err.object[err.start]:02x}); re-encode the file as UTF-8"
+        return _not_utf8(err.object[err.start])
     if isinstance(err, EOFError):
         return "the compressed file ends early (truncated?); download or compress it again"
     if isinstance(err, gzip.BadGzipFile) or (isinstance(err, OSError) and path.suffix == ".gz"):
@@ -65,13 +90,20 @@ def _why(path: Path, err: BaseException) -> str:
 def open_text(path: Path) -> CheckedLines:
     """Text-mode UTF-8 lines of `path`, decompressing by suffix; missing files, and read, decompression or
     decoding errors while reading, fail in one line."""
-    opener = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix)
+    opener = _OPENERS.get(path.suffix)
     try:
         if opener is not None:
             return CheckedLines(path, opener(path, "rt", encoding="utf-8"))  # type: ignore[operator,arg-type]
         return CheckedLines(path, open(path, encoding="utf-8"))
     except OSError as exc:
         raise XmcfitError(f"{path}: cannot open ({exc.strerror or exc})") from exc
+
+
+def read_text_file(path: Path) -> str:
+    """A small UTF-8 file's whole text (label names, label tables); an unreadable or non-UTF-8 file is one
+    XmcfitError line naming the line of the first bad byte."""
+    with open_text(path) as lines:
+        return "".join(lines)
 
 
 def strip_compression(name: str) -> str:

@@ -16,13 +16,14 @@ XMCDataset.n_dropped_labels (and logged).
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from xmcfit.data.dataset import XMCDataset, labels_csr
-from xmcfit.data.io import open_text, strip_compression
+from xmcfit.data.io import open_text, read_text_file, strip_compression
 from xmcfit.data.raw_text import read_jsonl, read_label_keys, read_text_pair
 from xmcfit.data.vocab import LabelVocab
 from xmcfit.data.xmc_text import read_xmc_text
@@ -104,17 +105,19 @@ def _vocab_file(directory: Path) -> LabelVocab | None:
     """Fixed vocabulary from labels.tsv or label_names.txt in `directory`, if either exists."""
     tsv = directory / "labels.tsv"
     if tsv.exists():
-        with open(tsv, encoding="utf-8", newline="") as stream:
-            rows = list(csv.DictReader(stream, delimiter="\t"))
+        rows = list(csv.DictReader(io.StringIO(read_text_file(tsv), newline=""), delimiter="\t"))
         if not rows or not {"label_index", "concept_id", "label"} <= set(rows[0]):
             raise XmcfitError(f"{tsv}:1: expected columns label_index, concept_id, label")
+        bad = next((n for n, r in enumerate(rows, start=2) if not str(r["label_index"]).strip().isdecimal()), None)
+        if bad is not None:
+            raise XmcfitError(f"{tsv}:{bad}: label_index must be a whole number")
         rows.sort(key=lambda r: int(r["label_index"]))
         if [int(r["label_index"]) for r in rows] != list(range(len(rows))):
             raise XmcfitError(f"{tsv}: label_index must run 0..{len(rows) - 1} without gaps")
         return LabelVocab(keys=tuple(r["concept_id"] for r in rows), names=tuple(r["label"] for r in rows))
     names = directory / "label_names.txt"
     if names.exists():
-        keys = [line.strip() for line in names.read_text(encoding="utf-8").splitlines() if line.strip()]
+        keys = [line.strip() for line in read_text_file(names).splitlines() if line.strip()]
         if len(set(keys)) != len(keys):
             raise XmcfitError(f"{names}: label names must be unique to serve as label keys")
         return LabelVocab(keys=tuple(keys))
@@ -139,7 +142,7 @@ def _load_xmc_text(path: Path, limit: int | None) -> XMCDataset:
     label_names = None
     names_file = path.parent / "label_names.txt"
     if names_file.exists():
-        names = names_file.read_text(encoding="utf-8").splitlines()
+        names = read_text_file(names_file).splitlines()
         if len(names) == split.n_labels:
             label_names = names
         else:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xmcfit.errors import XmcfitError
+
 log = logging.getLogger(__name__)
 
 _CONSONANTS = tuple("bdfgklmnprstvz")
@@ -54,6 +56,15 @@ class SynthConfig:
             object.__setattr__(self, "max_labels_per_point", self.n_labels)
         if self.label_zipf_exponent < 0:
             raise ValueError(f"label_zipf_exponent={self.label_zipf_exponent}: must be >= 0")
+
+
+def check_empty_target(out_dir: Path) -> None:
+    """One XmcfitError line unless `out_dir` is new or an empty directory (checked before anything is written)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise XmcfitError(f"{out_dir}: is a file, not a directory; choose a new directory for the dataset")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise XmcfitError(f"{out_dir}: not empty; `xmcfit data synth` writes only into a new or empty directory "
+                          "and never overwrites files")
 
 
 def pseudo_words(n_words: int, rng: np.random.Generator) -> list[str]:
@@ -98,10 +109,12 @@ def write_synthetic(
     seed: int = 0,
     **shape: float,
 ) -> SynthConfig:
-    """Write a synthetic text-pair dataset into `out_dir` (created); returns the resolved SynthConfig.
+    """Write a synthetic text-pair dataset into `out_dir` (created; an existing one must be empty, so no
+    file of the user's is ever overwritten); returns the resolved SynthConfig.
 
     `shape` takes the other SynthConfig fields (words_per_text, label_zipf_exponent, ...).
     """
+    check_empty_target(Path(out_dir))
     cfg = SynthConfig(n_train=n_train, n_test=n_test, n_labels=n_labels, seed=seed, **shape)  # type: ignore[arg-type]
     rng = np.random.default_rng(cfg.seed)
     n_signal = cfg.n_labels * cfg.signal_words_per_label

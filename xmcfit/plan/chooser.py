@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import typing
 from dataclasses import dataclass, replace
 
 from xmcfit.version import __version__
@@ -43,7 +44,8 @@ from xmcfit.plan.defaults import DEFAULTS
 from xmcfit.plan.memory import CUDA_CONTEXT_BYTES, Layout, MemoryEstimate, memory_section, predict
 from xmcfit.plan.schema import (SCHEMA_VERSION, AuxSection, ClassifierKind, ClassifierOptimizer, ClassifierSection, EncoderSpec,
                                 InputsSection, InputWeighting, LossName, LossReduction, ModelSection, Plan, PlanError,
-                                Pooling, Precision, RewiringSection, TfidfSection, TrainingSection, ValueDtype, index_dtype_for)
+                                Pooling, Precision, RewiringSection, TfidfSection, TrainingSection, ValueDtype, check_value,
+                                index_dtype_for, MAX_SEED)
 from xmcfit.plan.units import gib
 from xmcfit.workspace import loss_workspace_per_label_bytes
 
@@ -92,8 +94,24 @@ class Pins:
     """False turns the TF-IDF side off; True keeps it on even where it does not fit (then nothing fits)."""
     tfidf_fan_in: int | None = None
 
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(Pins)
+        for name, value in vars(self).items():
+            if value is not None:
+                check_value(hints[name], value, PIN_FLAGS[name])
+
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, value in vars(self).items() if value is not None)
+
+
+PIN_FLAGS = {"precision": "--precision", "fan_in": "--fan-in", "optimizer": "--classifier-optimizer",
+             "value_dtype": "--classifier-dtype", "gradient_checkpointing": "--checkpointing",
+             "micro_batch": "--micro-batch", "intermediate_dim": "--intermediate-dim", "loss_chunk_size": "--loss-chunk",
+             "aux_clusters": "--aux-clusters", "rewiring_interval": "--rewire-every", "classifier": "--classifier",
+             "encoder_lr": "--encoder-lr", "classifier_lr": "--classifier-lr", "loss": "--loss",
+             "loss_reduction": "--loss-reduction", "probe_epochs": "--probe-epochs", "dropout": "--dropout",
+             "input_weighting": "--input-weighting", "tfidf": "--tfidf", "tfidf_fan_in": "--tfidf-fan-in"}
+"""The `xmcfit plan` flag of each pin, for error lines (the Python API passes the same names as keywords)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +146,7 @@ class PlanRequest:
         need(self.target_batch % self.n_devices == 0, "--batch", self.target_batch,
              f"must be a multiple of --devices {self.n_devices} (the effective batch is split evenly across them)")
         need(self.epochs >= 0, "--epochs", self.epochs, "must be >= 0")
-        need(self.seed >= 0, "--seed", self.seed, "must be >= 0")
+        need(0 <= self.seed <= MAX_SEED, "--seed", self.seed, f"must be between 0 and 2**62 ({MAX_SEED})")
         if self.encoder.kind == "text":
             need(1 <= self.seq_len <= self.encoder.max_seq_len, "--seq-len", self.seq_len,
                  f"must be between 1 and {self.encoder.name}'s maximum {self.encoder.max_seq_len}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
-from xmcfit.plan.schema import EncoderSpec, Plan, PlanError
+from xmcfit.plan.schema import EncoderSpec, Plan, PlanError, check_value
 from xmcfit.plan.units import parse_size
 from xmcfit.profiles import encoder_availability, load_dataset, load_encoder, load_gpu, profile_names
 
@@ -90,10 +90,29 @@ def resolve_encoder(name: str, problem: Problem) -> EncoderSpec:
     return profile.to_spec()
 
 
+_INT_ARGS = {"labels": "--labels", "gpu_index": "--gpu-index", "seq_len": "--seq-len", "batch": "--batch",
+             "devices": "--devices", "epochs": "--epochs", "seed": "--seed"}
+_STR_ARGS = {"dataset": "--dataset", "data": "--data", "gpu_mem": "--gpu-mem", "gpu": "--gpu", "encoder": "--encoder"}
+
+
+def check_request_args(given: dict[str, object]) -> None:
+    """One XmcfitError line for an argument of the wrong type (the Python API passes anything; the command
+    line's flags arrive typed): what xmcfit.plan and `xmcfit plan` share before any rule is checked."""
+    for name, flag in _INT_ARGS.items():
+        if given.get(name) is not None:
+            check_value(int, given[name], flag)
+    for name, flag in _STR_ARGS.items():
+        if given.get(name) is not None:
+            check_value(str, given[name], flag)
+    if not isinstance(given.get("pins"), Pins):
+        raise XmcfitError(f"pins={given.get('pins')!r}: must be an xmcfit.plan.chooser.Pins")
+
+
 def make_request(*, labels: int | None, dataset: str | None, data: str | None, gpu_mem: str | None,
                  gpu: str | None, gpu_index: int, encoder: str, seq_len: int | None, batch: int, devices: int,
                  epochs: int, seed: int, pins: Pins, budget: Budget | None = None) -> PlanRequest:
     """Everything the chooser needs, validated; `budget` overrides the GPU flags (used by --all-gpus)."""
+    check_request_args(locals())
     problem = resolve_problem(labels, dataset, data)
     spec = resolve_encoder(encoder, problem)
     budget = budget or resolve_budget(gpu_mem, gpu, gpu_index)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from xmcfit.data import XMCDataset
 
 SCHEMA_VERSION = 1
+MAX_SEED = 2**62
+"""Largest seed: the trainer derives seed + 1 + rank for other generators, and torch's take 64 bits."""
 
 Precision = Literal["bf16_amp", "fp16_amp", "fp32"]
 ClassifierKind = Literal["sparse", "dense"]
@@ -377,7 +379,7 @@ class Plan:
         _require(self.schema_version == SCHEMA_VERSION, "schema_version", self.schema_version,
                  f"this xmcfit reads schema {SCHEMA_VERSION}; re-run `xmcfit plan`")
         _require(self.n_devices >= 1, "n_devices", self.n_devices, "must be >= 1")
-        _require(self.seed >= 0, "seed", self.seed, "must be >= 0")
+        _require(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"must be between 0 and 2**62 ({MAX_SEED})")
         _require(self.classifier.in_features == self.model.features_dim, "classifier.in_features",
                  self.classifier.in_features, f"must equal the model's output width {self.model.features_dim}")
         _require(self.classifier.n_labels == self.inputs.n_labels, "classifier.n_labels", self.classifier.n_labels,
@@ -433,9 +435,12 @@ class Plan:
     def from_json(cls, path: str | Path) -> "Plan":
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_bytes().decode("utf-8")
         except OSError as err:
             raise PlanError(f"{path}: cannot read plan ({err.strerror})") from None
+        except UnicodeDecodeError as err:
+            raise PlanError(f"{path}: not a plan: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                            f"{err.start}); write it with `xmcfit plan -o`") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
@@ -488,6 +493,12 @@ def dataclass_from_dict(cls: type, data: Any, prefix: str = "") -> Any:
             raise PlanError(f"{prefix}{f.name}: missing field")
         kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{prefix}{f.name}")
     return cls(**kwargs)
+
+
+def check_value(tp: Any, value: Any, name: str) -> None:
+    """PlanError (`name=value: rule`) unless `value` has type `tp` as plan.json would hold it: the check the
+    Python API's arguments share with plan.json's fields (Literal choices, int vs float, bool, str)."""
+    _convert(tp, value, name)
 
 
 def _convert(tp: Any, value: Any, name: str) -> Any:

@@ -9,7 +9,8 @@ leaves the previous checkpoints intact.
 
 Reading verifies the manifest first: a flipped byte or a truncated file is caught before any tensor is
 used, and a resume falls back to the newest checkpoint that verifies, saying so (the bad folder is
-renamed `step-N.corrupt`, never deleted).
+renamed `step-N.corrupt`, never deleted). A folder without a manifest is not trusted: it is skipped like a
+corrupted one, and pruning removes only folders with a manifest, so nothing xmcfit did not write is deleted.
 
 The small API a per-rank (sharded) writer calls with its own root folder:
     write_checkpoint(root, step, state, keep)  ->  folder
@@ -34,7 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from xmcfit.atomic import atomic_write_text, file_sha256
+from xmcfit.atomic import atomic_write_text, file_sha256, fsync_path
 from xmcfit.errors import XmcfitError
 from xmcfit.rundir import CHECKPOINT_DIR, checkpoint_folders
 from xmcfit.train.setup import TrainParts
@@ -93,20 +94,18 @@ class CheckpointPolicy:
     """Newest checkpoints kept (>= 1; 2 leaves one to fall back to when the newest fails verification)."""
 
     def __post_init__(self) -> None:
+        from xmcfit.plan.schema import check_value
+
+        for value, tp, flag in ((self.every_steps, int, "--save-every-steps"),
+                                (self.every_minutes, float, "--save-every-minutes"), (self.keep, int, "--keep-checkpoints")):
+            if value is not None:
+                check_value(tp, value, flag)
         if self.every_steps is not None and self.every_steps < 1:
             raise XmcfitError(f"--save-every-steps {self.every_steps}: must be >= 1")
         if self.every_minutes is not None and not self.every_minutes > 0:
             raise XmcfitError(f"--save-every-minutes {self.every_minutes}: must be > 0")
         if self.keep < 1:
             raise XmcfitError(f"--keep-checkpoints {self.keep}: must be >= 1")
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int = DEFAULT_KEEP) -> Path:
@@ -122,7 +121,7 @@ def write_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int = D
         tensors: dict[str, torch.Tensor] = {}
         meta = flatten_state("s", state, tensors)
         save_file(tensors, str(tmp / _TENSORS))
-        _fsync_path(tmp / _TENSORS)
+        fsync_path(tmp / _TENSORS)
         atomic_write_text(tmp / _META, json.dumps(meta))
         manifest = {"format": _MANIFEST_FORMAT, "step": step,
                     "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
@@ -134,14 +133,14 @@ def write_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int = D
             os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
-        _fsync_path(root)
+        fsync_path(root)
         atomic_write_text(root / "latest", final.name + "\n")
     except (OSError, SafetensorError, XmcfitError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
         raise XmcfitError(f"{final}: cannot write the checkpoint ({why}); the earlier checkpoints are intact") from None
-    for stale in checkpoint_folders(root)[max(1, keep):]:
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in [f for f in checkpoint_folders(root) if (f / _MANIFEST).is_file()][max(1, keep):]:
+        shutil.rmtree(stale, ignore_errors=True)  # only folders xmcfit wrote (a manifest): never a user's
     return final
 
 
@@ -152,14 +151,15 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int =
 
 def verify_checkpoint(folder: Path) -> str | None:
     """None when every file of `folder` has its manifest's size and SHA-256; else why not, in a few words.
-    A folder written before manifests existed verifies by the presence of its files."""
+    A folder without a manifest is not trusted (nothing proves its bytes are the ones written)."""
     manifest_path = folder / _MANIFEST
-    if not manifest_path.exists():
-        missing = [n for n in (_TENSORS, _META) if not (folder / n).is_file()]
-        return f"missing {', '.join(missing)}" if missing else None
+    if not manifest_path.is_file():
+        return f"no {_MANIFEST} (nothing to verify its files against)"
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         entries = manifest["files"]
+        if set(entries) != {_TENSORS, _META}:
+            return f"the manifest lists {sorted(entries)}, not {_TENSORS} and {_META}"
         for name, entry in entries.items():
             path = folder / name
             if not path.is_file():
@@ -222,6 +222,8 @@ class Progress:
     skipped: int = 0
     bad_in_a_row: int = 0
     moved_total: int = 0
+    last_loss: float | None = None
+    """The loss of the last step that was not skipped (None before any)."""
 
 
 def rng_state() -> dict[str, Any]:

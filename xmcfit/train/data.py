@@ -99,8 +99,11 @@ def load_text_tokenizer(source: str):
     """The encoder's tokenizer, offline; one XmcfitError line saying how to get it when it is missing."""
     from transformers import AutoTokenizer
 
+    from xmcfit.profiles import check_encoder_source
+
+    check_encoder_source(source)
     try:
-        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+        return AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as err:
         raise XmcfitError(f"tokenizer of encoder {source!r} is not available offline ({type(err).__name__}); "
                           "put the tokenizer files beside its config.json (`hf download <id> --local-dir DIR`)") from None
@@ -137,7 +140,7 @@ def load_train_data(plan: Plan, root: Path, options: DataOptions, resume: bool,
             files.encoder.mkdir(exist_ok=True)
             try:
                 tokenizer.save_pretrained(files.encoder)
-                AutoConfig.from_pretrained(source, local_files_only=True).save_pretrained(files.encoder)
+                AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=False).save_pretrained(files.encoder)
             except OSError as err:
                 raise XmcfitError(f"{files.encoder}: cannot write the encoder's config and tokenizer "
                                   f"({err.strerror or err})") from None

@@ -210,5 +210,7 @@ def run_epoch(parts: TrainParts, data: TrainData, progress: Progress, recorder: 
             points_per_s=n_in_step / max(1e-9, time.perf_counter() - tick),
             memory_bytes=recorder.meter.current_bytes(), skipped_steps=progress.skipped,
         ), finite=out.finite)
+        if out.finite:
+            progress.last_loss = out.loss  # checkpointed: a resume with no step left still reports it
         stop.check(parts, progress)
     return True

@@ -17,7 +17,7 @@ from xmcfit.errors import XmcfitError
 
 from xmcfit.plan.schema import Plan
 from xmcfit.rundir import MemoryReport, RunFiles, read_run_info, write_run_info
-from xmcfit.atomic import file_sha256
+from xmcfit.atomic import atomic_write_text, file_sha256, fsync_path
 from xmcfit.train.checkpoint import Progress
 from xmcfit.train.memory_report import MemoryMeter, memory_report
 from xmcfit.train.setup import TrainParts
@@ -34,7 +34,8 @@ class TrainResult:
     skipped_steps: int
     memory: MemoryReport
     final_loss: float
-    """The loss of the last step that was not skipped (NaN when none ran in this attempt)."""
+    """The loss of the last step that was not skipped, across resumes (NaN when no step ran, or the run resumed
+    from a checkpoint written before checkpoints kept it)."""
     probe_epochs_done: int = 0
     """Epochs of the heads alone on frozen encoder features (training.probe_epochs)."""
 
@@ -42,13 +43,19 @@ class TrainResult:
 def write_final_weights(files: RunFiles, weights: Mapping[str, torch.Tensor], memory: MemoryReport, *,
                         epochs_done: int, steps: int, probe_epochs_done: int = 0) -> None:
     """model.safetensors (the whole model's state dict: a label-sharded run's shards merged) and memory.json
-    (both atomic), then mark the run done in run.json with the weights' SHA-256, which loading checks. A
-    full disk is one line; the last checkpoint still holds the weights."""
+    (both atomic), then mark the run done in run.json with the weights' SHA-256. The weights are fsynced, and
+    their SHA-256 is written to model.safetensors.sha256 before they are renamed into place, so loading
+    checks them whatever run.json says (a run killed between the rename and run.json). A full disk is one
+    line; the last checkpoint still holds the weights."""
     tmp = files.weights.with_name("model.tmp.safetensors")
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
+        fsync_path(tmp)
+        digest = file_sha256(tmp)
+        atomic_write_text(files.weights_checksum, f"{digest}  {files.weights.name}\n")
         os.replace(tmp, files.weights)
-    except (OSError, SafetensorError) as err:
+        fsync_path(files.root)
+    except (OSError, SafetensorError, XmcfitError) as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
         why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
@@ -57,7 +64,7 @@ def write_final_weights(files: RunFiles, weights: Mapping[str, torch.Tensor], me
     memory.save(files.memory)
     info = read_run_info(files.root)
     info.update(status="done", epochs_done=epochs_done, probe_epochs_done=probe_epochs_done, steps=steps,
-                weights_sha256=file_sha256(files.weights))
+                weights_sha256=digest)
     write_run_info(files.root, info)
 
 

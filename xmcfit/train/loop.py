@@ -26,7 +26,7 @@ import torch
 from xmcfit.device import pick_device
 from xmcfit.plan.memory import reprice
 from xmcfit.plan.schema import Plan
-from xmcfit.rundir import RunFiles, trim_log
+from xmcfit.rundir import RunFiles, record_plan, trim_log
 from xmcfit.seed import seed_everything
 from xmcfit.train.checkpoint import CheckpointPolicy, Progress, load_training_state, save_training_state
 from xmcfit.train.data import TrainData
@@ -174,7 +174,8 @@ def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume
             progress.epoch += 1
             progress.batch_in_epoch = 0
             stop.save(parts, progress)
-    return placement.finish(plan, run_dir, parts, meter, progress, recorder.last_loss)
+    last_loss = progress.last_loss if progress.last_loss is not None else recorder.last_loss
+    return placement.finish(plan, run_dir, parts, meter, progress, last_loss)
 
 
 def _recovery_plan(plan: Plan, run_dir: Path, auto_recover: bool) -> Plan:
@@ -194,7 +195,7 @@ def _recovery_plan(plan: Plan, run_dir: Path, auto_recover: bool) -> Plan:
             "--gpu-mem, or resume with --auto-recover"
         )
     smaller = reprice(replace(plan, training=replace(t, micro_batch=t.micro_batch // 2, grad_accum=t.grad_accum * 2)))
-    smaller.save(run_dir / "plan.json")
+    record_plan(run_dir, smaller)
     log.warning("out of memory: micro-batch %d -> %d, accumulation %d -> %d", t.micro_batch,
                 smaller.training.micro_batch, t.grad_accum, smaller.training.grad_accum)
     return smaller
