@@ -75,7 +75,7 @@ def test_version_and_short_help():
 
 def test_plan_help_shows_choices_and_says_what_every_option_does():
     text = runner.invoke(app, ["plan", "-h"], env={"COLUMNS": "200"}).stdout
-    assert "[bf16_amp|fp16_amp|fp32]" in text and "[adamw|sgd_momentum|sgd]" in text
+    assert "<bf16_amp|fp16_amp|fp32>" in text and "<adamw|sgd_momentum|sgd>" in text
     assert "<str>" not in re.sub(r"--(dataset|gpu|gpu-mem|encoder) <str>", "", text)
     for option in ("--epochs", "--seed"):
         line = next(line for line in text.splitlines() if line.strip().startswith(option))

@@ -7,6 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 
@@ -55,7 +56,9 @@ def plan_memory_table(plan: "Plan") -> Table:
     mem = plan.memory
     table.add_section()
     table.add_row(f"predicted peak ({plan.classifier.kind})", _gib(mem.predicted_peak_bytes), "")
-    table.add_row("dense classifier would need", _gib(mem.dense_predicted_peak_bytes), "")
+    # the plain baseline: dense L x h on the encoder's output, whatever this plan's intermediate layer
+    table.add_row(f"dense classifier would need ({plan.classifier.n_labels:,} x {plan.model.encoder.hidden_size})",
+                  _gib(mem.dense_predicted_peak_bytes), "")
     table.add_row("budget", _gib(mem.budget_bytes), "")
     table.add_row("headroom", _gib(mem.headroom_bytes), "")
     return table
@@ -102,7 +105,7 @@ def plan_report(plan: "Plan") -> Group:
 def all_gpus_table(rows: list[tuple[str, int, "Plan | None", str]]) -> Table:
     """One row per GPU profile: (name, memory bytes, plan or None, note when it does not fit)."""
     table = Table(title="Plan per GPU profile")
-    for col in ("GPU", "memory GiB", "fits", "fan-in", "precision", "micro-batch", "peak GiB", "dense GiB"):
+    for col in ("GPU", "memory GiB", "fits", "fan-in", "precision", "micro-batch", "peak GiB", "dense L x h GiB"):
         table.add_column(col)
     for name, memory_bytes, plan, note in rows:
         if plan is None:
@@ -123,26 +126,40 @@ def gpus_table(gpus: list["GpuInfo"]) -> Table:
     return table
 
 
+def _count(n: int) -> str:
+    """A count in at most 7 characters: 742,507 or 1.72M."""
+    return f"{n:,}" if n < 10**6 else f"{n / 1e6:.2f}M"
+
+
+_LISTING_FOLD_ABOVE = 12
+"""Listing cells longer than this (a source path) fold onto more lines; shorter ones (numbers) never break."""
+
+
+def _listing(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    """A listing whose first column (the name a flag takes) is never cut: it keeps its full width and the
+    other columns fold onto more lines in a narrow terminal (80 columns) instead of ending in '…'."""
+    table = Table(title=title, box=None, pad_edge=False, padding=(0, 1, 0, 0))
+    for i, col in enumerate(columns):
+        widest = max((len(row[i]) for row in rows), default=0)
+        whole = i == 0 or widest <= _LISTING_FOLD_ABOVE  # names and numbers keep their width; long text folds
+        table.add_column(col, no_wrap=whole, overflow="fold", min_width=widest if whole else _LISTING_FOLD_ABOVE)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def profiles_tables(gpus: list["GpuProfile"], encoders: list["EncoderProfile"],
                     datasets: list["DatasetProfile"]) -> Group:
-    g = Table(title="GPU profiles")
-    for col in ("name", "memory GiB", "compute capability", "bf16", "fp8", "16-bit TFLOP/s"):
-        g.add_column(col)
-    for p in gpus:
-        g.add_row(p.name, _gib(p.memory_bytes), p.compute_capability, str(p.bf16), str(p.fp8),
-                  f"{p.peak_16bit_tflops:g}")
-    e = Table(title="Encoder profiles")
-    for col in ("name", "params", "hidden", "layers", "heads", "FFN", "vocab", "max seq", "source"):
-        e.add_column(col)
-    for p in encoders:
-        e.add_row(p.name, f"{p.n_params:,}", str(p.hidden_size), str(p.n_layers), str(p.n_heads),
-                  str(p.intermediate_size), str(p.vocab_size), str(p.max_seq_len), p.source)
-    d = Table(title="Dataset profiles (Extreme Classification Repository)")
-    for col in ("name", "input", "labels", "train", "test", "labels/point", "seq", "propensity A/B"):
-        d.add_column(col)
-    for p in datasets:
-        d.add_row(p.name, p.input, f"{p.n_labels:,}", f"{p.n_train:,}", f"{p.n_test:,}", f"{p.avg_labels_per_point:g}",
-                  str(p.typical_seq_len), f"{p.propensity_a:g}/{p.propensity_b:g}")
+    g = _listing("GPU profiles", ("name", "memory GiB", "compute cap.", "bf16", "fp8", "16-bit TFLOP/s"),
+                 [(p.name, _gib(p.memory_bytes), p.compute_capability, str(p.bf16), str(p.fp8),
+                   f"{p.peak_16bit_tflops:g}") for p in gpus])
+    e = _listing("Encoder profiles", ("name", "params", "hidden", "layers", "heads", "FFN", "vocab", "seq", "source"),
+                 [(p.name, f"{p.n_params / 1e6:.1f}M", str(p.hidden_size), str(p.n_layers), str(p.n_heads),
+                   str(p.intermediate_size), str(p.vocab_size), str(p.max_seq_len), p.source) for p in encoders])
+    d = _listing("Dataset profiles (Extreme Classification Repository)",
+                 ("name", "input", "labels", "train", "test", "labels/pt", "seq", "A/B"),
+                 [(p.name, p.input, f"{p.n_labels:,}", _count(p.n_train), _count(p.n_test), f"{p.avg_labels_per_point:g}",
+                   str(p.typical_seq_len), f"{p.propensity_a:g}/{p.propensity_b:g}") for p in datasets])
     return Group(g, e, d)
 
 

@@ -49,8 +49,11 @@ from xmcfit.workspace import loss_workspace_per_label_bytes
 
 log = logging.getLogger(__name__)
 
-COST_TABLE = 'bench/RESULTS.md, "Accuracy cost of each memory move"'
-"""Where the reasons send a user for the measured accuracy cost of a memory move."""
+COST_TABLE = '`python -m xmcfit.docs`, "Accuracy cost of each memory move"'
+"""Where the reasons send a user for the measured accuracy cost of a memory move: a document shipped in
+the package (xmcfit/docs/accuracy.md), so a wheel install can read it (bench/ is not in the wheel)."""
+RECIPE_DOC = '`python -m xmcfit.docs`, "The recipe\'s measured defaults"'
+"""Where the reasons send a user for the measurements behind a recipe default."""
 
 FAN_IN_LADDER = (256, 192, 128, 96, 64, 48, 32, 24, 16)
 FAN_IN_ACCURACY_FLOOR = 32
@@ -88,6 +91,9 @@ class Pins:
     """0 turns the linear-probe warm start off."""
     dropout: float | None = None
     input_weighting: InputWeighting | None = None
+    pooling: Pooling | None = None
+    """How a text encoder's token states become one vector ("mean" or "cls"); priced (mean pooling keeps
+    its fp32 input for backward, CLS nothing)."""
 
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, value in vars(self).items() if value is not None)
@@ -151,6 +157,8 @@ class PlanRequest:
         need(p.dropout is None or 0.0 <= p.dropout < 1.0, "--dropout", p.dropout, "must be in [0, 1)")
         need(p.input_weighting in (None, "raw") or self.encoder.kind == "bow", "--input-weighting",
              p.input_weighting, "applies to bag-of-words data only")
+        need(p.pooling in (None, "mean") or self.encoder.kind == "text", "--pooling", p.pooling,
+             "applies to text encoders only (bag-of-words input has no [CLS] token)")
         if p.classifier == "dense":
             for flag, value in (("--fan-in", p.fan_in), ("--classifier-optimizer", p.optimizer),
                                 ("--classifier-dtype", p.value_dtype), ("--rewire-every", p.rewiring_interval)):
@@ -317,7 +325,7 @@ def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
     n_clusters = _aux_clusters(req)
     d = k.intermediate_dim or req.encoder.hidden_size
     layout = Layout(encoder=req.encoder, seq_len=req.seq_len, precision=precision, gradient_checkpointing=k.checkpointing,
-                  micro_batch=k.micro_batch, grad_accum=math.ceil(req.device_batch / k.micro_batch), pooling=req.pooling,
+                  micro_batch=k.micro_batch, grad_accum=math.ceil(req.device_batch / k.micro_batch), pooling=req.pins.pooling or req.pooling,
                   intermediate_dim=k.intermediate_dim, classifier_kind="sparse", n_labels=req.n_labels,
                   fan_in=k.fan_in, value_dtype=k.value_dtype, optimizer=k.optimizer,
                   weight_decay=DEFAULTS.classifier_weight_decay_adamw if k.optimizer == "adamw" else 0.0,
@@ -387,7 +395,7 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
 def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: bool) -> list[str]:
     """One line per recipe knob: its value, and whether it was pinned or is the measured default."""
     r, pinned = _recipe(req, optimizer), set(req.pins.names())
-    measured = "the measured default (bench/RESULTS.md, accuracy)"
+    measured = f"the measured default ({RECIPE_DOC})"
     lines = [
         ("encoder_lr", f"encoder learning rate {r.encoder_lr:g}",
          "a bag-of-words projection starts random and learns at a head's rate" if req.encoder.kind == "bow"
@@ -401,8 +409,10 @@ def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: boo
         lines.append(("rewiring_interval", f"SET rewiring every {_rewiring_interval(req)} steps, pruning "
                       + (f"|w| < {m.rewiring_initial:g}" if m.rewiring_mode == "threshold" else
                          f"{m.rewiring_initial:.0%} of each row") + f", decaying to 0 at {m.rewiring_stop_fraction:.0%} "
-                      "of the steps", "the measured default (bench/RESULTS.md, accuracy)"))
+                      "of the steps", measured))
     if req.encoder.kind == "text":
+        lines.append(("pooling", f"{req.pins.pooling or req.pooling} pooling", "the mean of the last layer's "
+                      "token states, one of the method's two poolings (`--pooling cls` takes the [CLS] state)"))
         lines.append(("probe_epochs", f"linear-probe warm start {r.probe_epochs} epoch(s)",
                       "heads first on frozen features, so fine-tuning starts from a trained classifier"
                       if r.probe_epochs else "none"))
@@ -455,7 +465,7 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, reasons: tupl
         inputs=InputsSection(gpu=req.gpu_name, budget_bytes=req.budget_bytes, n_labels=req.n_labels,
                              dataset=req.dataset, data_path=req.data_path, target_batch=req.target_batch,
                              pinned=req.pins.names()),
-        model=ModelSection(encoder=req.encoder, seq_len=req.seq_len, pooling=req.pooling,
+        model=ModelSection(encoder=req.encoder, seq_len=req.seq_len, pooling=req.pins.pooling or req.pooling,
                            dropout=r.dropout, intermediate_dim=k.intermediate_dim,
                            gradient_checkpointing=k.checkpointing, input_weighting=r.input_weighting),
         classifier=ClassifierSection(kind=layout.classifier_kind, n_labels=req.n_labels, in_features=d,

@@ -124,3 +124,18 @@ def plan_every_gpu_profile(request: PlanRequest) -> list[tuple[str, int, Plan | 
         except PlanError as err:
             rows.append((name, profile.memory_bytes, None, str(err).split(":")[0]))
     return rows
+
+
+def every_gpu_profile_json(rows: list[tuple[str, int, Plan | None, str]]) -> str:
+    """`xmcfit plan --all-gpus --json`: one object per GPU profile (name, memory, whether a plan fits, why
+    not, the peak and the plain dense baseline's peak, and the whole plan), as an indented JSON list."""
+    import json
+
+    out = []
+    for name, memory_bytes, plan, why_not in rows:
+        mem = plan.memory if plan is not None else None
+        out.append({"gpu": name, "memory_bytes": memory_bytes, "fits": plan is not None, "why_not": why_not or None,
+                    "predicted_peak_bytes": mem.predicted_peak_bytes if mem else None,
+                    "dense_predicted_peak_bytes": mem.dense_predicted_peak_bytes if mem else None,
+                    "plan": json.loads(plan.to_json()) if plan is not None else None})
+    return json.dumps(out, indent=2) + "\n"
