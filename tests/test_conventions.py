@@ -1,0 +1,106 @@
+"""Issue 18, "conventions users rely on": choices that completion offers, --json on every listing,
+profiles readable at 80 columns, files as readable as the umask allows, one numbering of epochs and an
+ETA per phase, headerless svmlight files, encoder-only T5 and decoder-only models, package metadata."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import stat
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xmcfit.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _complete(words: str) -> list[str]:
+    """What bash completion offers after `words` (typer's completion protocol, as the shell calls it)."""
+    cword = len(words.split()) - (0 if words.endswith(" ") else 1)
+    result = runner.invoke(app, [], prog_name="xmcfit", env={"_XMCFIT_COMPLETE": "complete_bash",
+                                                            "COMP_WORDS": words, "COMP_CWORD": str(cword)})
+    assert result.exit_code == 0, result.output
+    return result.stdout.split()
+
+
+@pytest.mark.parametrize("words, offered", [
+    ("xmcfit plan --precision ", ["bf16_amp", "fp16_amp", "fp32"]),
+    ("xmcfit plan --classifier ", ["sparse", "dense"]),
+    ("xmcfit plan --classifier-optimizer ", ["adamw", "sgd_momentum", "sgd"]),
+    ("xmcfit plan --classifier-dtype ", ["float32", "bfloat16"]),
+    ("xmcfit plan --loss ", ["squared_hinge", "bce"]),
+    ("xmcfit plan --loss-reduction ", ["mean", "sum_over_labels"]),
+    ("xmcfit plan --input-weighting ", ["raw", "tfidf"]),
+    ("xmcfit plan --pooling ", ["mean", "cls"]),
+    ("xmcfit eval --split ", ["dev", "test"]),
+    ("xmcfit eval --device ", ["auto", "cpu", "cuda", "cuda:0", "cuda:1"]),
+    ("xmcfit predict --device c", ["cpu", "cuda", "cuda:0", "cuda:1"]),
+    ("xmcfit train --device ", ["auto", "cpu", "cuda", "cuda:0", "cuda:1"]),
+    ("xmcfit train --log-to ", ["tensorboard"]),
+    ("xmcfit data stats --split ", ["train", "dev", "test"]),
+])
+def test_shell_completion_offers_each_choice_flags_values(words, offered):
+    assert _complete(words) == offered
+
+
+def test_a_value_outside_the_choices_is_one_error_line():
+    for args in (["eval", "runs/x", "--split", "train"], ["plan", "--labels", "9", "--gpu-mem", "1G", "--loss", "mse"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and result.stdout == ""
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("Error: Invalid value for") and "is not one of" in line
+
+
+def test_every_listing_command_has_json():
+    profiles = json.loads(runner.invoke(app, ["profiles", "--json"]).stdout)
+    assert {"T4-16G", "H200-141G"} <= {g["name"] for g in profiles["gpus"]}
+    assert "all-MiniLM-L6-v2" in {e["name"] for e in profiles["encoders"]}
+    assert "LF-AmazonTitles-1.3M" in {d["name"] for d in profiles["datasets"]}
+    result = runner.invoke(app, ["gpus", "--json"])
+    assert result.exit_code == 0
+    gpus = json.loads(result.stdout)  # [] and a line on stderr on a machine without a driver
+    assert isinstance(gpus, list) and all({"index", "name", "total_bytes", "bf16"} <= set(g) for g in gpus)
+
+
+def test_profiles_keep_every_name_whole_at_80_columns():
+    from xmcfit.profiles import profile_names
+
+    result = runner.invoke(app, ["profiles"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0 and "…" not in result.stdout
+    assert max(map(len, result.stdout.splitlines())) <= 80
+    for kind in ("gpus", "encoders", "datasets"):
+        for name in profile_names(kind):
+            assert re.search(rf"^{re.escape(name)}\s", result.stdout, re.M), name
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_weights_and_checkpoints_are_as_readable_as_the_umask_allows(tmp_path, umask):
+    import torch
+
+    from xmcfit.rundir import MemoryReport, RunFiles, write_run_info
+    from xmcfit.train.checkpoint import write_checkpoint
+    from xmcfit.train.finish import write_final_weights
+
+    old = os.umask(umask)
+    try:
+        folder = write_checkpoint(tmp_path / "checkpoint", 7, {"model": {"w": torch.ones(3)}, "step": 7})
+        write_run_info(tmp_path, {"status": "running"})
+        report = MemoryReport(device="cpu", predicted_peak_bytes=1, dense_predicted_peak_bytes=1,
+                              predicted_terms_bytes={}, measured_terms_bytes={}, measured_peak_bytes=1, note="")
+        write_final_weights(RunFiles(tmp_path), {"w": torch.ones(3)}, report, epochs_done=1, steps=7)
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    files = [RunFiles(tmp_path).weights, RunFiles(tmp_path).memory, *folder.iterdir()]
+    assert {f.name: _mode(f) for f in files} == {f.name: expected for f in files}
