@@ -104,3 +104,56 @@ def test_weights_and_checkpoints_are_as_readable_as_the_umask_allows(tmp_path, u
     expected = 0o666 & ~umask
     files = [RunFiles(tmp_path).weights, RunFiles(tmp_path).memory, *folder.iterdir()]
     assert {f.name: _mode(f) for f in files} == {f.name: expected for f in files}
+
+
+def _stats(step: int, total: int, epoch: int, probe_steps: int):
+    from xmcfit.train.epoch import StepStats
+
+    return StepStats(step, total, epoch, 0.5, 0.5, 0.0, 0.0, 1.0, 0, 10.0, 2**30, 0, probe_steps)
+
+
+def test_the_eta_knows_the_probe_phase_is_faster_than_the_end_to_end_one():
+    from xmcfit.report import PhaseClock
+
+    clock, now, lefts = PhaseClock(), 0.0, {}
+    for step in range(1, 21):  # 10 probe steps of 0.1 s, then 10 end-to-end steps of 5 s
+        now += 0.1 if step <= 10 else 5.0
+        lefts[step] = clock.remaining_s(_stats(step, 20, 1 + (step - 1) // 5, probe_steps=10), now)
+    assert lefts[1] is None and lefts[5] == pytest.approx(0.5)  # the probe's own pace, over its own steps
+    assert lefts[11] is None  # a new phase is not guessed from the old one's pace
+    assert lefts[12] == pytest.approx(40.0) and lefts[20] == pytest.approx(0.0)
+
+
+def test_progress_lines_and_bars_count_epochs_from_1_per_phase(monkeypatch):
+    from xmcfit.report import TrainProgress
+
+    out = io.StringIO()
+    with TrainProgress(1e-5, 1e-2, stream=out, line_every_s=0) as progress:
+        for step in range(1, 5):
+            progress.update(_stats(step, 4, 1 + (step - 1) // 2, probe_steps=2))
+    lines = out.getvalue().splitlines()
+    assert [line.split("  ")[:3] for line in lines[:1]] == [["step 1/4", "epoch 1", "probe 1/2"]]
+    assert lines[2].startswith("step 3/4  epoch 2  end-to-end 1/2")
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("COLUMNS", "100")
+    screen = Tty()
+    with TrainProgress(1e-5, 1e-2, stream=screen) as progress:
+        for step in range(1, 5):
+            progress.update(_stats(step, 4, 1 + (step - 1) // 2, probe_steps=2))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+    assert "probe epoch 1" in text and "end-to-end epoch 2" in text and "2/2" in text
+
+
+def test_train_log_counts_epochs_from_1_and_names_the_phase(tmp_path, tiny_encoder_dir, synth_dir):
+    from plan_factory import tiny_plan, train_plan
+
+    plan = tiny_plan(str(tiny_encoder_dir), 40, epochs=1, probe_epochs=1, micro_batch=60, aux_clusters=0)
+    train_plan(plan, tmp_path / "run", synth_dir, log_every=1)
+    records = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["epoch"], r["phase"]) for r in records] == [
+        (1, 1, "probe"), (2, 1, "probe"), (3, 1, "probe"), (4, 1, "probe"),
+        (5, 2, "end_to_end"), (6, 2, "end_to_end"), (7, 2, "end_to_end"), (8, 2, "end_to_end")]

@@ -106,7 +106,7 @@ def test_progress_without_a_terminal_prints_plain_lines_as_it_goes():
     progress = TrainProgress(1e-5, 1e-2, stream=out, line_every_s=3600)
     with progress:
         for step in range(1, 6):
-            progress.update(StepStats(step, 5, 0, 0.5, 0.5, 0.0, 0.0, 1.0, 0, 10.0, 2**30, 0))
+            progress.update(StepStats(step, 5, 1, 0.5, 0.5, 0.0, 0.0, 1.0, 0, 10.0, 2**30, 0))
             if step == 1:
                 assert out.getvalue().startswith("step 1/5")  # already there, not at the end
     lines = out.getvalue().splitlines()
@@ -146,7 +146,7 @@ def test_the_progress_bar_fits_an_80_column_terminal_and_redraws_in_place(monkey
     out = Tty()
     with TrainProgress(1e-5, 1e-2, stream=out) as progress:
         for step in range(1, 4):
-            progress.update(StepStats(step, 300, 0, 0.5, 0.5, 0.0, 0.0, 1.0, 12345, 10.0, 2**30, 0))
+            progress.update(StepStats(step, 300, 1, 0.5, 0.5, 0.0, 0.0, 1.0, 12345, 10.0, 2**30, 0))
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
     lines = [line for line in screen.replace("\r", "\n").split("\n") if line.strip()]
     assert max(map(len, lines)) <= 80 and "epoch 1" in lines[-1] and "loss 0.5000" in lines[-1]

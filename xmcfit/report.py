@@ -257,13 +257,44 @@ def step_figures(stats: "StepStats", encoder_lr: float | None, classifier_lr: fl
             + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else ""))
 
 
+PHASE_NAMES = {"probe": "probe", "end_to_end": "end-to-end"}
+
+
+def _clock(seconds: float) -> str:
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{sec:02d}"
+
+
+class PhaseClock:
+    """Seconds left in the current phase, from that phase's own pace. The linear probe (heads on cached
+    features) runs its steps ten to a hundred times faster than the end-to-end phase, so one rate over
+    the whole run said "6 s left" at the switch of a run that took 55 s more."""
+
+    def __init__(self) -> None:
+        self._phase: str | None = None
+        self._start: tuple[float, int] = (0.0, 0)
+
+    def remaining_s(self, stats: "StepStats", now: float) -> float | None:
+        """None until the phase has been timed over one step (its first step starts the clock)."""
+        if stats.phase != self._phase:
+            self._phase, self._start = stats.phase, (now, stats.step)
+            return None
+        t0, step0 = self._start
+        if stats.step <= step0:
+            return None
+        last = stats.phase_bounds[1]
+        return (now - t0) / (stats.step - step0) * (last - stats.step)
+
+
 class TrainProgress:
     """Training progress on stderr (stdout stays for results), fed by the trainer's on_step callback:
     loss, learning rates, auxiliary weight, connections rewired, throughput and memory.
 
-    On a terminal: a rich progress bar as wide as the terminal. Elsewhere (nohup, SLURM, a pipe, CI),
-    where a live bar shows nothing until the end: one plain line at the first step, then every
-    `line_every_s` seconds, and at the last step, flushed at once.
+    On a terminal: a rich progress bar per phase (the linear probe, then end to end), each with its own
+    time remaining, as wide as the terminal. Elsewhere (nohup, SLURM, a pipe, CI), where a live bar shows
+    nothing until the end: one plain line at the first step, then every `line_every_s` seconds, and at
+    the last step, flushed at once, with the phase and its time remaining. Epochs count from 1, as in
+    train_log.jsonl.
     """
 
     def __init__(self, encoder_lr: float | None = None, classifier_lr: float | None = None, *,
@@ -272,15 +303,16 @@ class TrainProgress:
         self.stream = stream if stream is not None else sys.stderr
         self.line_every_s = line_every_s
         self._last_line = -float("inf")
+        self._clock = PhaseClock()
         self._progress = None
-        self._task = None
+        self._tasks: dict[str, object] = {}
         if self.stream.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
                 TimeRemainingColumn
 
             self._progress = Progress(
-                TextColumn("epoch {task.fields[epoch]}"), BarColumn(bar_width=None), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[figures]}"),
+                TextColumn("{task.description} epoch {task.fields[epoch]}"), BarColumn(bar_width=None),
+                MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[figures]}"),
                 console=Console(file=self.stream), transient=False, expand=False,
             )
 
@@ -295,21 +327,30 @@ class TrainProgress:
 
     def update(self, stats: "StepStats") -> None:
         figures = step_figures(stats, self.encoder_lr, self.classifier_lr)
-        if self._progress is not None and self._progress.console.width < WIDE_PROGRESS_COLUMNS:
+        if self._progress is None:
+            self._line(stats, figures)
+            return
+        if self._progress.console.width < WIDE_PROGRESS_COLUMNS:
             # a narrow terminal keeps the bar and the loss; the rest is in train_log.jsonl
             figures = f"loss {stats.loss:.4f}  {stats.points_per_s:.0f} pts/s  {gib(stats.memory_bytes):.1f} GiB"
-        if self._progress is None:
-            now = time.monotonic()
-            if self._task is None or stats.step == stats.total_steps or now - self._last_line >= self.line_every_s:
-                self._task, self._last_line = True, now
-                print(f"step {stats.step}/{stats.total_steps}  epoch {stats.epoch + 1}  {figures}", file=self.stream,
-                      flush=True)
+        first, last = stats.phase_bounds
+        if stats.phase not in self._tasks:  # each phase its own bar, so each its own rate and time remaining
+            self._tasks[stats.phase] = self._progress.add_task(PHASE_NAMES[stats.phase], total=last - first,
+                                                               epoch=stats.epoch, figures=figures)
+        self._progress.update(self._tasks[stats.phase], completed=stats.step - first, total=last - first,
+                              epoch=stats.epoch, figures=figures)
+
+    def _line(self, stats: "StepStats", figures: str) -> None:
+        now = time.monotonic()
+        left = self._clock.remaining_s(stats, now)
+        if self._tasks and stats.step != stats.total_steps and now - self._last_line < self.line_every_s:
             return
-        if self._task is None:
-            self._task = self._progress.add_task("train", total=stats.total_steps, epoch=stats.epoch + 1,
-                                                 figures=figures)
-        self._progress.update(self._task, completed=stats.step, total=stats.total_steps, epoch=stats.epoch + 1,
-                              figures=figures)
+        self._tasks["line"], self._last_line = True, now
+        first, last = stats.phase_bounds
+        phase = f"{PHASE_NAMES[stats.phase]} {stats.step - first}/{last - first}" + (
+            f", {_clock(left)} left" if left is not None else "")
+        print(f"step {stats.step}/{stats.total_steps}  epoch {stats.epoch}  {phase}  {figures}", file=self.stream,
+              flush=True)
 
 
 def train_result_table(result: "TrainResult") -> Table:
