@@ -157,3 +157,47 @@ def test_train_log_counts_epochs_from_1_and_names_the_phase(tmp_path, tiny_encod
     assert [(r["step"], r["epoch"], r["phase"]) for r in records] == [
         (1, 1, "probe"), (2, 1, "probe"), (3, 1, "probe"), (4, 1, "probe"),
         (5, 2, "end_to_end"), (6, 2, "end_to_end"), (7, 2, "end_to_end"), (8, 2, "end_to_end")]
+
+
+def _dump_svmlight(path: Path, features, labels: list[list[int]], n_labels: int) -> None:
+    import numpy as np
+
+    sklearn_io = pytest.importorskip("sklearn.datasets")
+    indicator = np.zeros((len(labels), n_labels), dtype=np.int64)
+    for i, ids in enumerate(labels):
+        indicator[i, ids] = 1
+    sklearn_io.dump_svmlight_file(features, indicator, str(path), multilabel=True)  # zero-based, no header
+
+
+def test_headerless_svmlight_files_are_read_with_the_header_inferred(tmp_path):
+    import numpy as np
+    import scipy.sparse as sp
+
+    from xmcfit.data import load_split
+
+    rng = np.random.default_rng(0)
+    train_x = sp.random(30, 12, density=0.3, format="csr", random_state=1, dtype=np.float64)
+    train_y = [sorted(rng.choice(7, 2, replace=False).tolist()) for _ in range(30)]
+    train_y[3] = []  # a point without labels
+    _dump_svmlight(tmp_path / "toy_train.txt", train_x, train_y, 7)
+    test_x = sp.random(5, 12, density=0.3, format="csr", random_state=2)[:, :8]  # reaches neither F nor L
+    _dump_svmlight(tmp_path / "toy_test.txt", test_x, [[0], [1, 2], [0], [2], [1]], 3)
+    assert ":" in (tmp_path / "toy_train.txt").read_text().splitlines()[0]  # really no `N F L` line
+
+    train = load_split(tmp_path, "train")
+    assert (train.n_points, train.n_features, train.n_labels) == (30, 12, 7)
+    assert np.allclose(train.features.toarray(), train_x.toarray())
+    assert [sorted(train.labels[i].indices.tolist()) for i in range(30)] == train_y
+    test = load_split(tmp_path, "test")  # widened to the training split's sizes
+    assert (test.n_points, test.n_features, test.n_labels) == (5, 12, 7)
+    result = runner.invoke(app, ["data", "stats", str(tmp_path), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["n_labels"] == 7
+
+
+def test_a_headerless_file_still_names_the_bad_line(tmp_path):
+    from xmcfit.data import load_split
+    from xmcfit.errors import XmcfitError
+
+    (tmp_path / "x_train.txt").write_text("0,1 1:0.5\n2 0:1 3:-2\n1 5:x\n")
+    with pytest.raises(XmcfitError, match=r"x_train.txt:3: malformed record"):
+        load_split(tmp_path, "train")
