@@ -201,3 +201,52 @@ def test_a_headerless_file_still_names_the_bad_line(tmp_path):
     (tmp_path / "x_train.txt").write_text("0,1 1:0.5\n2 0:1 3:-2\n1 5:x\n")
     with pytest.raises(XmcfitError, match=r"x_train.txt:3: malformed record"):
         load_split(tmp_path, "train")
+
+
+def _config_dir(tmp_path: Path, name: str, cfg: dict) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+T5_ENCODER = {"architectures": ["T5EncoderModel"], "model_type": "t5", "d_model": 512, "d_ff": 2048, "d_kv": 64,
+              "num_layers": 6, "num_heads": 8, "vocab_size": 32128, "is_encoder_decoder": True,
+              "relative_attention_num_buckets": 32}
+
+
+def test_a_t5_encoder_is_refused_in_words_that_say_why(tmp_path):
+    folder = _config_dir(tmp_path, "sentence-t5", T5_ENCODER)
+    result = runner.invoke(app, ["plan", "--labels", "1000", "--gpu-mem", "16G", "--encoder", str(folder)])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: ") and "T5EncoderModel" in line and "max_position_embeddings" in line
+    assert "missing field" not in line and "BERT-family" in line
+
+
+QWEN2 = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
+         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
+         "max_position_embeddings": 512}
+
+
+def test_a_decoder_only_model_is_planned_with_a_warning(tmp_path, caplog):
+    folder = _config_dir(tmp_path, "qwen2", QWEN2)
+    with caplog.at_level("WARNING"):
+        result = runner.invoke(app, ["plan", "--labels", "1000", "--gpu-mem", "16G", "--encoder", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model"]["encoder"]["hidden_size"] == 64
+    [warning] = [r.getMessage() for r in caplog.records if "decoder-only" in r.getMessage()]
+    assert "Qwen2ForCausalLM" in warning and "mean pooling" in warning
+
+
+@pytest.mark.parametrize("cfg, expected", [
+    ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, "architectures 'GPT2LMHeadModel'"),
+    ({"model_type": "qwen2"}, "model_type 'qwen2'"),
+    ({"model_type": "bert", "is_decoder": True}, "is_decoder is true"),
+    ({"model_type": "bert", "architectures": ["BertModel"]}, None),
+    ({"model_type": "roberta", "architectures": ["RobertaForMaskedLM"]}, None),
+])
+def test_decoder_only_models_are_recognised(cfg, expected):
+    from xmcfit.profiles import decoder_only_reason
+
+    assert decoder_only_reason(cfg) == expected
