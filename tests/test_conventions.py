@@ -250,3 +250,14 @@ def test_decoder_only_models_are_recognised(cfg, expected):
     from xmcfit.profiles import decoder_only_reason
 
     assert decoder_only_reason(cfg) == expected
+
+
+def test_package_metadata_has_a_license_classifiers_and_keywords():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "the xmcfit authors" in text
+    classifiers = project["classifiers"]
+    assert not [c for c in classifiers if c.startswith("License ::")]  # PEP 639: the expression says it
+    assert "Programming Language :: Python :: 3.11" in classifiers and "Typing :: Typed" in classifiers
+    assert "extreme multi-label classification" in project["keywords"]

@@ -62,6 +62,10 @@ def test_the_wheel_carries_the_profiles_and_the_python_floor(tmp_path):
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert f"Requires-Python: >={'.'.join(map(str, _min_python()))}" in metadata
     assert f"Version: {xmcfit.__version__}" in metadata
+    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
+    assert "Classifier: Programming Language :: Python :: 3.11" in metadata and "Keywords: " in metadata
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+    assert "xmcfit/docs/accuracy.md" in names  # the document the planner's reasons cite
 
 
 def test_version_and_short_help():
