@@ -78,7 +78,6 @@ def plan(
     # Warnings (an encoder whose weights or tokenizer a training run would miss) go to stderr.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from xmcfit.plan.chooser import Pins, choose_plan
-    from xmcfit.atomic import atomic_write_text
     from xmcfit.plan.inputs import Budget, every_gpu_profile_json, make_request, plan_every_gpu_profile
 
     pins = Pins(precision=value(precision), fan_in=fan_in, optimizer=value(classifier_optimizer),
@@ -97,10 +96,17 @@ def plan(
 
     if all_gpus:
         rows = plan_every_gpu_profile(request)
-        text, shown = every_gpu_profile_json(rows), report.all_gpus_table(rows)
+        _emit(every_gpu_profile_json(rows), report.all_gpus_table(rows), output, as_json)
     else:
         result = choose_plan(request)
-        text, shown = result.to_json(), report.plan_report(result)
+        _emit(result.to_json(), report.plan_report(result), output, as_json)
+
+
+def _emit(text: str, shown: object, output: Optional[Path], as_json: bool) -> None:
+    """Write the JSON `text` to `output` (atomically) if given; print it (--json) or the rendered `shown`."""
+    from xmcfit import report
+    from xmcfit.atomic import atomic_write_text
+
     if output is not None:
         atomic_write_text(output, text)
     if as_json:
