@@ -135,3 +135,10 @@ def test_a_hand_edited_plan_is_reported_by_the_command_line(tmp_path, caplog):
                                      str(tmp_path / "r")])
     assert result.exit_code == 2 and "missing" in result.stderr
     assert sum("memory section recomputed on load" in r.getMessage() for r in caplog.records) == 1  # said once
+
+
+def test_the_python_api_takes_the_pooling_pin():
+    import xmcfit
+
+    plan = xmcfit.plan(labels=1000, gpu_mem="16G", pooling="cls")
+    assert plan.model.pooling == "cls" and "pooling" in plan.inputs.pinned
