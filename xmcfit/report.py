@@ -7,7 +7,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 
@@ -260,7 +259,7 @@ def step_figures(stats: "StepStats", encoder_lr: float | None, classifier_lr: fl
 PHASE_NAMES = {"probe": "probe", "end_to_end": "end-to-end"}
 
 
-def _clock(seconds: float) -> str:
+def _hms(seconds: float) -> str:
     minutes, sec = divmod(int(round(seconds)), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{sec:02d}"
 
@@ -343,12 +342,12 @@ class TrainProgress:
     def _line(self, stats: "StepStats", figures: str) -> None:
         now = time.monotonic()
         left = self._clock.remaining_s(stats, now)
-        if self._tasks and stats.step != stats.total_steps and now - self._last_line < self.line_every_s:
-            return
-        self._tasks["line"], self._last_line = True, now
+        if stats.step != stats.total_steps and now - self._last_line < self.line_every_s:
+            return  # the first line always passes: _last_line starts at -inf
+        self._last_line = now
         first, last = stats.phase_bounds
         phase = f"{PHASE_NAMES[stats.phase]} {stats.step - first}/{last - first}" + (
-            f", {_clock(left)} left" if left is not None else "")
+            f", {_hms(left)} left" if left is not None else "")
         print(f"step {stats.step}/{stats.total_steps}  epoch {stats.epoch}  {phase}  {figures}", file=self.stream,
               flush=True)
 

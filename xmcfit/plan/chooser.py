@@ -165,6 +165,11 @@ class PlanRequest:
                 need(value is None, flag, value, "applies to the sparse classifier, not --classifier dense")
 
     @property
+    def pooled_by(self) -> Pooling:
+        """The pooling the plan gets: the --pooling pin, else the request's default."""
+        return self.pins.pooling or self.pooling
+
+    @property
     def device_batch(self) -> int:
         """Points per device and optimizer step: the effective batch (--batch) over the devices."""
         return self.target_batch // self.n_devices
@@ -325,7 +330,7 @@ def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
     n_clusters = _aux_clusters(req)
     d = k.intermediate_dim or req.encoder.hidden_size
     layout = Layout(encoder=req.encoder, seq_len=req.seq_len, precision=precision, gradient_checkpointing=k.checkpointing,
-                  micro_batch=k.micro_batch, grad_accum=math.ceil(req.device_batch / k.micro_batch), pooling=req.pins.pooling or req.pooling,
+                  micro_batch=k.micro_batch, grad_accum=math.ceil(req.device_batch / k.micro_batch), pooling=req.pooled_by,
                   intermediate_dim=k.intermediate_dim, classifier_kind="sparse", n_labels=req.n_labels,
                   fan_in=k.fan_in, value_dtype=k.value_dtype, optimizer=k.optimizer,
                   weight_decay=DEFAULTS.classifier_weight_decay_adamw if k.optimizer == "adamw" else 0.0,
@@ -411,7 +416,7 @@ def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: boo
                          f"{m.rewiring_initial:.0%} of each row") + f", decaying to 0 at {m.rewiring_stop_fraction:.0%} "
                       "of the steps", measured))
     if req.encoder.kind == "text":
-        lines.append(("pooling", f"{req.pins.pooling or req.pooling} pooling", "the mean of the last layer's "
+        lines.append(("pooling", f"{req.pooled_by} pooling", "the mean of the last layer's "
                       "token states, one of the method's two poolings (`--pooling cls` takes the [CLS] state)"))
         lines.append(("probe_epochs", f"linear-probe warm start {r.probe_epochs} epoch(s)",
                       "heads first on frozen features, so fine-tuning starts from a trained classifier"
@@ -465,7 +470,7 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, reasons: tupl
         inputs=InputsSection(gpu=req.gpu_name, budget_bytes=req.budget_bytes, n_labels=req.n_labels,
                              dataset=req.dataset, data_path=req.data_path, target_batch=req.target_batch,
                              pinned=req.pins.names()),
-        model=ModelSection(encoder=req.encoder, seq_len=req.seq_len, pooling=req.pins.pooling or req.pooling,
+        model=ModelSection(encoder=req.encoder, seq_len=req.seq_len, pooling=req.pooled_by,
                            dropout=r.dropout, intermediate_dim=k.intermediate_dim,
                            gradient_checkpointing=k.checkpointing, input_weighting=r.input_weighting),
         classifier=ClassifierSection(kind=layout.classifier_kind, n_labels=req.n_labels, in_features=d,

@@ -55,6 +55,7 @@ from xmcfit.dtypes import DTYPE_BYTES
 from xmcfit.plan.phases import RESIDENT, PeakPhase, peak_phase, peak_terms, phase_terms, term_bytes
 from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, EncoderSpec, InputWeighting, MemorySection, Pooling, Precision,
                                 UpdateRounding, ValueDtype, index_dtype_for)
+from xmcfit.plan.units import gib
 
 if TYPE_CHECKING:
     from xmcfit.plan.schema import Plan
@@ -527,8 +528,8 @@ def revalidate(plan: "Plan") -> tuple["Plan", str | None]:
     fresh = memory_section(Layout.from_plan(plan, cuda_context_bytes), plan.memory.budget_bytes)
     if fresh == plan.memory:
         return plan, None
-    old, new, budget = (b / 2**30 for b in (plan.memory.predicted_peak_bytes, fresh.predicted_peak_bytes,
-                                             fresh.budget_bytes))
+    old, new, budget = (gib(b) for b in (plan.memory.predicted_peak_bytes, fresh.predicted_peak_bytes,
+                                          fresh.budget_bytes))
     note = (f"memory section recomputed on load (it did not match the plan's knobs; edited by hand?): predicted "
             f"peak {old:.2f} -> {new:.2f} GiB of the {budget:.2f} GiB budget"
             + (" (over budget: re-run `xmcfit plan` with the knob pinned)" if new > budget else ""))
