@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
+from xmcfit.plan.memory import revalidate
 from xmcfit.plan.schema import EncoderSpec, Plan, PlanError
 from xmcfit.plan.units import parse_size
 from xmcfit.profiles import encoder_availability, load_dataset, load_encoder, load_gpu, profile_names
@@ -88,6 +90,16 @@ def resolve_encoder(name: str, problem: Problem) -> EncoderSpec:
     if missing:  # the plan only needs the shape; say now what a training run will lack
         log.warning("%s", missing)
     return profile.to_spec()
+
+
+def read_plan(path: str | Path) -> Plan:
+    """A plan.json the user hands to training, perhaps edited by hand: validated field by field
+    (Plan.from_json), then its memory section recomputed from its knobs, with a warning naming the file
+    when the stored one did not match (xmcfit.plan.memory.revalidate says why recomputed, not refused)."""
+    checked, note = revalidate(Plan.from_json(path))
+    if note is not None:
+        log.warning("%s: %s", path, note)
+    return checked
 
 
 def make_request(*, labels: int | None, dataset: str | None, data: str | None, gpu_mem: str | None,

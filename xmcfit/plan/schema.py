@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,8 +22,6 @@ from xmcfit.plan.phases import PeakPhase
 
 if TYPE_CHECKING:
     from xmcfit.data import XMCDataset
-
-log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -409,26 +406,9 @@ class Plan:
         except json.JSONDecodeError as err:
             raise PlanError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
         try:
-            plan = cls.from_dict(data)
+            return cls.from_dict(data)
         except PlanError as err:
             raise PlanError(f"{path}: {err}") from None
-        return _with_checked_memory(plan, path)
-
-
-_WARNED: set[tuple[str, str]] = set()
-"""(path, note) pairs already warned about: a command that reads one plan twice says it once."""
-
-
-def _with_checked_memory(plan: Plan, path: Path) -> Plan:
-    """The plan with its memory section recomputed when it does not match its knobs (xmcfit.plan.memory.
-    revalidate says why that is recomputed rather than refused), with a warning naming the file."""
-    from xmcfit.plan.memory import revalidate  # lazy: memory.py imports this module
-
-    checked, note = revalidate(plan)
-    if note is not None and (str(path), note) not in _WARNED:
-        _WARNED.add((str(path), note))
-        log.warning("%s: %s", path, note)
-    return checked
 
 
 def _with_peak(data: Any) -> Any:
