@@ -66,7 +66,7 @@ def test_gpu_mem_accepts_binary_and_decimal_units():
     (("--labels", "1000", "--gpu-mem", "16G", "--fan-in", "1000"), "--fan-in 1000: must be between 1 and the input dimension"),
     (("--labels", "3000000", "--gpu-mem", "1G", "--encoder", "bert-large-uncased"), "nothing fits in 1.00 GiB"),
     (("--labels", "1000"), "no GPU to plan for"),
-    (("--labels", "1000", "--gpu-mem", "16G", "--precision", "fp8"), "--precision 'fp8'"),
+    (("--labels", "1000", "--gpu-mem", "16G", "--precision", "fp8"), "'--precision': 'fp8' is not one of"),
     (("--labels", "1000", "--gpu", "T4-16G", "--precision", "bf16_amp"), "no bf16 support"),
     (("--gpu-mem", "16G",), "give exactly one of --labels"),
 ])

@@ -62,6 +62,10 @@ def test_the_wheel_carries_the_profiles_and_the_python_floor(tmp_path):
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert f"Requires-Python: >={'.'.join(map(str, _min_python()))}" in metadata
     assert f"Version: {xmcfit.__version__}" in metadata
+    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
+    assert "Classifier: Programming Language :: Python :: 3.11" in metadata and "Keywords: " in metadata
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+    assert "xmcfit/docs/accuracy.md" in names  # the document the planner's reasons cite
 
 
 def test_version_and_short_help():
@@ -75,7 +79,7 @@ def test_version_and_short_help():
 
 def test_plan_help_shows_choices_and_says_what_every_option_does():
     text = runner.invoke(app, ["plan", "-h"], env={"COLUMNS": "200"}).stdout
-    assert "[bf16_amp|fp16_amp|fp32]" in text and "[adamw|sgd_momentum|sgd]" in text
+    assert "<bf16_amp|fp16_amp|fp32>" in text and "<adamw|sgd_momentum|sgd>" in text
     assert "<str>" not in re.sub(r"--(dataset|gpu|gpu-mem|encoder) <str>", "", text)
     for option in ("--epochs", "--seed"):
         line = next(line for line in text.splitlines() if line.strip().startswith(option))
@@ -106,7 +110,7 @@ def test_progress_without_a_terminal_prints_plain_lines_as_it_goes():
     progress = TrainProgress(1e-5, 1e-2, stream=out, line_every_s=3600)
     with progress:
         for step in range(1, 6):
-            progress.update(StepStats(step, 5, 0, 0.5, 0.5, 0.0, 0.0, 1.0, 0, 10.0, 2**30, 0))
+            progress.update(StepStats(step, 5, 1, 0.5, 0.5, 0.0, 0.0, 1.0, 0, 10.0, 2**30, 0))
             if step == 1:
                 assert out.getvalue().startswith("step 1/5")  # already there, not at the end
     lines = out.getvalue().splitlines()
@@ -146,7 +150,7 @@ def test_the_progress_bar_fits_an_80_column_terminal_and_redraws_in_place(monkey
     out = Tty()
     with TrainProgress(1e-5, 1e-2, stream=out) as progress:
         for step in range(1, 4):
-            progress.update(StepStats(step, 300, 0, 0.5, 0.5, 0.0, 0.0, 1.0, 12345, 10.0, 2**30, 0))
+            progress.update(StepStats(step, 300, 1, 0.5, 0.5, 0.0, 0.0, 1.0, 12345, 10.0, 2**30, 0))
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
     lines = [line for line in screen.replace("\r", "\n").split("\n") if line.strip()]
     assert max(map(len, lines)) <= 80 and "epoch 1" in lines[-1] and "loss 0.5000" in lines[-1]

@@ -184,7 +184,7 @@ def test_plan_flags_pin_the_recipe_knobs(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--input-weighting", "tfidf"], "--input-weighting tfidf: applies to bag-of-words data only"),
-    (["--loss-reduction", "sum"], "--loss-reduction 'sum': must be one of mean, sum_over_labels"),
+    (["--loss-reduction", "sum"], "'--loss-reduction': 'sum' is not one of 'mean', 'sum_over_labels'"),
     (["--probe-epochs", "-1"], "--probe-epochs -1: must be >= 0"),
     (["--dropout", "1.0"], "--dropout 1.0: must be in [0, 1)"),
 ])

@@ -71,7 +71,7 @@ def _bad_inputs(tmp: Path, synth: Path, plan_file: Path, tiny_encoder_dir: Path)
         "empty data": ([tiny_plan_file(tmp, tiny_encoder_dir, 159), "--data", str(empty)], "has no points"),
         "out is a file": ([plan, "--data", data, "--out-file", str(a_file)], "is a file, not a directory"),
         "unwritable out": ([plan, "--data", data, "--out-file", "/proc/xmcfit-run"], "cannot create the run directory"),
-        "unknown logger": ([plan, "--data", data, "--log-to", "wandb"], "--log-to wandb: must be one of tensorboard"),
+        "unknown logger": ([plan, "--data", data, "--log-to", "wandb"], "'--log-to': 'wandb' is not one of 'tensorboard'"),
     }
 
 

@@ -179,7 +179,9 @@ def _start(plan: Plan | str | Path | None, data: str | Path | None, out: str | P
         raise XmcfitError("give a PLAN and --data PATH (or --resume RUN_DIR)")
     from xmcfit.rundir import DataOptions, check_run_target
 
-    the_plan = plan if isinstance(plan, Plan) else Plan.from_json(plan)
+    from xmcfit.plan.inputs import read_plan
+
+    the_plan = plan if isinstance(plan, Plan) else read_plan(plan)  # a hand-edited plan.json re-priced, said
     name = Path(plan).stem if not isinstance(plan, Plan) else "run"
     run_dir = Path(out) if out is not None else Path("runs") / name
     check_run_target(run_dir, data)  # a directory of the user's is refused before anything else happens

@@ -39,6 +39,15 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
+def readable_as_umask_allows(path: str | Path) -> None:
+    """Give a file the mode an ordinary `open()` would (0o666 less the umask, 0o644 under the usual 022).
+    safetensors' save_file creates its file 0o600 (a private temporary renamed into place), which on a
+    shared cluster hid model.safetensors and checkpoints from teammates while every other file was 0o644."""
+    mask = os.umask(0)  # the only way to read the umask; restored at once
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks (about a second per GiB)."""
     with open(path, "rb") as fh:

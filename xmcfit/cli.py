@@ -33,6 +33,11 @@ class OneLineErrors(TyperGroup):
             if _prints(err):
                 typer.echo(f"Error: {err}" if err.is_error else str(err), err=True)
             raise typer.Exit(code=err.exit_code) from None
+        except typer.BadParameter as err:  # a bad or missing value (a choice, a number): one line, not usage + help
+            message = err.format_message().replace("Value error, ", "")
+            hint = f" (see `{err.ctx.command_path} -h`)" if err.ctx is not None else ""
+            typer.echo(f"Error: {message}{hint}", err=True)
+            raise typer.Exit(code=XmcfitError.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("Interrupted.", err=True)
             raise typer.Exit(code=SIGINT_EXIT_CODE) from None

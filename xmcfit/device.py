@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import torch
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+DEVICE_COMPLETIONS = ("auto", "cpu", "cuda", "cuda:0", "cuda:1")
+"""What shell completion offers for --device (any cuda:N is accepted)."""
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 

@@ -395,6 +395,48 @@ def check_encoder_source(source: str) -> None:
         check_no_custom_code(directory)
 
 
+DECODER_ONLY_TYPES = frozenset({
+    "gpt2", "gpt_neo", "gptj", "gpt_neox", "gpt_bigcode", "codegen", "llama", "mistral", "mixtral", "qwen2",
+    "qwen2_moe", "qwen3", "qwen3_moe", "phi", "phi3", "gemma", "gemma2", "gemma3_text", "falcon", "opt", "bloom",
+    "mpt", "starcoder2", "olmo", "olmo2", "stablelm", "cohere", "granite", "smollm3"})
+"""Causal language models (transformers model_type): accepted as encoders, with a warning."""
+T5_TYPES = ("t5", "mt5", "umt5", "longt5")
+
+
+def decoder_only_reason(cfg: dict[str, Any]) -> str | None:
+    """Why a config describes a decoder-only (causal) model, or None: is_decoder, an architecture ending in
+    ForCausalLM / LMHeadModel, or a model_type in DECODER_ONLY_TYPES."""
+    architectures = [str(a) for a in cfg.get("architectures") or []]
+    if cfg.get("is_decoder"):
+        return "is_decoder is true"
+    causal = [a for a in architectures if a.endswith(("ForCausalLM", "LMHeadModel"))]
+    if causal:
+        return f"architectures {causal[0]!r}"
+    if cfg.get("model_type") in DECODER_ONLY_TYPES:
+        return f"model_type {cfg['model_type']!r}"
+    return None
+
+
+def _check_model_kind(cfg: dict[str, Any], config_path: Path) -> None:
+    """Refuse in words what xmcfit cannot train (T5 encoders, encoder-decoders); warn on a decoder-only model."""
+    model_type = str(cfg.get("model_type", "bert"))
+    if model_type in T5_TYPES:
+        raise XmcfitError(
+            f"{config_path}: model_type={model_type!r} (T5, including T5EncoderModel) is not supported: its encoder "
+            "has relative position buckets instead of max_position_embeddings, so no sequence limit or position "
+            "table to price, and xmcfit loads encoders with AutoModel, which builds T5's whole encoder-decoder; "
+            "use a BERT-family encoder (BERT, RoBERTa, XLM-R, MPNet, DeBERTa, ...)")
+    if cfg.get("is_encoder_decoder"):
+        raise XmcfitError(f"{config_path}: model_type={model_type!r} is an encoder-decoder model; xmcfit trains "
+                          "text encoders (BERT, RoBERTa, XLM-R, MPNet, DeBERTa, ...)")
+    why = decoder_only_reason(cfg)
+    if why is not None:
+        log.warning("%s: a decoder-only (causal) model (%s): each token sees only the tokens before it, so mean "
+                    "pooling averages states that saw little of the text and the first token's state ([CLS] pooling) "
+                    "sees nothing else; xmcfit is built for bidirectional encoders (BERT, RoBERTa, MPNet, DeBERTa): "
+                    "expect lower accuracy", config_path, why)
+
+
 def encoder_profile_from_config(directory: Path, name: str | None = None, source: str | None = None) -> EncoderProfile:
     """Derive an encoder profile from `<directory>/config.json`: arithmetic for the BERT family, MPNet and
     DeBERTa-v2 (pure Python), the meta-device count for any other transformers model type."""
@@ -409,9 +451,7 @@ def encoder_profile_from_config(directory: Path, name: str | None = None, source
         raise XmcfitError(f"{config_path}: expected a JSON object")
     check_no_custom_code(directory)
     model_type = str(cfg.get("model_type", "bert"))
-    if cfg.get("is_encoder_decoder"):
-        raise XmcfitError(f"{config_path}: model_type={model_type!r} is an encoder-decoder model; xmcfit trains "
-                          "text encoders (BERT, RoBERTa, XLM-R, MPNet, DeBERTa, ...)")
+    _check_model_kind(cfg, config_path)
     shape = {ours: _config_int(cfg, config_path, theirs) for ours, theirs in _SHAPE_KEYS.items()}
     vocab = _config_int(cfg, config_path, ("vocab_size",))
     max_pos = _config_int(cfg, config_path, ("max_position_embeddings", "n_positions", "max_seq_length"))

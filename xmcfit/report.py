@@ -56,7 +56,9 @@ def plan_memory_table(plan: "Plan") -> Table:
     mem = plan.memory
     table.add_section()
     table.add_row(f"predicted peak ({plan.classifier.kind})", _gib(mem.predicted_peak_bytes), "")
-    table.add_row("dense classifier would need", _gib(mem.dense_predicted_peak_bytes), "")
+    # the plain baseline: dense L x h on the encoder's output, whatever this plan's intermediate layer
+    table.add_row(f"dense classifier would need ({plan.classifier.n_labels:,} x {plan.model.encoder.hidden_size})",
+                  _gib(mem.dense_predicted_peak_bytes), "")
     table.add_row("budget", _gib(mem.budget_bytes), "")
     table.add_row("headroom", _gib(mem.headroom_bytes), "")
     return table
@@ -103,7 +105,7 @@ def plan_report(plan: "Plan") -> Group:
 def all_gpus_table(rows: list[tuple[str, int, "Plan | None", str]]) -> Table:
     """One row per GPU profile: (name, memory bytes, plan or None, note when it does not fit)."""
     table = Table(title="Plan per GPU profile")
-    for col in ("GPU", "memory GiB", "fits", "fan-in", "precision", "micro-batch", "peak GiB", "dense GiB"):
+    for col in ("GPU", "memory GiB", "fits", "fan-in", "precision", "micro-batch", "peak GiB", "dense L x h GiB"):
         table.add_column(col)
     for name, memory_bytes, plan, note in rows:
         if plan is None:
@@ -124,26 +126,40 @@ def gpus_table(gpus: list["GpuInfo"]) -> Table:
     return table
 
 
+def _count(n: int) -> str:
+    """A count in at most 7 characters: 742,507 or 1.72M."""
+    return f"{n:,}" if n < 10**6 else f"{n / 1e6:.2f}M"
+
+
+_LISTING_FOLD_ABOVE = 12
+"""Listing cells longer than this (a source path) fold onto more lines; shorter ones (numbers) never break."""
+
+
+def _listing(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    """A listing whose first column (the name a flag takes) is never cut: it keeps its full width and the
+    other columns fold onto more lines in a narrow terminal (80 columns) instead of ending in '…'."""
+    table = Table(title=title, box=None, pad_edge=False, padding=(0, 1, 0, 0))
+    for i, col in enumerate(columns):
+        widest = max((len(row[i]) for row in rows), default=0)
+        whole = i == 0 or widest <= _LISTING_FOLD_ABOVE  # names and numbers keep their width; long text folds
+        table.add_column(col, no_wrap=whole, overflow="fold", min_width=widest if whole else _LISTING_FOLD_ABOVE)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def profiles_tables(gpus: list["GpuProfile"], encoders: list["EncoderProfile"],
                     datasets: list["DatasetProfile"]) -> Group:
-    g = Table(title="GPU profiles")
-    for col in ("name", "memory GiB", "compute capability", "bf16", "fp8", "16-bit TFLOP/s"):
-        g.add_column(col)
-    for p in gpus:
-        g.add_row(p.name, _gib(p.memory_bytes), p.compute_capability, str(p.bf16), str(p.fp8),
-                  f"{p.peak_16bit_tflops:g}")
-    e = Table(title="Encoder profiles")
-    for col in ("name", "params", "hidden", "layers", "heads", "FFN", "vocab", "max seq", "source"):
-        e.add_column(col)
-    for p in encoders:
-        e.add_row(p.name, f"{p.n_params:,}", str(p.hidden_size), str(p.n_layers), str(p.n_heads),
-                  str(p.intermediate_size), str(p.vocab_size), str(p.max_seq_len), p.source)
-    d = Table(title="Dataset profiles (Extreme Classification Repository)")
-    for col in ("name", "input", "labels", "train", "test", "labels/point", "seq", "propensity A/B"):
-        d.add_column(col)
-    for p in datasets:
-        d.add_row(p.name, p.input, f"{p.n_labels:,}", f"{p.n_train:,}", f"{p.n_test:,}", f"{p.avg_labels_per_point:g}",
-                  str(p.typical_seq_len), f"{p.propensity_a:g}/{p.propensity_b:g}")
+    g = _listing("GPU profiles", ("name", "memory GiB", "compute cap.", "bf16", "fp8", "16-bit TFLOP/s"),
+                 [(p.name, _gib(p.memory_bytes), p.compute_capability, str(p.bf16), str(p.fp8),
+                   f"{p.peak_16bit_tflops:g}") for p in gpus])
+    e = _listing("Encoder profiles", ("name", "params", "hidden", "layers", "heads", "FFN", "vocab", "seq", "source"),
+                 [(p.name, f"{p.n_params / 1e6:.1f}M", str(p.hidden_size), str(p.n_layers), str(p.n_heads),
+                   str(p.intermediate_size), str(p.vocab_size), str(p.max_seq_len), p.source) for p in encoders])
+    d = _listing("Dataset profiles (Extreme Classification Repository)",
+                 ("name", "input", "labels", "train", "test", "labels/pt", "seq", "A/B"),
+                 [(p.name, p.input, f"{p.n_labels:,}", _count(p.n_train), _count(p.n_test), f"{p.avg_labels_per_point:g}",
+                   str(p.typical_seq_len), f"{p.propensity_a:g}/{p.propensity_b:g}") for p in datasets])
     return Group(g, e, d)
 
 
@@ -241,13 +257,44 @@ def step_figures(stats: "StepStats", encoder_lr: float | None, classifier_lr: fl
             + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else ""))
 
 
+PHASE_NAMES = {"probe": "probe", "end_to_end": "end-to-end"}
+
+
+def _hms(seconds: float) -> str:
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{sec:02d}"
+
+
+class PhaseClock:
+    """Seconds left in the current phase, from that phase's own pace. The linear probe (heads on cached
+    features) runs its steps ten to a hundred times faster than the end-to-end phase, so one rate over
+    the whole run said "6 s left" at the switch of a run that took 55 s more."""
+
+    def __init__(self) -> None:
+        self._phase: str | None = None
+        self._start: tuple[float, int] = (0.0, 0)
+
+    def remaining_s(self, stats: "StepStats", now: float) -> float | None:
+        """None until the phase has been timed over one step (its first step starts the clock)."""
+        if stats.phase != self._phase:
+            self._phase, self._start = stats.phase, (now, stats.step)
+            return None
+        t0, step0 = self._start
+        if stats.step <= step0:
+            return None
+        last = stats.phase_bounds[1]
+        return (now - t0) / (stats.step - step0) * (last - stats.step)
+
+
 class TrainProgress:
     """Training progress on stderr (stdout stays for results), fed by the trainer's on_step callback:
     loss, learning rates, auxiliary weight, connections rewired, throughput and memory.
 
-    On a terminal: a rich progress bar as wide as the terminal. Elsewhere (nohup, SLURM, a pipe, CI),
-    where a live bar shows nothing until the end: one plain line at the first step, then every
-    `line_every_s` seconds, and at the last step, flushed at once.
+    On a terminal: a rich progress bar per phase (the linear probe, then end to end), each with its own
+    time remaining, as wide as the terminal. Elsewhere (nohup, SLURM, a pipe, CI), where a live bar shows
+    nothing until the end: one plain line at the first step, then every `line_every_s` seconds, and at
+    the last step, flushed at once, with the phase and its time remaining. Epochs count from 1, as in
+    train_log.jsonl.
     """
 
     def __init__(self, encoder_lr: float | None = None, classifier_lr: float | None = None, *,
@@ -256,15 +303,16 @@ class TrainProgress:
         self.stream = stream if stream is not None else sys.stderr
         self.line_every_s = line_every_s
         self._last_line = -float("inf")
+        self._clock = PhaseClock()
         self._progress = None
-        self._task = None
+        self._tasks: dict[str, object] = {}
         if self.stream.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
                 TimeRemainingColumn
 
             self._progress = Progress(
-                TextColumn("epoch {task.fields[epoch]}"), BarColumn(bar_width=None), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[figures]}"),
+                TextColumn("{task.description} epoch {task.fields[epoch]}"), BarColumn(bar_width=None),
+                MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[figures]}"),
                 console=Console(file=self.stream), transient=False, expand=False,
             )
 
@@ -279,21 +327,30 @@ class TrainProgress:
 
     def update(self, stats: "StepStats") -> None:
         figures = step_figures(stats, self.encoder_lr, self.classifier_lr)
-        if self._progress is not None and self._progress.console.width < WIDE_PROGRESS_COLUMNS:
+        if self._progress is None:
+            self._line(stats, figures)
+            return
+        if self._progress.console.width < WIDE_PROGRESS_COLUMNS:
             # a narrow terminal keeps the bar and the loss; the rest is in train_log.jsonl
             figures = f"loss {stats.loss:.4f}  {stats.points_per_s:.0f} pts/s  {gib(stats.memory_bytes):.1f} GiB"
-        if self._progress is None:
-            now = time.monotonic()
-            if self._task is None or stats.step == stats.total_steps or now - self._last_line >= self.line_every_s:
-                self._task, self._last_line = True, now
-                print(f"step {stats.step}/{stats.total_steps}  epoch {stats.epoch + 1}  {figures}", file=self.stream,
-                      flush=True)
-            return
-        if self._task is None:
-            self._task = self._progress.add_task("train", total=stats.total_steps, epoch=stats.epoch + 1,
-                                                 figures=figures)
-        self._progress.update(self._task, completed=stats.step, total=stats.total_steps, epoch=stats.epoch + 1,
-                              figures=figures)
+        first, last = stats.phase_bounds
+        if stats.phase not in self._tasks:  # each phase its own bar, so each its own rate and time remaining
+            self._tasks[stats.phase] = self._progress.add_task(PHASE_NAMES[stats.phase], total=last - first,
+                                                               epoch=stats.epoch, figures=figures)
+        self._progress.update(self._tasks[stats.phase], completed=stats.step - first, total=last - first,
+                              epoch=stats.epoch, figures=figures)
+
+    def _line(self, stats: "StepStats", figures: str) -> None:
+        now = time.monotonic()
+        left = self._clock.remaining_s(stats, now)
+        if stats.step != stats.total_steps and now - self._last_line < self.line_every_s:
+            return  # the first line always passes: _last_line starts at -inf
+        self._last_line = now
+        first, last = stats.phase_bounds
+        phase = f"{PHASE_NAMES[stats.phase]} {stats.step - first}/{last - first}" + (
+            f", {_hms(left)} left" if left is not None else "")
+        print(f"step {stats.step}/{stats.total_steps}  epoch {stats.epoch}  {phase}  {figures}", file=self.stream,
+              flush=True)
 
 
 def train_result_table(result: "TrainResult") -> Table:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from xmcfit.commands.choices import completer
 from xmcfit.errors import XmcfitError
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ def _stats_table(stats: DatasetStats) -> Table:
 @app.command("stats")
 def stats_command(
     path: Path = typer.Argument(..., help="Dataset directory or data file."),
-    split: str = typer.Option("train", "--split", help="train, dev or test (aliases trn/tst/val)."),
+    split: str = typer.Option("train", "--split", help="train, dev or test (aliases trn/tst/val).",
+                              autocompletion=completer(("train", "dev", "test"))),
     limit: int = typer.Option(None, "--limit", help="Read only the first N points."),
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as one JSON object."),
 ) -> None:

@@ -12,7 +12,11 @@ from typing import Optional
 
 import typer
 
+from xmcfit.commands.choices import choice_enum, completer, value
+from xmcfit.device import DEVICE_COMPLETIONS
 from xmcfit.errors import XmcfitError
+
+EvalSplit = choice_enum("EvalSplit", ("dev", "test"))
 
 PSNDCG_NOTE = ("PSnDCG@k: per-point propensity-scored DCG@k over the IDCG of min(k, |y|) positions "
                "(as pyxclib and napkinXC), summed over points and divided by the best achievable sum.")
@@ -21,11 +25,12 @@ PSNDCG_NOTE = ("PSnDCG@k: per-point propensity-scored DCG@k over the IDCG of min
 def eval_command(
     run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="One or more run directories."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset directory or file [default: the run's training data]."),
-    split: Optional[str] = typer.Option(None, "--split", help="dev or test [default: test, else dev]."),
+    split: Optional[EvalSplit] = typer.Option(None, "--split", help="Split to score [default: test, else dev]."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON instead of a table."),
     propensity_a: Optional[float] = typer.Option(None, "--propensity-a", help="Jain et al. A [default: dataset profile, else 0.55]."),
     propensity_b: Optional[float] = typer.Option(None, "--propensity-b", help="Jain et al. B [default: dataset profile, else 1.5]."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N.",
+                                          autocompletion=completer(DEVICE_COMPLETIONS)),
 ) -> None:
     """P@k, nDCG@k, PSP@k, PSnDCG@k (k = 1, 3, 5) and coverage@5 of trained runs, side by side.
 
@@ -38,9 +43,7 @@ def eval_command(
     from xmcfit.evaluate import evaluate_runs
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if split is not None and split not in ("dev", "test"):
-        raise XmcfitError(f"--split={split}: must be dev or test")
-    results = evaluate_runs(run_dirs, data, split, propensity_a, propensity_b, device)
+    results = evaluate_runs(run_dirs, data, value(split), propensity_a, propensity_b, device)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
@@ -79,7 +82,8 @@ def predict_command(
     probabilities: bool = typer.Option(False, "--probabilities", "-p",
                                        help="Add sigmoid(score), the probability a label applies (runs trained "
                                             "with the BCE loss; squared-hinge scores are margins)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N.",
+                                          autocompletion=completer(DEVICE_COMPLETIONS)),
 ) -> None:
     """Top-k labels (id, name when known, score) for new inputs, scored in batches.
 

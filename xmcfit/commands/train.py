@@ -17,7 +17,12 @@ from typing import Optional
 
 import typer
 
-from xmcfit.device import DEVICE_CHOICES
+from xmcfit.commands.choices import choice_enum, completer
+from xmcfit.device import DEVICE_CHOICES, DEVICE_COMPLETIONS
+
+from xmcfit.train.loggers import LOG_TARGETS  # torch-free at import
+
+LogTarget = choice_enum("LogTarget", LOG_TARGETS)
 
 
 def train(
@@ -27,7 +32,8 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create [default: runs/<plan name>]."),
     resume: Optional[Path] = typer.Option(None, "--resume",
                                           help="Continue the run in this directory (from step 0 if it has no checkpoint)."),
-    device: str = typer.Option("auto", "--device", help=f"{DEVICE_CHOICES}."),
+    device: str = typer.Option("auto", "--device", help=f"{DEVICE_CHOICES}.",
+                               autocompletion=completer(DEVICE_COMPLETIONS)),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1,
                                             help="Pause with a checkpoint after this many optimizer steps (exit 0)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Train on the first N points only."),
@@ -36,7 +42,7 @@ def train(
     auto_recover: bool = typer.Option(False, "--auto-recover",
                                       help="On GPU out-of-memory halve the micro-batch, double accumulation, go on."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train_log.jsonl records."),
-    log_to: Optional[list[str]] = typer.Option(None, "--log-to", metavar="[tensorboard]",
+    log_to: Optional[list[LogTarget]] = typer.Option(None, "--log-to",
                                                help="Also log the step figures to TensorBoard event files in "
                                                     "RUN/tensorboard (needs `pip install 'xmcfit[tensorboard]'`)."),
     save_every_steps: Optional[int] = typer.Option(None, "--save-every-steps", min=1,
@@ -75,7 +81,7 @@ def train(
     with report.TrainProgress(*rates) if world.rank == 0 else contextlib.nullcontext() as progress:
         result = api.train(plan_path, data, out, resume=resume, device=device, max_steps=max_steps, limit=limit,
                            text_fields=text_field, label_field=label_field, auto_recover=auto_recover,
-                           log_every=log_every, log_to=tuple(log_to or ()), checkpoints=policy,
+                           log_every=log_every, log_to=tuple(t.value for t in log_to or ()), checkpoints=policy,
                            on_step=progress.update if progress is not None else None)
     if world.rank == 0:
         report.print_train_result(result)

@@ -137,8 +137,12 @@ def _to_ids(keys: list[list[str]], vocab: LabelVocab, source: Path) -> tuple[lis
     return ids, n_dropped
 
 
-def _load_xmc_text(path: Path, limit: int | None) -> XMCDataset:
+def _load_xmc_text(path: Path, limit: int | None, train_path: Path | None = None) -> XMCDataset:
+    """An XMC-text split; a headerless one (sizes inferred) is widened to its training split's sizes."""
     split = read_xmc_text(path, limit=limit)
+    if not split.has_header and train_path is not None:
+        train = read_xmc_text(train_path)
+        split = split.widened(train.n_features, train.n_labels)
     label_names = None
     names_file = path.parent / "label_names.txt"
     if names_file.exists():
@@ -190,7 +194,7 @@ def load_split(
             raise XmcfitError(f"{path}: no {canonical} split (found: {', '.join(sorted(files))})")
     data_path = files[canonical]
     if fmt == "xmc-text":
-        ds = _load_xmc_text(data_path, limit)
+        ds = _load_xmc_text(data_path, limit, files.get("train") if canonical != "train" else None)
     else:
         texts, keys = _read_keyed(fmt, data_path, text_fields, label_field, limit)
         vocab = label_vocab or _vocab_file(data_path.parent)

@@ -51,8 +51,11 @@ from xmcfit.workspace import loss_workspace_per_label_bytes
 
 log = logging.getLogger(__name__)
 
-COST_TABLE = 'bench/RESULTS.md, "Accuracy cost of each memory move"'
-"""Where the reasons send a user for the measured accuracy cost of a memory move."""
+COST_TABLE = '`python -m xmcfit.docs`, "Accuracy cost of each memory move"'
+"""Where the reasons send a user for the measured accuracy cost of a memory move: a document shipped in
+the package (xmcfit/docs/accuracy.md), so a wheel install can read it (bench/ is not in the wheel)."""
+RECIPE_DOC = '`python -m xmcfit.docs`, "The recipe\'s measured defaults"'
+"""Where the reasons send a user for the measurements behind a recipe default."""
 
 FAN_IN_LADDER = (256, 192, 128, 96, 64, 48, 32, 24, 16)
 FAN_IN_ACCURACY_FLOOR = 32
@@ -94,6 +97,10 @@ class Pins:
     """False turns the TF-IDF side off; True keeps it on even where it does not fit (then nothing fits)."""
     tfidf_fan_in: int | None = None
 
+    pooling: Pooling | None = None
+    """How a text encoder's token states become one vector ("mean" or "cls"); priced (mean pooling keeps
+    its fp32 input for backward, CLS nothing)."""
+
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(Pins)
         for name, value in vars(self).items():
@@ -110,7 +117,8 @@ PIN_FLAGS = {"precision": "--precision", "fan_in": "--fan-in", "optimizer": "--c
              "aux_clusters": "--aux-clusters", "rewiring_interval": "--rewire-every", "classifier": "--classifier",
              "encoder_lr": "--encoder-lr", "classifier_lr": "--classifier-lr", "loss": "--loss",
              "loss_reduction": "--loss-reduction", "probe_epochs": "--probe-epochs", "dropout": "--dropout",
-             "input_weighting": "--input-weighting", "tfidf": "--tfidf", "tfidf_fan_in": "--tfidf-fan-in"}
+             "input_weighting": "--input-weighting", "tfidf": "--tfidf", "tfidf_fan_in": "--tfidf-fan-in",
+             "pooling": "--pooling"}
 """The `xmcfit plan` flag of each pin, for error lines (the Python API passes the same names as keywords)."""
 
 
@@ -177,10 +185,17 @@ class PlanRequest:
              "plan several devices with --no-tfidf")
         need(not (p.tfidf is False and p.tfidf_fan_in is not None), "--tfidf-fan-in", p.tfidf_fan_in,
              "applies to the TF-IDF side, which --no-tfidf turns off")
+        need(p.pooling in (None, "mean") or self.encoder.kind == "text", "--pooling", p.pooling,
+             "applies to text encoders only (bag-of-words input has no [CLS] token)")
         if p.classifier == "dense":
             for flag, value in (("--fan-in", p.fan_in), ("--classifier-optimizer", p.optimizer),
                                 ("--classifier-dtype", p.value_dtype), ("--rewire-every", p.rewiring_interval)):
                 need(value is None, flag, value, "applies to the sparse classifier, not --classifier dense")
+
+    @property
+    def pooled_by(self) -> Pooling:
+        """The pooling the plan gets: the --pooling pin, else the request's default."""
+        return self.pins.pooling or self.pooling
 
     @property
     def device_batch(self) -> int:
@@ -368,7 +383,7 @@ def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
     n_clusters = _aux_clusters(req)
     d = k.intermediate_dim or req.encoder.hidden_size
     layout = Layout(encoder=req.encoder, seq_len=req.seq_len, precision=precision, gradient_checkpointing=k.checkpointing,
-                  micro_batch=k.micro_batch, grad_accum=math.ceil(req.device_batch / k.micro_batch), pooling=req.pooling,
+                  micro_batch=k.micro_batch, grad_accum=math.ceil(req.device_batch / k.micro_batch), pooling=req.pooled_by,
                   intermediate_dim=k.intermediate_dim, classifier_kind="sparse", n_labels=req.n_labels,
                   fan_in=k.fan_in, value_dtype=k.value_dtype, optimizer=k.optimizer,
                   weight_decay=DEFAULTS.classifier_weight_decay_adamw if k.optimizer == "adamw" else 0.0,
@@ -440,7 +455,7 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
 def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: bool) -> list[str]:
     """One line per recipe knob: its value, and whether it was pinned or is the measured default."""
     r, pinned = _recipe(req, optimizer), set(req.pins.names())
-    measured = "the measured default (bench/RESULTS.md, accuracy)"
+    measured = f"the measured default ({RECIPE_DOC})"
     lines = [
         ("encoder_lr", f"encoder learning rate {r.encoder_lr:g}",
          "a bag-of-words projection starts random and learns at a head's rate" if req.encoder.kind == "bow"
@@ -454,8 +469,10 @@ def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: boo
         lines.append(("rewiring_interval", f"SET rewiring every {_rewiring_interval(req)} steps, pruning "
                       + (f"|w| < {m.rewiring_initial:g}" if m.rewiring_mode == "threshold" else
                          f"{m.rewiring_initial:.0%} of each row") + f", decaying to 0 at {m.rewiring_stop_fraction:.0%} "
-                      "of the steps", "the measured default (bench/RESULTS.md, accuracy)"))
+                      "of the steps", measured))
     if req.encoder.kind == "text":
+        lines.append(("pooling", f"{req.pooled_by} pooling", "the mean of the last layer's "
+                      "token states, one of the method's two poolings (`--pooling cls` takes the [CLS] state)"))
         lines.append(("probe_epochs", f"linear-probe warm start {r.probe_epochs} epoch(s)",
                       "heads first on frozen features, so fine-tuning starts from a trained classifier"
                       if r.probe_epochs else "none"))
@@ -522,7 +539,7 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, reasons: tupl
         inputs=InputsSection(gpu=req.gpu_name, budget_bytes=req.budget_bytes, n_labels=req.n_labels,
                              dataset=req.dataset, data_path=req.data_path, target_batch=req.target_batch,
                              pinned=req.pins.names()),
-        model=ModelSection(encoder=req.encoder, seq_len=req.seq_len, pooling=req.pooling,
+        model=ModelSection(encoder=req.encoder, seq_len=req.seq_len, pooling=req.pooled_by,
                            dropout=r.dropout, intermediate_dim=k.intermediate_dim,
                            gradient_checkpointing=k.checkpointing, input_weighting=r.input_weighting),
         classifier=ClassifierSection(kind=layout.classifier_kind, n_labels=req.n_labels, in_features=d,

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
+from xmcfit.plan.memory import revalidate
 from xmcfit.plan.schema import EncoderSpec, Plan, PlanError, check_value
 from xmcfit.plan.units import parse_size
 from xmcfit.profiles import encoder_availability, load_dataset, load_encoder, load_gpu, profile_names
@@ -108,6 +110,16 @@ def check_request_args(given: dict[str, object]) -> None:
         raise XmcfitError(f"pins={given.get('pins')!r}: must be an xmcfit.plan.chooser.Pins")
 
 
+def read_plan(path: str | Path) -> Plan:
+    """A plan.json the user hands to training, perhaps edited by hand: validated field by field
+    (Plan.from_json), then its memory section recomputed from its knobs, with a warning naming the file
+    when the stored one did not match (xmcfit.plan.memory.revalidate says why recomputed, not refused)."""
+    checked, note = revalidate(Plan.from_json(path))
+    if note is not None:
+        log.warning("%s: %s", path, note)
+    return checked
+
+
 def make_request(*, labels: int | None, dataset: str | None, data: str | None, gpu_mem: str | None,
                  gpu: str | None, gpu_index: int, encoder: str, seq_len: int | None, batch: int, devices: int,
                  epochs: int, seed: int, pins: Pins, budget: Budget | None = None) -> PlanRequest:
@@ -143,3 +155,18 @@ def plan_every_gpu_profile(request: PlanRequest) -> list[tuple[str, int, Plan | 
         except PlanError as err:
             rows.append((name, profile.memory_bytes, None, str(err).split(":")[0]))
     return rows
+
+
+def every_gpu_profile_json(rows: list[tuple[str, int, Plan | None, str]]) -> str:
+    """`xmcfit plan --all-gpus --json`: one object per GPU profile (name, memory, whether a plan fits, why
+    not, the peak and the plain dense baseline's peak, and the whole plan), as an indented JSON list."""
+    import json
+
+    out = []
+    for name, memory_bytes, plan, why_not in rows:
+        mem = plan.memory if plan is not None else None
+        out.append({"gpu": name, "memory_bytes": memory_bytes, "fits": plan is not None, "why_not": why_not or None,
+                    "predicted_peak_bytes": mem.predicted_peak_bytes if mem else None,
+                    "dense_predicted_peak_bytes": mem.dense_predicted_peak_bytes if mem else None,
+                    "plan": json.loads(plan.to_json()) if plan is not None else None})
+    return json.dumps(out, indent=2) + "\n"

@@ -55,6 +55,7 @@ from xmcfit.dtypes import DTYPE_BYTES
 from xmcfit.plan.phases import RESIDENT, PeakPhase, peak_phase, peak_terms, phase_terms, term_bytes
 from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, EncoderSpec, InputWeighting, MemorySection, Pooling, Precision,
                                 UpdateRounding, ValueDtype, index_dtype_for)
+from xmcfit.plan.units import gib
 
 if TYPE_CHECKING:
     from xmcfit.plan.schema import Plan
@@ -149,6 +150,12 @@ class Layout:
         """The same run with a dense fp32 L x d classifier trained by AdamW (the method's baseline)."""
         return replace(self, classifier_kind="dense", fan_in=self.features_dim, value_dtype="float32",
                        optimizer="adamw", update_rounding="none", rewiring_enabled=False)
+
+    def dense_baseline(self) -> "Layout":
+        """The plain dense baseline the sparse run is compared with: a dense fp32 L x h classifier straight on
+        the encoder's output (no intermediate layer: a dense layer over the 4096-wide intermediate costs ten
+        times more and is nobody's baseline), trained by AdamW; every other knob as in this run."""
+        return replace(self, intermediate_dim=0).as_dense()
 
     @classmethod
     def from_plan(cls, plan: "Plan", cuda_context_bytes: int = CUDA_CONTEXT_BYTES) -> "Layout":
@@ -533,10 +540,11 @@ def predict(layout: Layout) -> MemoryEstimate:
 
 
 def memory_section(layout: Layout, budget_bytes: int) -> MemorySection:
-    """The plan's memory section for `layout`: its terms and peak, and what a dense classifier would need."""
+    """The plan's memory section for `layout`: its terms and peak, and what the plain dense baseline
+    (Layout.dense_baseline) would need."""
     est = predict(layout)
     return MemorySection(terms_bytes=dict(est.terms_bytes), predicted_peak_bytes=est.predicted_peak_bytes,
-                         dense_predicted_peak_bytes=predict(layout.as_dense()).predicted_peak_bytes,
+                         dense_predicted_peak_bytes=predict(layout.dense_baseline()).predicted_peak_bytes,
                          budget_bytes=budget_bytes, peak_phase=est.peak_phase, peak_terms=est.peak_terms)
 
 
@@ -544,3 +552,20 @@ def reprice(plan: "Plan") -> "Plan":
     """`plan` with its memory section recomputed from its knobs (same budget): for plans changed after
     the chooser made them (the trainer's out-of-memory recovery, hand-built test plans)."""
     return replace(plan, memory=memory_section(Layout.from_plan(plan), plan.memory.budget_bytes))
+
+
+def revalidate(plan: "Plan") -> tuple["Plan", str | None]:
+    """`plan` with its memory section recomputed from its knobs, and a sentence when the stored one differed
+    (a hand-edited plan.json: `fan_in` 256 -> 64 or `pooling` -> `cls` left the old bytes behind; or a plan
+    written by an xmcfit with another memory model); (plan, None) when it matches. Recomputed, not refused:
+    editing a knob is a legitimate pin, and a memory-model fix must not make existing plans unreadable."""
+    cuda_context_bytes = plan.memory.terms_bytes.get("cuda_context", CUDA_CONTEXT_BYTES)
+    fresh = memory_section(Layout.from_plan(plan, cuda_context_bytes), plan.memory.budget_bytes)
+    if fresh == plan.memory:
+        return plan, None
+    old, new, budget = (gib(b) for b in (plan.memory.predicted_peak_bytes, fresh.predicted_peak_bytes,
+                                          fresh.budget_bytes))
+    note = (f"memory section recomputed on load (it did not match the plan's knobs; edited by hand?): predicted "
+            f"peak {old:.2f} -> {new:.2f} GiB of the {budget:.2f} GiB budget"
+            + (" (over budget: re-run `xmcfit plan` with the knob pinned)" if new > budget else ""))
+    return replace(plan, memory=fresh, reasons=plan.reasons + (note,)), note

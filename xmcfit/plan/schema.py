@@ -304,7 +304,8 @@ class MemorySection:
     """Predicted bytes per term of the memory model (names as in xmcfit.plan.memory)."""
     predicted_peak_bytes: int
     dense_predicted_peak_bytes: int
-    """The same configuration with a dense L × d classifier."""
+    """The plain dense baseline: the same configuration with a dense L × h classifier on the encoder's output
+    (h = encoder width, no intermediate layer), trained by AdamW."""
     budget_bytes: int
     """GPU memory the plan had to fit in."""
     peak_phase: PeakPhase

@@ -19,6 +19,10 @@ _UNITS_BYTES = {
 }
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
 
+BARE_NUMBER_MIN_BYTES = 2**20
+"""A unit-less size below 1 MiB is refused with a hint: no device memory is that small, and `--gpu-mem 16`
+almost always means 16 GiB."""
+
 SIZE_HELP = ("G/GiB, M/MiB, K/KiB, T/TiB are binary (2**30 ...); GB, MB, KB, TB are decimal (10**9 ...); "
              "a plain number is bytes")
 
@@ -32,6 +36,10 @@ def parse_size(text: str, flag: str = "--gpu-mem") -> int:
     size_bytes = int(float(match.group(1)) * _UNITS_BYTES[unit])
     if size_bytes < 1:
         raise XmcfitError(f"{flag} {text!r}: must be at least 1 byte")
+    if unit in ("", "b") and size_bytes < BARE_NUMBER_MIN_BYTES:
+        number = match.group(1)
+        raise XmcfitError(f"{flag} {text!r} is {size_bytes} bytes; did you mean {number}G ({number} GiB)? "
+                          "A number without a unit is bytes")
     return size_bytes
 
 

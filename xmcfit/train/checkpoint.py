@@ -35,7 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from xmcfit.atomic import atomic_write_text, file_sha256, fsync_path
+from xmcfit.atomic import atomic_write_text, file_sha256, fsync_path, readable_as_umask_allows
 from xmcfit.errors import XmcfitError
 from xmcfit.rundir import CHECKPOINT_DIR, checkpoint_folders
 from xmcfit.train.setup import TrainParts
@@ -121,6 +121,7 @@ def write_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int = D
         tensors: dict[str, torch.Tensor] = {}
         meta = flatten_state("s", state, tensors)
         save_file(tensors, str(tmp / _TENSORS))
+        readable_as_umask_allows(tmp / _TENSORS)
         fsync_path(tmp / _TENSORS)
         atomic_write_text(tmp / _META, json.dumps(meta))
         manifest = {"format": _MANIFEST_FORMAT, "step": step,

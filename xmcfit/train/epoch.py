@@ -54,8 +54,10 @@ class StepStats:
     """What the progress bar and the JSONL log show for one optimizer step."""
 
     step: int
+    """Optimizer steps done, this one included (1-based), counted over both phases."""
     total_steps: int
     epoch: int
+    """The epoch this step belongs to, 1-based, the probe epochs counted first (as the screen shows it)."""
     loss: float
     main_loss: float
     aux_loss: float
@@ -65,10 +67,24 @@ class StepStats:
     points_per_s: float
     memory_bytes: int
     skipped_steps: int
+    probe_steps: int = 0
+    """Steps of the linear-probe phase (heads on frozen features), which come first; 0 without one."""
+
+    @property
+    def phase(self) -> str:
+        """"probe" (heads on frozen features, fast) or "end_to_end" (the whole network, slower)."""
+        return "probe" if self.step <= self.probe_steps else "end_to_end"
+
+    @property
+    def phase_bounds(self) -> tuple[int, int]:
+        """(first step before the phase, its last step): a phase's steps are first < step <= last."""
+        return (0, self.probe_steps) if self.phase == "probe" else (self.probe_steps, self.total_steps)
 
     def log_record(self) -> dict[str, Any]:
-        """The train_log.jsonl record: the fields, floats rounded to 6 decimals."""
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(self).items()}
+        """The train_log.jsonl record: the fields (step and epoch 1-based) and the phase, floats rounded to 6
+        decimals."""
+        record = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(self).items()}
+        return {**record, "phase": self.phase}
 
 
 @dataclass
@@ -204,11 +220,12 @@ def run_epoch(parts: TrainParts, data: TrainData, progress: Progress, recorder: 
         progress.batch_in_epoch += 1
         n_in_step = sum(len(rows) for rows in group)
         recorder.record(StepStats(
-            step=progress.step, total_steps=parts.schedule.total_steps, epoch=progress.epoch, loss=out.loss,
+            step=progress.step, total_steps=parts.schedule.total_steps, epoch=progress.epoch + 1, loss=out.loss,
             main_loss=out.main, aux_loss=out.aux, aux_weight=out.alpha, lr_mult=out.lr_mult,
             connections_moved=progress.moved_total,
             points_per_s=n_in_step / max(1e-9, time.perf_counter() - tick),
             memory_bytes=recorder.meter.current_bytes(), skipped_steps=progress.skipped,
+            probe_steps=parts.schedule.probe_steps,
         ), finite=out.finite)
         if out.finite:
             progress.last_loss = out.loss  # checkpointed: a resume with no step left still reports it

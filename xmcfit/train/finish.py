@@ -17,7 +17,7 @@ from xmcfit.errors import XmcfitError
 
 from xmcfit.plan.schema import Plan
 from xmcfit.rundir import MemoryReport, RunFiles, read_run_info, write_run_info
-from xmcfit.atomic import atomic_write_text, file_sha256, fsync_path
+from xmcfit.atomic import atomic_write_text, file_sha256, fsync_path, readable_as_umask_allows
 from xmcfit.train.checkpoint import Progress
 from xmcfit.train.memory_report import MemoryMeter, memory_report
 from xmcfit.train.setup import TrainParts
@@ -50,6 +50,7 @@ def write_final_weights(files: RunFiles, weights: Mapping[str, torch.Tensor], me
     tmp = files.weights.with_name("model.tmp.safetensors")
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
+        readable_as_umask_allows(tmp)
         fsync_path(tmp)
         digest = file_sha256(tmp)
         atomic_write_text(files.weights_checksum, f"{digest}  {files.weights.name}\n")
