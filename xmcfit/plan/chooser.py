@@ -56,6 +56,8 @@ COST_TABLE = '`python -m xmcfit.docs`, "Accuracy cost of each memory move"'
 the package (xmcfit/docs/accuracy.md), so a wheel install can read it (bench/ is not in the wheel)."""
 RECIPE_DOC = '`python -m xmcfit.docs`, "The recipe\'s measured defaults"'
 """Where the reasons send a user for the measurements behind a recipe default."""
+TFIDF_DOC = '`python -m xmcfit.docs`, "The TF-IDF side"'
+"""... and behind the TF-IDF side being on by default."""
 
 FAN_IN_LADDER = (256, 192, 128, 96, 64, 48, 32, 24, 16)
 FAN_IN_ACCURACY_FLOOR = 32
@@ -493,7 +495,7 @@ def _explain_tfidf(req: PlanRequest) -> str:
     fan = "pinned by --tfidf-fan-in" if req.pins.tfidf_fan_in is not None else "the default"
     return (f"TF-IDF side on: a scorer over {words}, {_tfidf_fan_in(req)} words per label ({fan}), each label's "
             "most weighted words in its training texts, its scores added to the classifier's: "
-            + ("pinned by --tfidf" if req.pins.tfidf else "the measured default (bench/RESULTS.md, TF-IDF side)"))
+            + ("pinned by --tfidf" if req.pins.tfidf else f"the measured default ({TFIDF_DOC})"))
 
 
 @dataclass(frozen=True)

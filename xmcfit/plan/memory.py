@@ -154,8 +154,9 @@ class Layout:
     def dense_baseline(self) -> "Layout":
         """The plain dense baseline the sparse run is compared with: a dense fp32 L x h classifier straight on
         the encoder's output (no intermediate layer: a dense layer over the 4096-wide intermediate costs ten
-        times more and is nobody's baseline), trained by AdamW; every other knob as in this run."""
-        return replace(self, intermediate_dim=0).as_dense()
+        times more and is nobody's baseline) and without the TF-IDF side (the method's baseline has none),
+        trained by AdamW; every other knob as in this run."""
+        return replace(self, intermediate_dim=0, tfidf_n_words=0, tfidf_fan_in=0).as_dense()
 
     @classmethod
     def from_plan(cls, plan: "Plan", cuda_context_bytes: int = CUDA_CONTEXT_BYTES) -> "Layout":
