@@ -121,7 +121,11 @@ def test_devices_shard_the_classifier():
 
 
 def test_dense_baseline_plan_prices_an_l_by_d_adamw_classifier():
-    plan = choose_plan(_request(40 * GIB, n_labels=200_000, pins=Pins(classifier="dense")))
+    plan = choose_plan(_request(40 * GIB, n_labels=200_000, pins=Pins(classifier="dense", tfidf=False)))
+    with_side = choose_plan(_request(40 * GIB, n_labels=200_000, pins=Pins(classifier="dense")))
+    # the plain dense baseline is the method's: no TF-IDF side, which a dense plan may still have
+    assert with_side.memory.predicted_peak_bytes > with_side.memory.dense_predicted_peak_bytes
+    assert with_side.memory.dense_predicted_peak_bytes == plan.memory.dense_predicted_peak_bytes
     c = plan.classifier
     assert (c.kind, c.fan_in, c.value_dtype, c.optimizer) == ("dense", c.in_features, "float32", "adamw")
     assert not plan.rewiring.enabled
