@@ -25,17 +25,11 @@ from xmcfit.rundir import RunLock
 from xmcfit.train.checkpoint import CheckpointPolicy, checkpoint_folders
 from xmcfit.train.epoch import TrainingPaused, TrainingStopped
 
+from cli_checks import one_error_line as _one_error_line  # noqa: E402
+
 runner = CliRunner()
 N_LABELS = 40
 XMCFIT = str(Path(sys.executable).with_name("xmcfit"))
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 def _steps_logged(run: Path) -> list[int]:

@@ -18,15 +18,9 @@ from xmcfit.errors import XmcfitError
 from xmcfit.rundir import RUN_MARKER
 from xmcfit.train.checkpoint import write_checkpoint
 
+from cli_checks import one_error_line as _one_error_line  # noqa: E402
+
 runner = CliRunner()
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
