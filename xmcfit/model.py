@@ -175,11 +175,14 @@ def _l2_normalise_bags(weights: torch.Tensor, offsets: torch.Tensor) -> torch.Te
 
 
 def inverse_document_frequency(features, n_features: int) -> torch.Tensor:
-    """Smoothed idf of each column of a (n_points, n_features) CSR: ln((1 + N) / (1 + df)) + 1, float32."""
-    import numpy as np
+    """Smoothed idf of each column of a (n_points, n_features) CSR: ln((1 + N) / (1 + df)) + 1, float32
+    (xmcfit.data.words.smooth_idf, the TF-IDF side's idf too)."""
+    import scipy.sparse as sp
 
-    df = np.bincount(features.indices, minlength=n_features)
-    return torch.from_numpy((np.log((1.0 + features.shape[0]) / (1.0 + df)) + 1.0).astype(np.float32))
+    from xmcfit.data.words import smooth_idf
+
+    csr = sp.csr_matrix((features.data, features.indices, features.indptr), shape=(features.shape[0], n_features))
+    return torch.from_numpy(smooth_idf(csr))
 
 
 class TfidfScorer(nn.Module):
