@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xmcfit.errors import XmcfitError
+from xmcfit.options import Progress, TrainOptions
 from xmcfit.plan.schema import Plan
 
 if TYPE_CHECKING:
@@ -104,176 +105,166 @@ def train(plan: Plan | str | Path | None = None, data: str | Path | None = None,
           resume: str | Path | None = None, device: str = "auto", max_steps: int | None = None,
           limit: int | None = None, text_fields: Sequence[str] | None = None, label_field: str | None = None,
           auto_recover: bool = False, log_every: int = 10, log_to: str | Sequence[str] = (),
-          checkpoints: CheckpointPolicy | None = None,
-          on_step: Callable[[StepStats], None] | None = None) -> TrainResult:
+          checkpoints: CheckpointPolicy | None = None, on_step: Callable[[StepStats], None] | None = None,
+          progress: Progress = True) -> TrainResult:
     """Train `plan` (a Plan or a plan.json path) on `data` into the run directory `out` (default
     runs/<plan name>), or continue the run `resume` (its recorded plan and data; `data` points it at data
-    that moved, checked to be the same). `xmcfit train` calls this.
+    that moved, checked to be the same). `xmcfit train` calls this; for texts or matrices in memory see
+    xmcfit.fit.
 
-    Everything is checked before the run directory is created (plan, data against the plan, device,
-    tokenizer, loggers), so a bad input never leaves a half-made run. One process writes a run at a time
-    (a lock). A run without a checkpoint resumes from step 0. `checkpoints` says when to checkpoint
-    besides epoch ends and how many to keep; `log_to="tensorboard"` (or a list of targets) adds TensorBoard
-    event files. Every argument is checked before anything is read or written: a bad one is one XmcfitError.
-    Under torchrun (WORLD_SIZE > 1) every process calls this alike and trains one label shard of a plan for
-    that many devices: rank 0 does all of the above, the others follow (xmcfit.train.distributed).
+    The other arguments are the fields of xmcfit.TrainOptions (the `xmcfit train` flags). `progress=True`
+    draws a bar on stderr (a plain line every 30 s where stderr is no terminal, as in a notebook);
+    `progress=False` is silent; a function receives an xmcfit.TrainEvent (step, epoch, loss, eta_s) per
+    optimizer step. Everything is checked before the run directory is created (arguments, plan, data against
+    the plan, device, tokenizer, loggers): a bad input is one XmcfitError and never leaves a half-made run.
+    One process writes a run at a time (a lock). Under torchrun (WORLD_SIZE > 1) every process calls this
+    alike and trains one label shard of a plan for that many devices (xmcfit.train.distributed).
     """
-    log_to = (log_to,) if isinstance(log_to, str) else log_to  # one target by name, not a list of letters
-    text_fields = (text_fields,) if isinstance(text_fields, str) else text_fields
-    _check_train_args(locals())
+    options = TrainOptions(device=device, max_steps=max_steps, limit=limit, text_fields=text_fields,
+                           label_field=label_field, auto_recover=auto_recover, log_every=log_every, log_to=log_to,
+                           checkpoints=checkpoints, on_step=on_step, progress=progress)
+    return train_with(plan, data, out, resume=resume, options=options)
+
+
+def train_with(plan: Plan | str | Path | None, data: str | Path | None, out: str | Path | None, *,
+               resume: str | Path | None = None, options: TrainOptions | None = None) -> TrainResult:
+    """xmcfit.train with its options as one TrainOptions value (None: the defaults)."""
+    options = options if options is not None else TrainOptions()
+    if plan is not None and not isinstance(plan, (Plan, str, Path)):
+        raise XmcfitError(f"plan={plan!r}: must be a Plan or the path of a plan.json")
+    for name, value in (("data", data), ("out", out), ("resume", resume)):
+        _check_path(name, value)
     if resume is not None and plan is not None:
         raise XmcfitError("--resume takes the plan recorded in the run; drop PLAN")
     from xmcfit.train.distributed import World
 
-    run = dict(device=device, max_steps=max_steps, auto_recover=auto_recover, log_every=log_every, log_to=log_to,
-               checkpoints=checkpoints, on_step=on_step)
     world = World.from_env()
     if world.distributed:  # one rank of a label-sharded run under torchrun: rank 0 leads what follows
         from xmcfit.train.distributed import train_rank
 
-        return train_rank(world, lambda placement: _start(plan, data, out, resume, limit, text_fields, label_field,
-                                                          placement=placement, **run), **run)
-    return _start(plan, data, out, resume, limit, text_fields, label_field, placement=None, **run)
-
-
-def _check_train_args(given: dict[str, Any]) -> None:
-    """xmcfit.train's arguments, each of its type and in range, before anything is read or written; one
-    XmcfitError line naming the `xmcfit train` flag otherwise (the command line calls xmcfit.train too)."""
-    from xmcfit.device import check_device_name
-    from xmcfit.plan.schema import check_value
-    from xmcfit.train.checkpoint import CheckpointPolicy
-    from xmcfit.train.loggers import check_log_targets
-
-    if given["plan"] is not None and not isinstance(given["plan"], (Plan, str, Path)):
-        raise XmcfitError(f"plan={given['plan']!r}: must be a Plan or the path of a plan.json")
-    for name in ("data", "out", "resume"):
-        _check_path(name, given[name])
-    for name, flag in (("max_steps", "--max-steps"), ("limit", "--limit"), ("log_every", "--log-every")):
-        if given[name] is not None:
-            check_value(int, given[name], flag)
-            if given[name] < 1:
-                raise XmcfitError(f"{flag} {given[name]}: must be >= 1")
-    check_value(bool, given["auto_recover"], "--auto-recover")
-    for name, flag in (("text_fields", "--text-field"), ("log_to", "--log-to")):
-        values = given[name] or ()
-        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-            raise XmcfitError(f"{flag} {values!r}: must be a list of strings")
-    if given["label_field"] is not None:
-        check_value(str, given["label_field"], "--label-field")
-    check_value(str, given["device"], "--device")
-    check_device_name(given["device"])
-    check_log_targets(given["log_to"])
-    if given["checkpoints"] is not None and not isinstance(given["checkpoints"], CheckpointPolicy):
-        raise XmcfitError(f"checkpoints={given['checkpoints']!r}: must be an xmcfit.train.checkpoint.CheckpointPolicy")
-    if given["on_step"] is not None and not callable(given["on_step"]):
-        raise XmcfitError(f"on_step={given['on_step']!r}: must be callable")
+        return train_rank(world, lambda placement: _start(plan, data, out, resume, options, placement),
+                          **options.rank_kwargs())
+    return _start(plan, data, out, resume, options, None)
 
 
 def _start(plan: Plan | str | Path | None, data: str | Path | None, out: str | Path | None,
-           resume: str | Path | None, limit: int | None, text_fields: Sequence[str] | None,
-           label_field: str | None, **run: Any) -> TrainResult:
+           resume: str | Path | None, options: TrainOptions, placement: Any) -> TrainResult:
     """A fresh run or a resumed one (xmcfit.api.train's arguments, checked)."""
     if resume is not None:
-        return _resume(Path(resume), data, **run)
+        return _resume(Path(resume), data, options, placement)
     if plan is None or data is None:
         raise XmcfitError("give a PLAN and --data PATH (or --resume RUN_DIR)")
-    from xmcfit.rundir import DataOptions, check_run_target
-
     from xmcfit.plan.inputs import read_plan
+    from xmcfit.rundir import DataOptions, check_run_target
 
     the_plan = plan if isinstance(plan, Plan) else read_plan(plan)  # a hand-edited plan.json re-priced, said
     name = Path(plan).stem if not isinstance(plan, Plan) else "run"
     run_dir = Path(out) if out is not None else Path("runs") / name
     check_run_target(run_dir, data)  # a directory of the user's is refused before anything else happens
-    options = DataOptions(str(data), tuple(text_fields) if text_fields else None, label_field, limit)
-    return _fresh(the_plan, run_dir, options, **run)
+    data_options = DataOptions(str(data), options.text_fields, options.label_field, options.limit)
+    return _fresh(the_plan, run_dir, data_options, options, placement)
 
 
-def _fresh(the_plan: Plan, run_dir: Path, options: DataOptions, **run: Any) -> TrainResult:
+def _fresh(the_plan: Plan, run_dir: Path, data_options: DataOptions, options: TrainOptions,
+           placement: Any) -> TrainResult:
     from xmcfit.device import pick_device
     from xmcfit.rundir import RunLock, make_run_root, prepare_run_dir
     from xmcfit.train.data import data_fingerprint, read_train_split
     from xmcfit.train.distributed import World, check_processes
 
-    check_processes(the_plan, World.from_env(), auto_recover=run["auto_recover"], device=run["device"])
-    pick_device(run["device"])
-    dataset = read_train_split(the_plan, options)
+    check_processes(the_plan, World.from_env(), auto_recover=options.auto_recover, device=options.device)
+    pick_device(options.device)
+    dataset = read_train_split(the_plan, data_options)
     _check_encoder_files(the_plan)
-    make_run_root(run_dir, options.path)
+    make_run_root(run_dir, data_options.path)
     with RunLock(run_dir):
-        prepare_run_dir(the_plan, run_dir, options, data_fingerprint(dataset), restart_unstarted=True)
-        return _run(the_plan, run_dir, options, dataset, resume=False, **run)
+        prepare_run_dir(the_plan, run_dir, data_options, data_fingerprint(dataset), restart_unstarted=True)
+        return _run(the_plan, run_dir, data_options, dataset, options, placement, resume=False)
 
 
-def _resume(run_dir: Path, data: str | Path | None, **run: Any) -> TrainResult:
-    from xmcfit.data import LabelVocab
+def _resume(run_dir: Path, data: str | Path | None, options: TrainOptions, placement: Any) -> TrainResult:
     from xmcfit.device import pick_device
-    from xmcfit.rundir import (RunFiles, RunLock, can_restart_in_place, check_plan_unchanged, clear_for_restart,
-                               data_options_of, read_run_info, require_run_dir, write_run_info)
-    from xmcfit.train.data import data_fingerprint, read_train_split
+    from xmcfit.rundir import (RunFiles, RunLock, can_restart_in_place, check_plan_unchanged, data_options_of,
+                               read_run_info, require_run_dir)
+    from xmcfit.train.distributed import World, check_processes
 
     require_run_dir(run_dir)
-    info = read_run_info(run_dir)
+    read_run_info(run_dir)  # a run.json that cannot be read is one line before the lock is taken
     with RunLock(run_dir):
-        info = read_run_info(run_dir)  # again, under the lock: another process may have just finished it
+        info = read_run_info(run_dir)  # under the lock: another process may have just finished it
         if info.get("status") == "done":
             raise RunAlreadyFinished(f"{run_dir}: already finished ({info.get('epochs_done')} epochs); "
                                      "nothing to resume")
-        files = RunFiles(run_dir)
         check_plan_unchanged(run_dir, info)
-        the_plan = Plan.from_json(files.plan)
-        from xmcfit.train.distributed import World, check_processes
-
-        check_processes(the_plan, World.from_env(), auto_recover=run["auto_recover"], device=run["device"])
-        options = data_options_of(info)
+        the_plan = Plan.from_json(RunFiles(run_dir).plan)
+        check_processes(the_plan, World.from_env(), auto_recover=options.auto_recover, device=options.device)
+        data_options = data_options_of(info)
         if data is not None:
-            options = dataclasses.replace(options, path=str(data))
-        pick_device(run["device"])
+            data_options = dataclasses.replace(data_options, path=str(data))
+        pick_device(options.device)
         restart = can_restart_in_place(run_dir, info)
-        vocab = LabelVocab.load(files.labels) if files.labels.exists() and not restart else None
-        dataset = read_train_split(the_plan, options, vocab)
-        fingerprint = data_fingerprint(dataset)
-        recorded = info.get("data_fingerprint")
-        if recorded and fingerprint != recorded and not restart:
-            raise XmcfitError(f"{options.path}: not the training data run {run_dir} started with (data "
-                              f"fingerprint {fingerprint}, recorded {recorded}); pass --data with that data")
-        if restart:
-            _check_encoder_files(the_plan)
-            log.warning("%s has no checkpoint yet: starting it again from step 0", run_dir)
-            clear_for_restart(run_dir)
-        if data is not None or restart:  # recorded resolved, as a fresh run records it
-            info["data"] = {**dataclasses.asdict(options), "path": str(Path(options.path).resolve())}
-            info["data_fingerprint"] = fingerprint
-            write_run_info(run_dir, info)
-        return _run(the_plan, run_dir, options, dataset, resume=not restart, **run)
+        dataset = _resumed_data(the_plan, run_dir, info, data_options, moved=data is not None, restart=restart)
+        return _run(the_plan, run_dir, data_options, dataset, options, placement, resume=not restart)
 
 
-def _run(the_plan: Plan, run_dir: Path, options: DataOptions, dataset: Any, *, resume: bool, device: str,
-         max_steps: int | None, auto_recover: bool, log_every: int, log_to: Sequence[str],
-         checkpoints: CheckpointPolicy | None, on_step: Callable[[StepStats], None] | None,
-         placement: Any = None) -> TrainResult:
+def _resumed_data(the_plan: Plan, run_dir: Path, info: dict[str, Any], data_options: DataOptions, *,
+                  moved: bool, restart: bool) -> Any:
+    """The training split of a resumed run, checked to be the data it started with (unless it restarts from
+    step 0: then its derived files are cleared); run.json records where the data is now."""
+    from xmcfit.data import LabelVocab
+    from xmcfit.rundir import RunFiles, clear_for_restart, write_run_info
+    from xmcfit.train.data import data_fingerprint, read_train_split
+
+    files = RunFiles(run_dir)
+    vocab = LabelVocab.load(files.labels) if files.labels.exists() and not restart else None
+    dataset = read_train_split(the_plan, data_options, vocab)
+    fingerprint = data_fingerprint(dataset)
+    recorded = info.get("data_fingerprint")
+    if recorded and fingerprint != recorded and not restart:
+        raise XmcfitError(f"{data_options.path}: not the training data run {run_dir} started with (data "
+                          f"fingerprint {fingerprint}, recorded {recorded}); pass --data with that data")
+    if restart:
+        _check_encoder_files(the_plan)
+        log.warning("%s has no checkpoint yet: starting it again from step 0", run_dir)
+        clear_for_restart(run_dir)
+    if moved or restart:  # recorded resolved, as a fresh run records it
+        info["data"] = {**dataclasses.asdict(data_options), "path": str(Path(data_options.path).resolve())}
+        info["data_fingerprint"] = fingerprint
+        write_run_info(run_dir, info)
+    return dataset
+
+
+def _run(the_plan: Plan, run_dir: Path, data_options: DataOptions, dataset: Any, options: TrainOptions,
+         placement: Any, *, resume: bool) -> TrainResult:
     """Train in this process: alone (placement None), or as rank 0 of a label-sharded run (a LabelSharded
     placement: the other ranks start once this one has written the run's data records)."""
+    from xmcfit.progress import step_callback
     from xmcfit.train.data import load_train_data
     from xmcfit.train.loop import run_training
 
-    train_data = load_train_data(the_plan, run_dir, options, resume=resume, dataset=dataset)
+    train_data = load_train_data(the_plan, run_dir, data_options, resume=resume, dataset=dataset)
     if placement is not None:
         placement.records_ready(run_dir, resume)
-    loggers = _loggers(log_to, run_dir, log_every, the_plan)
-    callbacks = [c for c in (on_step, *loggers) if c is not None]
+    loggers = _loggers(options.log_to, run_dir, options.log_every, the_plan)
+    try:
+        with step_callback(options.progress, the_plan) as shown:
+            callbacks = [c for c in (options.on_step, shown, *loggers) if c is not None]
+            return run_training(the_plan, run_dir, train_data, device=options.device, resume=resume,
+                                max_steps=options.max_steps, log_every=options.log_every,
+                                auto_recover=options.auto_recover, on_step=_each(callbacks),
+                                checkpoints=options.checkpoints, placement=placement)
+    finally:
+        for logger in loggers:
+            logger.close()
 
+
+def _each(callbacks: Sequence[Callable[[StepStats], None]]) -> Callable[[StepStats], None]:
+    """One step callback that calls each of `callbacks` in turn."""
     def each_step(stats: StepStats) -> None:
         for callback in callbacks:
             callback(stats)
 
-    try:
-        return run_training(the_plan, run_dir, train_data, device=device, resume=resume, max_steps=max_steps,
-                            log_every=log_every, auto_recover=auto_recover, on_step=each_step,
-                            checkpoints=checkpoints, placement=placement)
-    finally:
-        for logger in loggers:
-            logger.close()
+    return each_step
 
 
 # -- evaluate and predict (xmcfit.evaluate holds them; here for one place to look) ---------------------------

@@ -10,7 +10,6 @@ Under torchrun (or with --nproc N, which starts torchrun) each process trains on
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import Optional
@@ -77,12 +76,10 @@ def train(
     if nproc is not None and nproc > 1 and plan is not None:  # no plan: xmcfit.api.train below says why
         launch(nproc, ["train", *_forwarded(locals())])
         return
-    rates = (plan.training.encoder_lr, plan.classifier.lr) if plan is not None else (None, None)
-    with report.TrainProgress(*rates) if world.rank == 0 else contextlib.nullcontext() as progress:
-        result = api.train(plan_path, data, out, resume=resume, device=device, max_steps=max_steps, limit=limit,
-                           text_fields=text_field, label_field=label_field, auto_recover=auto_recover,
-                           log_every=log_every, log_to=tuple(t.value for t in log_to or ()), checkpoints=policy,
-                           on_step=progress.update if progress is not None else None)
+    result = api.train(plan_path, data, out, resume=resume, device=device, max_steps=max_steps, limit=limit,
+                       text_fields=text_field, label_field=label_field, auto_recover=auto_recover,
+                       log_every=log_every, log_to=tuple(t.value for t in log_to or ()), checkpoints=policy,
+                       progress=world.rank == 0)
     if world.rank == 0:
         report.print_train_result(result)
 
