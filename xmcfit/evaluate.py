@@ -361,4 +361,4 @@ def evaluate(run: str | Path | Model, data: str | Path | None = None, split: str
     return model.evaluate(data, split, propensity_a=propensity_a, propensity_b=propensity_b)
 
 
-make_callable(__name__, evaluate)
+make_callable(__name__, "evaluate")

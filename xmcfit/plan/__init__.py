@@ -8,14 +8,4 @@ from xmcfit.callable_module import make_callable
 from xmcfit.plan.schema import Plan, PlanError, SCHEMA_VERSION
 
 __all__ = ["Plan", "PlanError", "SCHEMA_VERSION"]
-
-
-
-def _plan(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """xmcfit.api.plan: choose a training configuration that fits the GPU (see help(xmcfit.api.plan))."""
-    from xmcfit.api import plan
-
-    return plan(*args, **kwargs)
-
-
-make_callable(__name__, _plan)
+make_callable(__name__, "plan")

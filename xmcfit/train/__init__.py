@@ -9,11 +9,4 @@ The package is also callable: `xmcfit.train(plan, data=..., out=...)` is xmcfit.
 from xmcfit.callable_module import make_callable
 
 
-def _train(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """xmcfit.api.train: train a plan on a dataset, or resume a run (see help(xmcfit.api.train))."""
-    from xmcfit.api import train
-
-    return train(*args, **kwargs)
-
-
-make_callable(__name__, _train)
+make_callable(__name__, "train")
