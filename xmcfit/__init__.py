@@ -4,9 +4,10 @@ The Python API (xmcfit.api; the command line is a thin layer over it):
 
     import xmcfit
     plan = xmcfit.plan(labels=3_000_000, gpu_mem="16G")                # a frozen Plan, pure Python
-    result = xmcfit.train(plan, data="data/", out="runs/a")             # a TrainResult
-    print(xmcfit.evaluate("runs/a").metrics["P@1"])                     # an EvalResult
-    xmcfit.load("runs/a").predict(["some text"], k=5)                   # lists of LabelScore
+    model = xmcfit.fit(texts, labels, out="runs/a", gpu_mem="16G")     # in-memory data -> a Model
+    model.predict(["some text"], k=5).ids                               # (1, 5) label ids, best first
+    result = xmcfit.train(plan, data="data/", out="runs/b")             # a dataset directory -> TrainResult
+    print(xmcfit.evaluate("runs/b").metrics["P@1"])                     # an EvalResult
 
 Importing xmcfit loads no torch, numpy or transformers: each name below is imported when first used.
 """
@@ -19,16 +20,22 @@ from typing import Any
 from xmcfit.errors import XmcfitError
 from xmcfit.version import __version__
 
-__all__ = ["Model", "Plan", "TrainingPaused", "TrainingStopped", "XmcfitError", "__version__", "evaluate", "load",
-           "plan", "train"]
+__all__ = ["LabelScore", "Model", "Plan", "Predictions", "TrainEvent", "TrainOptions", "TrainingPaused",
+           "TrainingStopped", "XmcfitError", "__version__", "evaluate", "fit", "load", "plan", "predict", "train"]
 
 # name -> (module, attribute or None for the module itself, callable: see xmcfit.callable_module)
 _LAZY = {
     "plan": ("xmcfit.plan", None),
     "train": ("xmcfit.train", None),
     "evaluate": ("xmcfit.evaluate", None),
-    "load": ("xmcfit.evaluate", "load"),
+    "fit": ("xmcfit.api", "fit"),
+    "predict": ("xmcfit.api", "predict"),
+    "load": ("xmcfit.api", "load"),
     "Model": ("xmcfit.evaluate", "Model"),
+    "Predictions": ("xmcfit.predictions", "Predictions"),
+    "LabelScore": ("xmcfit.predictions", "LabelScore"),
+    "TrainEvent": ("xmcfit.progress", "TrainEvent"),
+    "TrainOptions": ("xmcfit.options", "TrainOptions"),
     "Plan": ("xmcfit.plan.schema", "Plan"),
     "TrainingPaused": ("xmcfit.train.epoch", "TrainingPaused"),
     "TrainingStopped": ("xmcfit.train.epoch", "TrainingStopped"),

@@ -1,44 +1,61 @@
-"""The Python API: what the command line does, as functions a notebook or script calls.
+"""The Python API, xmcfit's one front door: each user command is one function here, and the command line
+(xmcfit.commands) maps its options to one of them and renders the result.
 
     import xmcfit
     plan = xmcfit.plan(labels=3_000_000, gpu_mem="16G")                 # a frozen Plan (no torch import)
-    result = xmcfit.train(plan, data="data/", out="runs/a")              # a TrainResult
-    metrics = xmcfit.evaluate("runs/a").metrics                          # an EvalResult
-    model = xmcfit.load("runs/a"); model.predict(["some text"], k=5)     # LabelScore lists
+    model = xmcfit.fit(texts, labels, out="runs/a", gpu_mem="16G")      # in-memory data -> a loaded Model
+    result = xmcfit.train(plan, data="data/", out="runs/b")              # a dataset on disk -> a TrainResult
+    metrics = xmcfit.evaluate("runs/b").metrics                          # an EvalResult
+    top = xmcfit.predict("runs/b", ["some text"], k=5)                   # Predictions: .ids, .scores arrays
 
 Failures raise xmcfit.XmcfitError (one line saying what to change). A training run that pauses (at
 `max_steps`, or on SIGINT/SIGTERM) raises xmcfit.TrainingPaused after saving its checkpoint; continue it
-with `xmcfit.train(resume=run_dir)`. Everything heavy (torch, transformers, numpy) is imported inside the
-functions, so `import xmcfit` stays light and `xmcfit.plan` never loads torch.
+with `xmcfit.train(resume=run_dir)`. Training shows progress on stderr unless `progress=False`, or sends
+each step to a function (`progress=callback`, an xmcfit.TrainEvent). Everything heavy (torch,
+transformers, numpy) is imported inside the functions, so `import xmcfit` stays light and `xmcfit.plan`
+never loads torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xmcfit.api_train import RunAlreadyFinished
+from xmcfit.device import DEVICE_CHOICES, DEVICE_COMPLETIONS
 from xmcfit.errors import XmcfitError
-from xmcfit.options import Progress, TrainOptions
-from xmcfit.plan.schema import Plan
+from xmcfit.options import Progress, TrainOptions, checkpoint_policy
+from xmcfit.plan.defaults import DEFAULTS
+from xmcfit.plan.hardware import NoGpuError
+from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, InputWeighting, LossName, LossReduction, Plan,
+                                Pooling, Precision, ValueDtype)
+from xmcfit.plan.units import SIZE_HELP
+from xmcfit.train.loggers import LOG_TARGETS
 
 if TYPE_CHECKING:
+    from xmcfit.data.stats import DatasetStats
+    from xmcfit.data.synth import SynthConfig
     from xmcfit.evaluate import EvalResult, Model
-    from xmcfit.rundir import DataOptions
+    from xmcfit.plan.hardware import GpuInfo
+    from xmcfit.predictions import Predictions
     from xmcfit.train.checkpoint import CheckpointPolicy
     from xmcfit.train.epoch import StepStats
     from xmcfit.train.finish import TrainResult
 
+__all__ = ["DEFAULTS", "DEVICE_CHOICES", "DEVICE_COMPLETIONS", "LOG_TARGETS", "SIZE_HELP", "ClassifierKind",
+           "ClassifierOptimizer", "InputWeighting", "LossName", "LossReduction", "NoGpuError", "Pooling", "Precision",
+           "RunAlreadyFinished", "TrainOptions", "ValueDtype", "all_gpus_json", "checkpoint_policy",
+           "dataset_stats", "evaluate", "evaluate_runs", "fit", "gpus", "launch_processes", "load", "plan",
+           "plan_all_gpus", "predict", "predict_file", "this_process", "profiles", "synthesize", "train", "train_with"]
+
 log = logging.getLogger(__name__)
 
-
-class RunAlreadyFinished(XmcfitError):
-    """`resume` named a run that is done: nothing to train (not an error; the command line exits 0)."""
-
-    is_error = False
-    exit_code = 0
+GpuRow = tuple[str, int, "Plan | None", str]
+"""One row of plan_all_gpus: GPU profile name, its memory (bytes), the plan that fits or None, why not."""
 
 
 # -- plan -------------------------------------------------------------------------------------------------
@@ -52,27 +69,61 @@ def plan(labels: int | None = None, *, dataset: str | None = None, data: str | P
 
     Exactly one of `labels`, `dataset` (a profile) or `data` (a dataset path) names the problem; the
     budget is `gpu_mem` ("16G", bytes), else the `gpu` profile, else the visible GPU. `pins` fix knobs by
-    their xmcfit.plan.chooser.Pins names (precision="fp32", fan_in=64, micro_batch=8, ...). `output`
-    writes plan.json atomically.
+    their xmcfit.plan.chooser.Pins names (precision="fp32", fan_in=64, micro_batch=8, classifier="dense",
+    pooling="cls", tfidf=False, ...). `output` writes plan.json atomically.
     """
-    from xmcfit.plan.chooser import Pins, choose_plan
-    from xmcfit.plan.defaults import DEFAULTS
+    from xmcfit.plan.chooser import choose_plan
+
+    _check_path("output", output)
+    result = choose_plan(_request(locals(), pins))
+    if output is not None:
+        result.save(output)
+    return result
+
+
+def plan_all_gpus(labels: int | None = None, *, dataset: str | None = None, data: str | Path | None = None,
+                  gpu: str | None = None, gpu_mem: str | None = None, encoder: str = "all-MiniLM-L6-v2",
+                  seq_len: int | None = None, batch: int | None = None, devices: int = 1,
+                  epochs: int | None = None, seed: int = 0, output: str | Path | None = None,
+                  **pins: Any) -> list[GpuRow]:
+    """xmcfit.plan for every shipped GPU profile (`xmcfit plan --all-gpus`): one GpuRow per profile.
+    `output` writes the rows as JSON (all_gpus_json)."""
+    from xmcfit.plan.inputs import Budget, plan_every_gpu_profile
+
+    _check_path("output", output)
+    placeholder = Budget("manual", 1, True) if gpu is None and gpu_mem is None else None  # each row has its own
+    rows = plan_every_gpu_profile(_request({**locals(), "gpu_index": 0}, pins, placeholder))
+    if output is not None:
+        from xmcfit.atomic import atomic_write_text
+
+        atomic_write_text(output, all_gpus_json(rows))
+    return rows
+
+
+def all_gpus_json(rows: list[GpuRow]) -> str:
+    """plan_all_gpus' rows as an indented JSON list (`xmcfit plan --all-gpus --json`)."""
+    from xmcfit.plan.inputs import every_gpu_profile_json
+
+    return every_gpu_profile_json(rows)
+
+
+def _request(given: dict[str, Any], pins: dict[str, Any], budget: Any = None) -> Any:
+    """The chooser's PlanRequest from xmcfit.plan's arguments (`given`) and pins, each checked."""
+    from xmcfit.plan.chooser import Pins
     from xmcfit.plan.inputs import make_request
 
     known = {f.name for f in dataclasses.fields(Pins)}
     unknown = sorted(set(pins) - known)
     if unknown:
         raise XmcfitError(f"xmcfit.plan: unknown option {unknown[0]!r}; pins are {', '.join(sorted(known))}")
-    _check_path("data", data)
-    _check_path("output", output)
-    request = make_request(labels=labels, dataset=dataset, data=str(data) if data is not None else None,
-                           gpu_mem=gpu_mem, gpu=gpu, gpu_index=gpu_index, encoder=encoder, seq_len=seq_len,
-                           batch=batch if batch is not None else DEFAULTS.target_batch, devices=devices,
-                           epochs=epochs if epochs is not None else DEFAULTS.epochs, seed=seed, pins=Pins(**pins))
-    result = choose_plan(request)
-    if output is not None:
-        result.save(output)
-    return result
+    _check_path("data", given["data"])
+    data, batch, epochs = given["data"], given["batch"], given["epochs"]
+    return make_request(labels=given["labels"], dataset=given["dataset"], data=str(data) if data is not None else None,
+                        gpu_mem=given["gpu_mem"], gpu=given["gpu"], gpu_index=given["gpu_index"],
+                        encoder=given["encoder"], seq_len=given["seq_len"],
+                        batch=batch if batch is not None else DEFAULTS.target_batch, devices=given["devices"],
+                        epochs=epochs if epochs is not None else DEFAULTS.epochs, seed=given["seed"],
+                        pins=Pins(**pins), budget=budget)
 
 
 def _check_path(name: str, value: object) -> None:
@@ -81,25 +132,6 @@ def _check_path(name: str, value: object) -> None:
 
 
 # -- train ------------------------------------------------------------------------------------------------
-
-def _loggers(targets: Sequence[str], run_dir: Path, log_every: int, the_plan: Plan) -> list[Any]:
-    from xmcfit.rundir import RunFiles
-    from xmcfit.train.loggers import TensorBoardLogger
-
-    return [TensorBoardLogger(RunFiles(run_dir).tensorboard, log_every, the_plan.training.encoder_lr,
-                              the_plan.classifier.lr) for t in targets if t == "tensorboard"]
-
-
-def _check_encoder_files(the_plan: Plan) -> None:
-    """Before anything is written: the text encoder's tokenizer loads offline (weights are optional: a
-    config-only directory trains from random weights, with a warning when the model is built)."""
-    if the_plan.model.encoder.kind != "text":
-        return
-    from xmcfit.model import resolve_encoder_source
-    from xmcfit.train.data import load_text_tokenizer
-
-    load_text_tokenizer(resolve_encoder_source(the_plan.model.encoder.name))
-
 
 def train(plan: Plan | str | Path | None = None, data: str | Path | None = None, out: str | Path | None = None, *,
           resume: str | Path | None = None, device: str = "auto", max_steps: int | None = None,
@@ -136,150 +168,186 @@ def train_with(plan: Plan | str | Path | None, data: str | Path | None, out: str
         _check_path(name, value)
     if resume is not None and plan is not None:
         raise XmcfitError("--resume takes the plan recorded in the run; drop PLAN")
+    from xmcfit.api_train import start
     from xmcfit.train.distributed import World
 
     world = World.from_env()
     if world.distributed:  # one rank of a label-sharded run under torchrun: rank 0 leads what follows
         from xmcfit.train.distributed import train_rank
 
-        return train_rank(world, lambda placement: _start(plan, data, out, resume, options, placement),
+        return train_rank(world, lambda placement: start(plan, data, out, resume, options, placement),
                           **options.rank_kwargs())
-    return _start(plan, data, out, resume, options, None)
+    return start(plan, data, out, resume, options, None)
 
 
-def _start(plan: Plan | str | Path | None, data: str | Path | None, out: str | Path | None,
-           resume: str | Path | None, options: TrainOptions, placement: Any) -> TrainResult:
-    """A fresh run or a resumed one (xmcfit.api.train's arguments, checked)."""
-    if resume is not None:
-        return _resume(Path(resume), data, options, placement)
-    if plan is None or data is None:
-        raise XmcfitError("give a PLAN and --data PATH (or --resume RUN_DIR)")
-    from xmcfit.plan.inputs import read_plan
-    from xmcfit.rundir import DataOptions, check_run_target
+def fit(inputs: Sequence[str] | Any, labels: Sequence[Sequence[int | str]] | Any, *, out: str | Path,
+        plan: Plan | str | Path | None = None, label_names: Sequence[str] | None = None,
+        data_dir: str | Path | None = None, gpu_mem: str | None = None, gpu: str | None = None,
+        encoder: str = "all-MiniLM-L6-v2", seq_len: int | None = None, batch: int | None = None,
+        epochs: int | None = None, seed: int = 0, device: str = "auto", max_steps: int | None = None,
+        log_every: int = 10, checkpoints: CheckpointPolicy | None = None,
+        on_step: Callable[[StepStats], None] | None = None, progress: Progress = True, **pins: Any) -> Model:
+    """Train on data held in memory and return the trained Model, ready to `predict`.
 
-    the_plan = plan if isinstance(plan, Plan) else read_plan(plan)  # a hand-edited plan.json re-priced, said
-    name = Path(plan).stem if not isinstance(plan, Plan) else "run"
-    run_dir = Path(out) if out is not None else Path("runs") / name
-    check_run_target(run_dir, data)  # a directory of the user's is refused before anything else happens
-    data_options = DataOptions(str(data), options.text_fields, options.label_field, options.limit)
-    return _fresh(the_plan, run_dir, data_options, options, placement)
+    `inputs`: a list of texts, or a scipy.sparse (n_points, n_features) matrix (bag-of-words: the plan gets
+    a bag-of-words encoder). `labels`: per point a list of label ids (ints; ids are kept, `label_names`
+    names them) or label names (strings; numbered in sorted order), or a scipy.sparse (n_points, n_labels)
+    indicator matrix. The data is written as a dataset directory, `data_dir` (default `<out>-data`, beside
+    the run), so that eval and `train(resume=out)` read it as any dataset; the run goes to `out`.
 
+    Without `plan`, xmcfit.plan chooses one for the data from `gpu_mem` (e.g. "16G") or the `gpu` profile
+    (else the visible GPU), `encoder`, `seq_len`, `batch`, `epochs`, `seed` and `pins` (fan_in=64, ...).
+    `device`, `max_steps`, `log_every`, `checkpoints`, `on_step` and `progress` are as in xmcfit.train.
+    Everything is checked before anything is written: a bad argument is one XmcfitError line.
+    """
+    from xmcfit.inmemory import check_data, default_data_dir, write_data
+    from xmcfit.rundir import check_run_target, is_run_dir
 
-def _fresh(the_plan: Plan, run_dir: Path, data_options: DataOptions, options: TrainOptions,
-           placement: Any) -> TrainResult:
-    from xmcfit.device import pick_device
-    from xmcfit.rundir import RunLock, make_run_root, prepare_run_dir
-    from xmcfit.train.data import data_fingerprint, read_train_split
-    from xmcfit.train.distributed import World, check_processes
-
-    check_processes(the_plan, World.from_env(), auto_recover=options.auto_recover, device=options.device)
-    pick_device(options.device)
-    dataset = read_train_split(the_plan, data_options)
-    _check_encoder_files(the_plan)
-    make_run_root(run_dir, data_options.path)
-    with RunLock(run_dir):
-        prepare_run_dir(the_plan, run_dir, data_options, data_fingerprint(dataset), restart_unstarted=True)
-        return _run(the_plan, run_dir, data_options, dataset, options, placement, resume=False)
-
-
-def _resume(run_dir: Path, data: str | Path | None, options: TrainOptions, placement: Any) -> TrainResult:
-    from xmcfit.device import pick_device
-    from xmcfit.rundir import (RunFiles, RunLock, can_restart_in_place, check_plan_unchanged, data_options_of,
-                               read_run_info, require_run_dir)
-    from xmcfit.train.distributed import World, check_processes
-
-    require_run_dir(run_dir)
-    read_run_info(run_dir)  # a run.json that cannot be read is one line before the lock is taken
-    with RunLock(run_dir):
-        info = read_run_info(run_dir)  # under the lock: another process may have just finished it
-        if info.get("status") == "done":
-            raise RunAlreadyFinished(f"{run_dir}: already finished ({info.get('epochs_done')} epochs); "
-                                     "nothing to resume")
-        check_plan_unchanged(run_dir, info)
-        the_plan = Plan.from_json(RunFiles(run_dir).plan)
-        check_processes(the_plan, World.from_env(), auto_recover=options.auto_recover, device=options.device)
-        data_options = data_options_of(info)
-        if data is not None:
-            data_options = dataclasses.replace(data_options, path=str(data))
-        pick_device(options.device)
-        restart = can_restart_in_place(run_dir, info)
-        dataset = _resumed_data(the_plan, run_dir, info, data_options, moved=data is not None, restart=restart)
-        return _run(the_plan, run_dir, data_options, dataset, options, placement, resume=not restart)
-
-
-def _resumed_data(the_plan: Plan, run_dir: Path, info: dict[str, Any], data_options: DataOptions, *,
-                  moved: bool, restart: bool) -> Any:
-    """The training split of a resumed run, checked to be the data it started with (unless it restarts from
-    step 0: then its derived files are cleared); run.json records where the data is now."""
-    from xmcfit.data import LabelVocab
-    from xmcfit.rundir import RunFiles, clear_for_restart, write_run_info
-    from xmcfit.train.data import data_fingerprint, read_train_split
-
-    files = RunFiles(run_dir)
-    vocab = LabelVocab.load(files.labels) if files.labels.exists() and not restart else None
-    dataset = read_train_split(the_plan, data_options, vocab)
-    fingerprint = data_fingerprint(dataset)
-    recorded = info.get("data_fingerprint")
-    if recorded and fingerprint != recorded and not restart:
-        raise XmcfitError(f"{data_options.path}: not the training data run {run_dir} started with (data "
-                          f"fingerprint {fingerprint}, recorded {recorded}); pass --data with that data")
-    if restart:
-        _check_encoder_files(the_plan)
-        log.warning("%s has no checkpoint yet: starting it again from step 0", run_dir)
-        clear_for_restart(run_dir)
-    if moved or restart:  # recorded resolved, as a fresh run records it
-        info["data"] = {**dataclasses.asdict(data_options), "path": str(Path(data_options.path).resolve())}
-        info["data_fingerprint"] = fingerprint
-        write_run_info(run_dir, info)
-    return dataset
-
-
-def _run(the_plan: Plan, run_dir: Path, data_options: DataOptions, dataset: Any, options: TrainOptions,
-         placement: Any, *, resume: bool) -> TrainResult:
-    """Train in this process: alone (placement None), or as rank 0 of a label-sharded run (a LabelSharded
-    placement: the other ranks start once this one has written the run's data records)."""
-    from xmcfit.progress import step_callback
-    from xmcfit.train.data import load_train_data
-    from xmcfit.train.loop import run_training
-
-    train_data = load_train_data(the_plan, run_dir, data_options, resume=resume, dataset=dataset)
-    if placement is not None:
-        placement.records_ready(run_dir, resume)
-    loggers = _loggers(options.log_to, run_dir, options.log_every, the_plan)
+    _check_path("out", out)
+    _check_path("data_dir", data_dir)
+    if plan is not None and not isinstance(plan, (Plan, str, Path)):
+        raise XmcfitError(f"plan={plan!r}: must be a Plan or the path of a plan.json")
+    data = check_data(inputs, labels, label_names)
+    options = TrainOptions(device=device, max_steps=max_steps, text_fields=data.text_fields,
+                           label_field=data.label_field, log_every=log_every, checkpoints=checkpoints,
+                           on_step=on_step, progress=progress)
+    run_dir = Path(out)
+    check_run_target(run_dir)
+    directory = write_data(data, Path(data_dir) if data_dir is not None else default_data_dir(run_dir))
+    planning = dict(gpu_mem=gpu_mem, gpu=gpu, encoder=encoder, seq_len=seq_len, batch=batch, epochs=epochs,
+                    seed=seed, **pins)
     try:
-        with step_callback(options.progress, the_plan) as shown:
-            callbacks = [c for c in (options.on_step, shown, *loggers) if c is not None]
-            return run_training(the_plan, run_dir, train_data, device=options.device, resume=resume,
-                                max_steps=options.max_steps, log_every=options.log_every,
-                                auto_recover=options.auto_recover, on_step=_each(callbacks),
-                                checkpoints=options.checkpoints, placement=placement)
-    finally:
-        for logger in loggers:
-            logger.close()
+        the_plan = plan if plan is not None else _plan_for(directory, planning)
+        train_with(the_plan, directory, run_dir, options=options)
+    except XmcfitError:
+        if not is_run_dir(run_dir):  # nothing was trained: the written data serves nothing
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return load(run_dir, device=None if device == "auto" else device)
 
 
-def _each(callbacks: Sequence[Callable[[StepStats], None]]) -> Callable[[StepStats], None]:
-    """One step callback that calls each of `callbacks` in turn."""
-    def each_step(stats: StepStats) -> None:
-        for callback in callbacks:
-            callback(stats)
-
-    return each_step
+def _plan_for(data: Path, planning: dict[str, Any]) -> Plan:
+    """xmcfit.plan for a data directory fit wrote (a function apart: in fit, `plan` is the argument)."""
+    return plan(data=data, **planning)
 
 
-# -- evaluate and predict (xmcfit.evaluate holds them; here for one place to look) ---------------------------
+def this_process() -> tuple[int, int]:
+    """(rank, number of processes) of this process in a torchrun run; (0, 1) alone. Rank 0 reports."""
+    from xmcfit.train.distributed import World
+
+    world = World.from_env()
+    return world.rank, world.size
+
+
+def launch_processes(plan_path: str | Path | None, resume: str | Path | None, nproc: int | None, *,
+                     auto_recover: bool, device: str, args: Sequence[str]) -> bool:
+    """For `xmcfit train`: check the processes against the plan (this one's torchrun world, or `nproc`)
+    before anything is written; with `nproc` > 1 run `python -m xmcfit <args>` in that many processes
+    (torchrun) and return True once they finished. False: train in this process. A plan that cannot be
+    read is left to xmcfit.train to explain."""
+    from xmcfit.train.distributed import World, check_processes, launch
+
+    the_plan = _readable_plan(plan_path, resume)
+    if the_plan is None:
+        return False
+    check_processes(the_plan, World.from_env(), nproc=nproc, auto_recover=auto_recover, device=device)
+    if nproc is not None and nproc > 1:
+        launch(nproc, list(args))
+        return True
+    return False
+
+
+def _readable_plan(plan_path: str | Path | None, resume: str | Path | None) -> Plan | None:
+    """The plan to train (of the run `resume`, else at `plan_path`), or None when it cannot be read."""
+    from xmcfit.rundir import RunFiles
+
+    path = RunFiles(Path(resume)).plan if resume is not None else plan_path
+    try:
+        return Plan.from_json(path) if path is not None else None
+    except XmcfitError:
+        return None
+
+
+# -- evaluate and predict ----------------------------------------------------------------------------------
 
 def load(run_dir: str | Path, device: str | None = None) -> Model:
-    """A finished run directory, verified (weights checksum) and loaded for scoring: xmcfit.evaluate.load."""
+    """A finished run directory, verified (weights checksum) and loaded for scoring."""
     from xmcfit.evaluate import load as load_model
 
     return load_model(run_dir, device=device)
 
 
+def predict(run: str | Path | Model, inputs: str | Sequence[str] | Any, k: int = 5, *,
+            probabilities: bool = False, device: str | None = None) -> Predictions:
+    """Top-k labels, best first, of each input (texts for text runs, a scipy.sparse feature matrix for
+    bag-of-words runs) by a run directory or loaded Model: Predictions with `.ids` (n, k) int64, `.scores`
+    (n, k) float32, `.names` (n, k) or None, `.probabilities` with `probabilities=True` (BCE runs only);
+    `predictions[i]` is input i's list of LabelScore. Scores are margins (squared hinge) or logits (BCE)."""
+    model = run if not isinstance(run, (str, Path)) else load(run, device=device)
+    return model.predict(inputs, k, probabilities)
+
+
+def predict_file(run: str | Path | Model, path: str | Path, k: int = 5, *, probabilities: bool = False,
+                 device: str | None = None) -> Predictions:
+    """xmcfit.predict for each point of a data file (bag-of-words runs: an XMC-format features file)."""
+    model = run if not isinstance(run, (str, Path)) else load(run, device=device)
+    return model.predict_file(path, k, probabilities)
+
+
 def evaluate(run: str | Path | Model, data: str | Path | None = None, split: str | None = None, *,
              propensity_a: float | None = None, propensity_b: float | None = None,
              device: str | None = None) -> EvalResult:
-    """Evaluate a run directory (or a loaded Model) on a labelled split: xmcfit.evaluate.evaluate."""
+    """P@k, nDCG@k, PSP@k, PSnDCG@k (k = 1, 3, 5) and coverage@5 of a run directory (or a loaded Model) on a
+    labelled split: `data` (default: the run's training data) and `split` ("dev" or "test"; default test,
+    else dev). Propensity A/B: the arguments, else the matching dataset profile, else 0.55/1.5."""
     from xmcfit.evaluate import evaluate as evaluate_model
 
     return evaluate_model(run, data, split, propensity_a=propensity_a, propensity_b=propensity_b, device=device)
+
+
+def evaluate_runs(run_dirs: Sequence[str | Path], data: str | Path | None = None, split: str | None = None, *,
+                  propensity_a: float | None = None, propensity_b: float | None = None,
+                  device: str | None = None) -> list[EvalResult]:
+    """xmcfit.evaluate for each run directory in turn, one model in memory at a time (`xmcfit eval`)."""
+    from xmcfit.evaluate import evaluate_runs as evaluate_each
+
+    return evaluate_each(run_dirs, data, split, propensity_a, propensity_b, device)
+
+
+# -- listings and data -------------------------------------------------------------------------------------
+
+def gpus() -> list[GpuInfo]:
+    """The GPUs pynvml sees; no driver or no GPU raises NoGpuError (an XmcfitError saying which)."""
+    from xmcfit.plan.hardware import query_gpus
+
+    return query_gpus()
+
+
+def profiles() -> dict[str, list[Any]]:
+    """The shipped profiles by kind: {"gpus": [...], "encoders": [...], "datasets": [...]}."""
+    from xmcfit.profiles import load_dataset, load_encoder, load_gpu, profile_names
+
+    return {"gpus": [load_gpu(n) for n in profile_names("gpus")],
+            "encoders": [load_encoder(n) for n in profile_names("encoders")],
+            "datasets": [load_dataset(n) for n in profile_names("datasets")]}
+
+
+def dataset_stats(path: str | Path, split: str = "train", limit: int | None = None) -> DatasetStats:
+    """Statistics of one split of a dataset directory or file (`xmcfit data stats`)."""
+    from xmcfit.data import compute_stats, load_split
+
+    return compute_stats(load_split(path, split, limit=limit))
+
+
+def synthesize(out_dir: str | Path, *, labels: int = 500, train: int = 4000, test: int = 1000,
+               seed: int = 0) -> SynthConfig:
+    """Write a synthetic raw-text dataset (Zipf label frequencies, words that carry label signal) into
+    `out_dir` (`xmcfit data synth`); the same seed writes the same files."""
+    from xmcfit.data.synth import write_synthetic
+
+    try:
+        return write_synthetic(out_dir, n_train=train, n_test=test, n_labels=labels, seed=seed)
+    except ValueError as exc:
+        raise XmcfitError(f"xmcfit data synth: {exc}") from exc
+    except OSError as exc:
+        raise XmcfitError(f"{out_dir}: cannot write ({exc.strerror or exc})") from exc

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from xmcfit.version import __version__
+from xmcfit import __version__
 from xmcfit.errors import XmcfitError
 
 SIGINT_EXIT_CODE = 130

@@ -1,6 +1,6 @@
 """Evaluate and query trained runs: ranking metrics on a labelled split, top-k labels for new inputs.
 
-Numbers only: `evaluate_run` returns an EvalResult and `predict_labels` returns label/score lists;
+Numbers only: `evaluate_run` returns an EvalResult and `predict_labels` xmcfit.predictions.Predictions;
 xmcfit.report draws them. Scores are computed by xmcfit.inference.predict_topk, which streams label
 chunks, so no function here ever holds an n_points x n_labels matrix.
 
@@ -31,6 +31,7 @@ from xmcfit.data import XMCDataset, available_splits, eval_split, load_split
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.schema import Plan
 from xmcfit.inference import RUN_DATA_FIX, LoadedRun, predict_topk
+from xmcfit.predictions import LabelScore, Predictions
 from xmcfit.metrics import (DEFAULT_PROPENSITY_A, DEFAULT_PROPENSITY_B, inverse_propensity_from_counts,
                             ranking_metrics)
 
@@ -86,17 +87,6 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    """One predicted label: its id, display name when known, the model's score (a margin for squared-hinge
-    runs, a logit for BCE runs) and, when asked for on a BCE run, sigmoid(score) as `probability`."""
-
-    index: int
-    name: str | None
-    score: float
-    probability: float | None = None
 
 
 SCORE_KINDS = {"squared_hinge": "margin", "bce": "logit"}
@@ -271,21 +261,12 @@ def label_names(run: LoadedRun) -> list[str] | None:
     return None
 
 
-def _label_scores(ids: np.ndarray, scores: np.ndarray, names: list[str] | None,
-                  probabilities: bool = False) -> list[list[LabelScore]]:
-    probs = 1.0 / (1.0 + np.exp(-scores.astype(np.float64))) if probabilities else None
-    return [[LabelScore(int(i), names[i] if names is not None else None, float(s),
-                        float(probs[row, col]) if probs is not None else None)
-             for col, (i, s) in enumerate(zip(row_i, row_s))]
-            for row, (row_i, row_s) in enumerate(zip(ids, scores))]
-
-
 def _check_top_k(k: object) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise XmcfitError(f"--top-k={k!r}: must be an integer >= 1")
 
 
-def predict_labels(run: LoadedRun, texts: Sequence[str], k: int, probabilities: bool = False) -> list[list[LabelScore]]:
+def predict_labels(run: LoadedRun, texts: Sequence[str], k: int, probabilities: bool = False) -> Predictions:
     """Top-k labels, best first, for each raw text (text runs); `probabilities` adds sigmoid(score) (BCE runs)."""
     from xmcfit.inference import predict_texts
 
@@ -297,15 +278,30 @@ def predict_labels(run: LoadedRun, texts: Sequence[str], k: int, probabilities: 
         raise XmcfitError(f"texts: {bad!r} is not a string; pass texts as str")
     _check_probabilities(run, probabilities)
     ids, scores = predict_texts(run, list(texts), k)
-    return _label_scores(ids, scores, label_names(run), probabilities)
+    return Predictions.from_arrays(ids, scores, label_names(run), probabilities)
 
 
-def predict_dataset(run: LoadedRun, dataset: XMCDataset, k: int, probabilities: bool = False) -> list[list[LabelScore]]:
+def predict_dataset(run: LoadedRun, dataset: XMCDataset, k: int, probabilities: bool = False) -> Predictions:
     """Top-k labels, best first, for each point of a dataset (bag-of-words runs read features files)."""
     _check_top_k(k)
     _check_probabilities(run, probabilities)
     ids, scores = predict_topk(run, dataset, k)
-    return _label_scores(ids, scores, label_names(run), probabilities)
+    return Predictions.from_arrays(ids, scores, label_names(run), probabilities)
+
+
+def predict_features(run: LoadedRun, features: Any, k: int, probabilities: bool = False) -> Predictions:
+    """Top-k labels for each row of a (n_inputs, n_features) scipy.sparse matrix (bag-of-words runs)."""
+    import scipy.sparse as sp
+
+    from xmcfit.data import labels_csr
+
+    if run.plan.model.encoder.kind != "bow":
+        raise XmcfitError(f"{run.run_dir} was trained on texts: predict from a list of texts, not a feature matrix")
+    x = sp.csr_matrix(features, dtype=np.float32)
+    n_labels = run.plan.classifier.n_labels
+    dataset = XMCDataset(texts=None, features=x, labels=labels_csr([[] for _ in range(x.shape[0])], n_labels),
+                         n_labels=n_labels, n_features=int(x.shape[1]), label_names=None, source="<matrix>")
+    return predict_dataset(run, dataset, k, probabilities)
 
 
 # -- the Python API's loaded model (xmcfit.load) and evaluate (xmcfit.evaluate) ---------------------------
@@ -330,11 +326,26 @@ class Model:
     def score_kind(self) -> str:
         return score_kind(self.run.plan)
 
-    def predict(self, texts: str | Sequence[str], k: int = 5, probabilities: bool = False) -> list[list[LabelScore]]:
-        """Top-k labels, best first, for each text (a single string: a list with one entry)."""
-        return predict_labels(self.run, [texts] if isinstance(texts, str) else list(texts), k, probabilities)
+    @property
+    def input_kind(self) -> str:
+        """What the model reads: "text" (raw texts) or "bow" (bag-of-words feature rows)."""
+        return self.run.plan.model.encoder.kind
 
-    def predict_file(self, path: str | Path, k: int = 5, probabilities: bool = False) -> list[list[LabelScore]]:
+    def predict(self, inputs: str | Sequence[str] | Any, k: int = 5, probabilities: bool = False) -> Predictions:
+        """Top-k labels, best first, of each input: texts (one string: one input) for text runs, a scipy.sparse
+        (n_inputs, n_features) matrix for bag-of-words runs. Returns Predictions: `.ids` (n, k) int64,
+        `.scores` (n, k) float32, `.names` (n, k) str or None, `.probabilities` when asked (BCE runs);
+        `predictions[i]` is input i's list of LabelScore."""
+        import scipy.sparse as sp
+
+        if sp.issparse(inputs):
+            return predict_features(self.run, inputs, k, probabilities)
+        if not isinstance(inputs, (str, list, tuple)):
+            raise XmcfitError(f"inputs: {type(inputs).__name__}: give a text, a list of texts or a scipy.sparse "
+                              "feature matrix")
+        return predict_labels(self.run, [inputs] if isinstance(inputs, str) else list(inputs), k, probabilities)
+
+    def predict_file(self, path: str | Path, k: int = 5, probabilities: bool = False) -> Predictions:
         """Top-k labels for each point of a data file (bag-of-words runs read XMC-format features)."""
         return predict_dataset(self.run, load_split(path), k, probabilities)
 

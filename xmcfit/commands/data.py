@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from xmcfit import api
 from xmcfit.commands.choices import completer
-from xmcfit.errors import XmcfitError
 
-if TYPE_CHECKING:
-    from xmcfit.data.stats import DatasetStats
-
-# xmcfit.data (numpy, scipy) is imported inside the commands: the CLI registers this module for every
-# command, and `xmcfit plan` must not pay ~0.4 s of scipy imports.
+# xmcfit.api imports xmcfit.data (numpy, scipy) inside its functions: the CLI registers this module for
+# every command, and `xmcfit plan` must not pay ~0.4 s of scipy imports.
 
 app = typer.Typer(help="Inspect datasets and generate synthetic data.", no_args_is_help=True, add_completion=False)
 
 
-def _stats_table(stats: DatasetStats) -> Table:
+def _stats_table(stats: api.DatasetStats) -> Table:
     table = Table(title=f"{stats.source} ({stats.kind})")
     table.add_column("statistic")
     table.add_column("value", justify="right")
@@ -53,9 +48,7 @@ def stats_command(
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as one JSON object."),
 ) -> None:
     """Print statistics of one split of a dataset."""
-    from xmcfit.data import compute_stats, load_split
-
-    stats = compute_stats(load_split(path, split, limit=limit))
+    stats = api.dataset_stats(path, split, limit)
     if as_json:
         typer.echo(json.dumps(stats.to_dict()))
     else:
@@ -71,12 +64,5 @@ def synth_command(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
 ) -> None:
     """Write a synthetic raw-text dataset (Zipf label frequencies, words that carry label signal)."""
-    try:
-        from xmcfit.data.synth import write_synthetic
-
-        cfg = write_synthetic(out_dir, n_train=train, n_test=test, n_labels=labels, seed=seed)
-    except ValueError as exc:
-        raise XmcfitError(f"xmcfit data synth: {exc}") from exc
-    except OSError as exc:
-        raise XmcfitError(f"{out_dir}: cannot write ({exc.strerror or exc})") from exc
+    cfg = api.synthesize(out_dir, labels=labels, train=train, test=test, seed=seed)
     typer.echo(f"wrote {cfg.n_train} train / {cfg.n_test} test points, {cfg.n_labels} labels to {out_dir}")

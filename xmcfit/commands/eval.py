@@ -12,8 +12,9 @@ from typing import Optional
 
 import typer
 
+from xmcfit import api
+from xmcfit.api import DEVICE_COMPLETIONS
 from xmcfit.commands.choices import choice_enum, completer, value
-from xmcfit.device import DEVICE_COMPLETIONS
 from xmcfit.errors import XmcfitError
 
 EvalSplit = choice_enum("EvalSplit", ("dev", "test"))
@@ -40,10 +41,9 @@ def eval_command(
     and normalises by the best achievable value. Scoring streams label chunks: it never holds
     points x labels scores.
     """
-    from xmcfit.evaluate import evaluate_runs
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    results = evaluate_runs(run_dirs, data, value(split), propensity_a, propensity_b, device)
+    results = api.evaluate_runs(run_dirs, data, value(split), propensity_a=propensity_a, propensity_b=propensity_b,
+                                device=device)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
@@ -91,24 +91,18 @@ def predict_command(
     pushed to >= +1, negatives to <= -1; not probabilities), logits for BCE (--probabilities adds their
     sigmoid).
     """
-    from xmcfit.evaluate import predict_dataset, predict_labels, score_kind
-    from xmcfit.inference import load_run
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    run = load_run(run_dir, device=device)
-    kind = score_kind(run.plan)
-    if run.plan.model.encoder.kind == "bow":
+    model = api.load(run_dir, device=device)
+    kind = model.score_kind
+    if model.input_kind == "bow":
         if texts or file is None:
             raise XmcfitError(f"{run_dir} was trained on bag-of-words features: pass --file FEATURES "
                               "(XMC text format) instead of TEXT")
-        from xmcfit.data import load_split
-
-        dataset = load_split(file)
-        inputs = [f"{dataset.source}:{i}" for i in range(dataset.n_points)]
-        predictions = predict_dataset(run, dataset, top_k, probabilities)
+        predictions = model.predict_file(file, top_k, probabilities)
+        inputs = [f"{file}:{i}" for i in range(len(predictions))]
     else:
         inputs = _read_inputs(texts, file)
-        predictions = predict_labels(run, inputs, top_k, probabilities)
+        predictions = model.predict(inputs, top_k, probabilities)
     if as_json:
         for text, labels in zip(inputs, predictions):
             typer.echo(json.dumps({"input": text, "score_kind": kind,

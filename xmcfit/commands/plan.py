@@ -9,11 +9,10 @@ from typing import Optional
 
 import typer
 
+from xmcfit import api
+from xmcfit.api import (DEFAULTS, SIZE_HELP, ClassifierKind, ClassifierOptimizer, InputWeighting, LossName,
+                        LossReduction, Pooling, Precision, ValueDtype)
 from xmcfit.commands.choices import choice_enum, value
-from xmcfit.plan.defaults import DEFAULTS
-from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, InputWeighting, LossName, LossReduction, Pooling,
-                                Precision, ValueDtype)
-from xmcfit.plan.units import SIZE_HELP
 
 Classifier = choice_enum("Classifier", ClassifierKind)
 PrecisionChoice = choice_enum("PrecisionChoice", Precision)
@@ -81,10 +80,7 @@ def plan(
 
     # Warnings (an encoder whose weights or tokenizer a training run would miss) go to stderr.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from xmcfit.plan.chooser import Pins, choose_plan
-    from xmcfit.plan.inputs import Budget, every_gpu_profile_json, make_request, plan_every_gpu_profile
-
-    pins = Pins(precision=value(precision), fan_in=fan_in, optimizer=value(classifier_optimizer),
+    pins = dict(precision=value(precision), fan_in=fan_in, optimizer=value(classifier_optimizer),
                 value_dtype=value(classifier_dtype), gradient_checkpointing=checkpointing,
                 micro_batch=micro_batch, intermediate_dim=intermediate_dim, loss_chunk_size=loss_chunk,
                 aux_clusters=aux_clusters, rewiring_interval=rewire_every, classifier=value(classifier),
@@ -92,28 +88,22 @@ def plan(
                 loss_reduction=value(loss_reduction), probe_epochs=probe_epochs, dropout=dropout,
                 input_weighting=value(input_weighting), pooling=value(pooling), tfidf=tfidf,
                 tfidf_fan_in=tfidf_fan_in)
-    # --all-gpus replaces the budget per row, so it needs no GPU and no budget flag.
-    placeholder = Budget("manual", 1, True) if all_gpus and gpu is None and gpu_mem is None else None
-    request = make_request(labels=labels, dataset=dataset, data=str(data) if data else None, gpu_mem=gpu_mem, gpu=gpu,
-                           gpu_index=gpu_index, encoder=encoder, seq_len=seq_len, batch=batch, devices=devices,
-                           epochs=epochs, seed=seed, pins=pins, budget=placeholder)
+    problem = dict(labels=labels, dataset=dataset, data=data, gpu_mem=gpu_mem, gpu=gpu, encoder=encoder,
+                   seq_len=seq_len, batch=batch, devices=devices, epochs=epochs, seed=seed, output=output)
     from xmcfit import report
 
     if all_gpus:
-        rows = plan_every_gpu_profile(request)
-        _emit(every_gpu_profile_json(rows), report.all_gpus_table(rows), output, as_json)
+        rows = api.plan_all_gpus(**problem, **pins)
+        _show(api.all_gpus_json(rows), report.all_gpus_table(rows), output, as_json)
     else:
-        result = choose_plan(request)
-        _emit(result.to_json(), report.plan_report(result), output, as_json)
+        result = api.plan(**problem, gpu_index=gpu_index, **pins)
+        _show(result.to_json(), report.plan_report(result), output, as_json)
 
 
-def _emit(text: str, shown: object, output: Optional[Path], as_json: bool) -> None:
-    """Write the JSON `text` to `output` (atomically) if given; print it (--json) or the rendered `shown`."""
+def _show(text: str, shown: object, output: Optional[Path], as_json: bool) -> None:
+    """Print the JSON `text` (--json) or the rendered `shown`, saying where the JSON was written (-o)."""
     from xmcfit import report
-    from xmcfit.atomic import atomic_write_text
 
-    if output is not None:
-        atomic_write_text(output, text)
     if as_json:
         typer.echo(text, nl=False)
         return
@@ -125,11 +115,10 @@ def _emit(text: str, shown: object, output: Optional[Path], as_json: bool) -> No
 def gpus(as_json: bool = typer.Option(False, "--json", help="Print the GPUs as a JSON list ([] when none).")) -> None:
     """List the GPUs pynvml can see (name, total/free memory, compute capability)."""
     from xmcfit import report
-    from xmcfit.plan.hardware import NoGpuError, query_gpus
 
     try:
-        found = query_gpus()
-    except NoGpuError as err:
+        found = api.gpus()
+    except api.NoGpuError as err:
         typer.echo(str(err), err=as_json)  # with --json stdout stays parseable: []
         found = []
         if not as_json:
@@ -143,12 +132,9 @@ def gpus(as_json: bool = typer.Option(False, "--json", help="Print the GPUs as a
 def profiles(as_json: bool = typer.Option(False, "--json", help="Print the profiles as one JSON object.")) -> None:
     """List the shipped GPU, encoder and dataset profiles."""
     from xmcfit import report
-    from xmcfit.profiles import load_dataset, load_encoder, load_gpu, profile_names
 
-    found = ([load_gpu(n) for n in profile_names("gpus")], [load_encoder(n) for n in profile_names("encoders")],
-             [load_dataset(n) for n in profile_names("datasets")])
+    found = api.profiles()
     if as_json:
-        typer.echo(json.dumps({kind: [asdict(p) for p in items]
-                               for kind, items in zip(("gpus", "encoders", "datasets"), found)}, indent=2))
+        typer.echo(json.dumps({kind: [asdict(p) for p in items] for kind, items in found.items()}, indent=2))
         return
-    report.console().print(report.profiles_tables(*found))
+    report.console().print(report.profiles_tables(found["gpus"], found["encoders"], found["datasets"]))

@@ -16,10 +16,10 @@ from typing import Optional
 
 import typer
 
+from xmcfit import api
+from xmcfit.api import DEVICE_CHOICES, DEVICE_COMPLETIONS, LOG_TARGETS
 from xmcfit.commands.choices import choice_enum, completer
-from xmcfit.device import DEVICE_CHOICES, DEVICE_COMPLETIONS
-
-from xmcfit.train.loggers import LOG_TARGETS  # torch-free at import
+from xmcfit.errors import XmcfitError
 
 LogTarget = choice_enum("LogTarget", LOG_TARGETS)
 
@@ -57,30 +57,23 @@ def train(
                                              "classifier split by labels; the plan's --devices must be N."),
 ) -> None:
     """Train a plan on a dataset; `--resume RUN_DIR` continues an interrupted run exactly."""
-    from xmcfit import api, report
-    from xmcfit.train.checkpoint import CheckpointPolicy
-    from xmcfit.train.distributed import World, check_processes, launch
+    from xmcfit import report
 
-    world = World.from_env()
-    who = f"rank {world.rank} " if world.distributed else ""
+    rank, n_processes = api.this_process()
+    who = f"rank {rank} " if n_processes > 1 else ""
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s {who}%(name)s: %(message)s")
     if resume is not None and (plan_path is not None or out is not None):
-        from xmcfit.errors import XmcfitError
-
         raise XmcfitError("--resume takes the plan and run directory recorded in the run; drop PLAN and --out")
-    policy = CheckpointPolicy(every_steps=save_every_steps, keep=keep_checkpoints,
-                              every_minutes=save_every_minutes if save_every_minutes != 0 else None)
-    plan = _read_plan(plan_path, resume)
-    if plan is not None:  # the processes against the plan's devices, before anything is written
-        check_processes(plan, world, nproc=nproc, auto_recover=auto_recover, device=device)
-    if nproc is not None and nproc > 1 and plan is not None:  # no plan: xmcfit.api.train below says why
-        launch(nproc, ["train", *_forwarded(locals())])
+    policy = api.checkpoint_policy(every_steps=save_every_steps, keep=keep_checkpoints,
+                                   every_minutes=save_every_minutes if save_every_minutes != 0 else None)
+    if api.launch_processes(plan_path, resume, nproc, auto_recover=auto_recover, device=device,
+                            args=["train", *_forwarded(locals())]):
         return
     result = api.train(plan_path, data, out, resume=resume, device=device, max_steps=max_steps, limit=limit,
                        text_fields=text_field, label_field=label_field, auto_recover=auto_recover,
                        log_every=log_every, log_to=tuple(t.value for t in log_to or ()), checkpoints=policy,
-                       progress=world.rank == 0)
-    if world.rank == 0:
+                       progress=rank == 0)
+    if rank == 0:
         report.print_train_result(result)
 
 
@@ -98,17 +91,3 @@ def _forwarded(given: dict) -> list[str]:
         values = given[name] if isinstance(given[name], list) else [given[name]]
         args += [arg for value in values if value is not None for arg in (flag, str(value))]
     return args
-
-
-def _read_plan(plan_path: Path | None, resume: Path | None):
-    """The plan to train (a Plan), or None when it cannot be read: xmcfit.api.train then says why in one line."""
-    from xmcfit.errors import XmcfitError
-    from xmcfit.plan.schema import Plan
-    from xmcfit.rundir import RunFiles
-
-    path = RunFiles(resume).plan if resume is not None else plan_path
-    try:
-        plan = Plan.from_json(path) if path is not None else None
-    except XmcfitError:
-        plan = None
-    return plan
