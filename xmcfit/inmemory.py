@@ -1,7 +1,8 @@
 """Training data held in memory (texts or a sparse feature matrix, label lists or an indicator matrix),
 checked and written as a dataset directory the trainer, eval and resume read like any other.
 
-Texts go to `train.jsonl` (fields "text" and "labels", so any character survives) with `labels.tsv` fixing
+Texts go to `train.jsonl` (LF-* style fields "title" and "target_ind", which every reader guesses, and
+JSON, so any character survives) with `labels.tsv` fixing
 label id i to key "i" and its name; a feature matrix goes to `fit_train.txt` (XMC text format, with its
 `N F L` header) and the names to `label_names.txt`. Label ids are the caller's: integer labels keep
 theirs, string labels are numbered in sorted order. Pure NumPy/SciPy: no torch.
@@ -22,8 +23,8 @@ import scipy.sparse as sp
 from xmcfit.atomic import atomic_write_text
 from xmcfit.errors import XmcfitError
 
-TEXT_FIELD = "text"
-LABEL_FIELD = "labels"
+TEXT_FIELD = "title"
+LABEL_FIELD = "target_ind"
 DATA_MARKER = "xmcfit_data.json"
 """The first file of a data directory xmcfit.fit wrote (what it holds, where from)."""
 LINE_BREAKS = ("\n", "\r", "\t")
