@@ -53,3 +53,13 @@ def test_the_cli_and_the_api_give_the_same_metrics_and_predictions(text_run):
     lines = runner.invoke(app, ["predict", str(text_run), "a text", "another one", "-k", "3", "--json"])
     ids = [[label["index"] for label in json.loads(line)["labels"]] for line in lines.stdout.splitlines()]
     assert ids == xmcfit.predict(text_run, ["a text", "another one"], k=3).ids.tolist()
+
+
+def test_no_function_in_the_package_is_over_60_lines():
+    import ast
+
+    too_long = [f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+                for path in _module_files().values() for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and node.end_lineno - node.lineno + 1 > 60]
+    assert not too_long, too_long

@@ -21,6 +21,11 @@ def value(member: Enum | None) -> Any:
     return None if member is None else member.value
 
 
+def plain(given: Any) -> Any:
+    """A choice's plain value, any other option's value as it is (numbers, flags, None)."""
+    return given.value if isinstance(given, Enum) else given
+
+
 def completer(values: Iterable[str]) -> Callable[[str], list[str]]:
     """Completion for an option whose values are open-ended (`--device cuda:N`, split aliases): offers
     `values` starting with what was typed; validation stays with the library."""

@@ -12,7 +12,7 @@ import typer
 from xmcfit import api
 from xmcfit.api import (DEFAULTS, SIZE_HELP, ClassifierKind, ClassifierOptimizer, InputWeighting, LossName,
                         LossReduction, Pooling, Precision, ValueDtype)
-from xmcfit.commands.choices import choice_enum, value
+from xmcfit.commands.choices import choice_enum, plain
 
 Classifier = choice_enum("Classifier", ClassifierKind)
 PrecisionChoice = choice_enum("PrecisionChoice", Precision)
@@ -76,28 +76,38 @@ def plan(
                                                        "stdout and nothing else."),
 ) -> None:
     """Choose a training configuration that fits the GPU, and show what each tensor family costs."""
+    _plan_and_show(locals())
+
+
+PINS = {"precision": "precision", "fan_in": "fan_in", "optimizer": "classifier_optimizer",
+        "value_dtype": "classifier_dtype", "gradient_checkpointing": "checkpointing", "micro_batch": "micro_batch",
+        "intermediate_dim": "intermediate_dim", "loss_chunk_size": "loss_chunk", "aux_clusters": "aux_clusters",
+        "rewiring_interval": "rewire_every", "classifier": "classifier", "encoder_lr": "encoder_lr",
+        "classifier_lr": "classifier_lr", "loss": "loss", "loss_reduction": "loss_reduction",
+        "probe_epochs": "probe_epochs", "dropout": "dropout", "input_weighting": "input_weighting",
+        "pooling": "pooling", "tfidf": "tfidf", "tfidf_fan_in": "tfidf_fan_in"}
+"""xmcfit.plan's pins (xmcfit.plan.chooser.Pins) by the `xmcfit plan` parameter that sets each."""
+PROBLEM = ("labels", "dataset", "data", "gpu_mem", "gpu", "encoder", "seq_len", "batch", "devices", "epochs", "seed",
+           "output")
+"""The `xmcfit plan` parameters xmcfit.plan and xmcfit.api.plan_all_gpus take as they are."""
+
+
+def _plan_and_show(given: dict) -> None:
+    """`xmcfit plan` with its parameters `given`: one API call, then the JSON or the tables."""
     import logging
+
+    from xmcfit import report
 
     # Warnings (an encoder whose weights or tokenizer a training run would miss) go to stderr.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    pins = dict(precision=value(precision), fan_in=fan_in, optimizer=value(classifier_optimizer),
-                value_dtype=value(classifier_dtype), gradient_checkpointing=checkpointing,
-                micro_batch=micro_batch, intermediate_dim=intermediate_dim, loss_chunk_size=loss_chunk,
-                aux_clusters=aux_clusters, rewiring_interval=rewire_every, classifier=value(classifier),
-                encoder_lr=encoder_lr, classifier_lr=classifier_lr, loss=value(loss),
-                loss_reduction=value(loss_reduction), probe_epochs=probe_epochs, dropout=dropout,
-                input_weighting=value(input_weighting), pooling=value(pooling), tfidf=tfidf,
-                tfidf_fan_in=tfidf_fan_in)
-    problem = dict(labels=labels, dataset=dataset, data=data, gpu_mem=gpu_mem, gpu=gpu, encoder=encoder,
-                   seq_len=seq_len, batch=batch, devices=devices, epochs=epochs, seed=seed, output=output)
-    from xmcfit import report
-
-    if all_gpus:
+    pins = {pin: plain(given[name]) for pin, name in PINS.items()}
+    problem = {name: given[name] for name in PROBLEM}
+    if given["all_gpus"]:
         rows = api.plan_all_gpus(**problem, **pins)
-        _show(api.all_gpus_json(rows), report.all_gpus_table(rows), output, as_json)
+        _show(api.all_gpus_json(rows), report.all_gpus_table(rows), given["output"], given["as_json"])
     else:
-        result = api.plan(**problem, gpu_index=gpu_index, **pins)
-        _show(result.to_json(), report.plan_report(result), output, as_json)
+        result = api.plan(**problem, gpu_index=given["gpu_index"], **pins)
+        _show(result.to_json(), report.plan_report(result), given["output"], given["as_json"])
 
 
 def _show(text: str, shown: object, output: Optional[Path], as_json: bool) -> None:
