@@ -63,3 +63,14 @@ def test_no_function_in_the_package_is_over_60_lines():
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
                 and node.end_lineno - node.lineno + 1 > 60]
     assert not too_long, too_long
+
+
+def test_xmcfit_plan_names_every_pin_in_its_signature():
+    import dataclasses
+    import inspect
+
+    from xmcfit.plan.chooser import Pins
+
+    parameters = inspect.signature(xmcfit.api.plan).parameters
+    assert {f.name for f in dataclasses.fields(Pins)} <= set(parameters)
+    assert parameters["fan_in"].kind is inspect.Parameter.KEYWORD_ONLY

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from xmcfit.api_train import RunAlreadyFinished
 from xmcfit.device import DEVICE_CHOICES, DEVICE_COMPLETIONS
 from xmcfit.errors import XmcfitError
-from xmcfit.options import Progress, TrainOptions, checkpoint_policy
+from xmcfit.options import TrainOptions, checkpoint_policy
 from xmcfit.plan.defaults import DEFAULTS
 from xmcfit.plan.hardware import NoGpuError
 from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, InputWeighting, LossName, LossReduction, Plan,
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from xmcfit.evaluate import EvalResult, Model
     from xmcfit.plan.hardware import GpuInfo
     from xmcfit.predictions import Predictions
+    from xmcfit.progress import Progress
     from xmcfit.train.checkpoint import CheckpointPolicy
     from xmcfit.train.epoch import StepStats
     from xmcfit.train.finish import TrainResult
@@ -64,18 +65,35 @@ def plan(labels: int | None = None, *, dataset: str | None = None, data: str | P
          gpu: str | None = None, gpu_mem: str | None = None, gpu_index: int = 0,
          encoder: str = "all-MiniLM-L6-v2", seq_len: int | None = None, batch: int | None = None,
          devices: int = 1, epochs: int | None = None, seed: int = 0, output: str | Path | None = None,
-         **pins: Any) -> Plan:
+         precision: Precision | None = None, fan_in: int | None = None,
+         optimizer: ClassifierOptimizer | None = None, value_dtype: ValueDtype | None = None,
+         gradient_checkpointing: bool | None = None, micro_batch: int | None = None,
+         intermediate_dim: int | None = None, loss_chunk_size: int | None = None, aux_clusters: int | None = None,
+         rewiring_interval: int | None = None, classifier: ClassifierKind | None = None,
+         encoder_lr: float | None = None, classifier_lr: float | None = None, loss: LossName | None = None,
+         loss_reduction: LossReduction | None = None, probe_epochs: int | None = None, dropout: float | None = None,
+         input_weighting: InputWeighting | None = None, tfidf: bool | None = None, tfidf_fan_in: int | None = None,
+         pooling: Pooling | None = None, **unknown: Any) -> Plan:
     """Choose a training configuration that fits the GPU (`xmcfit plan`); pure Python, no torch.
 
     Exactly one of `labels`, `dataset` (a profile) or `data` (a dataset path) names the problem; the
-    budget is `gpu_mem` ("16G", bytes), else the `gpu` profile, else the visible GPU. `pins` fix knobs by
-    their xmcfit.plan.chooser.Pins names (precision="fp32", fan_in=64, micro_batch=8, classifier="dense",
-    pooling="cls", tfidf=False, ...). `output` writes plan.json atomically.
-    """
-    from xmcfit.plan.chooser import choose_plan
+    budget is `gpu_mem` ("16G", bytes), else the `gpu` profile, else the visible GPU. `seq_len` defaults to
+    the data's typical length (else 128), `batch` is the effective batch per optimizer step. `output`
+    writes plan.json atomically.
 
+    The arguments after `output` pin a knob the chooser would otherwise pick (None: the chooser decides),
+    as the `xmcfit plan` flag of the same name does: precision ("fp32", "bf16_amp", ...), the classifier's
+    fan_in, optimizer, value_dtype and kind (classifier="dense": the L x d baseline),
+    gradient_checkpointing, micro_batch, intermediate_dim (0: none), loss_chunk_size, aux_clusters (0: off),
+    rewiring_interval, learning rates, loss and loss_reduction, probe_epochs (0: no linear probe), dropout,
+    input_weighting (bag-of-words), tfidf / tfidf_fan_in (the TF-IDF side) and pooling ("mean" or "cls").
+    """
+    from xmcfit.plan.chooser import Pins, choose_plan
+
+    given = locals()
+    _check_pin_names(unknown)
     _check_path("output", output)
-    result = choose_plan(_request(locals(), pins))
+    result = choose_plan(_request(given, {f.name: given[f.name] for f in dataclasses.fields(Pins)}))
     if output is not None:
         result.save(output)
     return result
@@ -112,10 +130,7 @@ def _request(given: dict[str, Any], pins: dict[str, Any], budget: Any = None) ->
     from xmcfit.plan.chooser import Pins
     from xmcfit.plan.inputs import make_request
 
-    known = {f.name for f in dataclasses.fields(Pins)}
-    unknown = sorted(set(pins) - known)
-    if unknown:
-        raise XmcfitError(f"xmcfit.plan: unknown option {unknown[0]!r}; pins are {', '.join(sorted(known))}")
+    _check_pin_names(pins)
     _check_path("data", given["data"])
     data, batch, epochs = given["data"], given["batch"], given["epochs"]
     return make_request(labels=given["labels"], dataset=given["dataset"], data=str(data) if data is not None else None,
@@ -124,6 +139,16 @@ def _request(given: dict[str, Any], pins: dict[str, Any], budget: Any = None) ->
                         batch=batch if batch is not None else DEFAULTS.target_batch, devices=given["devices"],
                         epochs=epochs if epochs is not None else DEFAULTS.epochs, seed=given["seed"],
                         pins=Pins(**pins), budget=budget)
+
+
+def _check_pin_names(pins: dict[str, Any]) -> None:
+    """One XmcfitError line for a keyword argument that is no pin (xmcfit.plan.chooser.Pins)."""
+    from xmcfit.plan.chooser import Pins
+
+    known = {f.name for f in dataclasses.fields(Pins)}
+    unknown = sorted(set(pins) - known)
+    if unknown:
+        raise XmcfitError(f"xmcfit.plan: unknown option {unknown[0]!r}; pins are {', '.join(sorted(known))}")
 
 
 def _check_path(name: str, value: object) -> None:

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from xmcfit.errors import XmcfitError
 
 if TYPE_CHECKING:
-    from xmcfit.progress import TrainEvent
+    from xmcfit.progress import Progress
     from xmcfit.train.checkpoint import CheckpointPolicy
     from xmcfit.train.epoch import StepStats
-
-Progress = Union[bool, "Callable[[TrainEvent], None]"]
-"""True: a bar on stderr (a plain line every 30 s where stderr is no terminal, as in a notebook or a log);
-False: nothing; a function: called with a TrainEvent after every optimizer step."""
 
 _POSITIVE_INTS = (("max_steps", "--max-steps"), ("limit", "--limit"), ("log_every", "--log-every"))
 
@@ -47,7 +43,8 @@ class TrainOptions:
     on_step: Callable[[StepStats], None] | None = None
     """Called with the trainer's StepStats after every optimizer step (every process of a sharded run)."""
     progress: Progress = True
-    """What the leading process shows while it trains (see Progress)."""
+    """What the leading process shows while it trains (xmcfit.progress.Progress): True a bar, False nothing,
+    a function a TrainEvent per step."""
 
     def __post_init__(self) -> None:
         for name in ("text_fields", "log_to"):  # one name, not a list of letters; lists become tuples

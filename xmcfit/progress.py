@@ -7,10 +7,9 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
-    from xmcfit.options import Progress
     from xmcfit.plan.schema import Plan
     from xmcfit.train.epoch import StepStats
 
@@ -50,6 +49,11 @@ class EventFeed:
         self.send(TrainEvent(step=stats.step, total_steps=stats.total_steps, epoch=stats.epoch, phase=stats.phase,
                              loss=stats.loss, points_per_s=stats.points_per_s, memory_bytes=stats.memory_bytes,
                              eta_s=eta_s, stats=stats))
+
+
+Progress = Union[bool, Callable[[TrainEvent], None]]
+"""True: a bar on stderr (a plain line every 30 s where stderr is no terminal, as in a notebook or a log);
+False: nothing; a function: called with a TrainEvent after every optimizer step."""
 
 
 @contextlib.contextmanager
