@@ -109,6 +109,8 @@ def test_fit_on_a_sparse_matrix_with_an_indicator_matrix_trains_a_bag_of_words_m
     (sp.csr_matrix(np.array([[np.nan]])), [[0]], {}, "inputs: a feature matrix of shape (1, 1) with finite values"),
     (["a", "b"], [[0], [1]], {"out": 5}, "out=5: must be a path"),
     (["a", "b"], [[0], [1]], {"progress": "yes"}, "progress='yes': must be True, False or a function"),
+    (["a", "b"], [[0], [1]], {"fan_out": 3}, "xmcfit.plan: unknown option 'fan_out'"),
+    (["a", "b"], [[0], [1]], {"fan_in": "8"}, "--fan-in"),
 ])
 def test_bad_inputs_are_one_error_line_and_write_nothing(tmp_path, inputs, labels, kwargs, message):
     args = {"out": tmp_path / "run", "gpu_mem": "4G", **kwargs}

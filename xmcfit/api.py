@@ -151,6 +151,14 @@ def _check_pin_names(pins: dict[str, Any]) -> None:
         raise XmcfitError(f"xmcfit.plan: unknown option {unknown[0]!r}; pins are {', '.join(sorted(known))}")
 
 
+def _check_pins(pins: dict[str, Any]) -> None:
+    """One XmcfitError line for a keyword argument that is no pin, or a pin of the wrong type."""
+    from xmcfit.plan.chooser import Pins
+
+    _check_pin_names(pins)
+    Pins(**pins)
+
+
 def _check_path(name: str, value: object) -> None:
     if value is not None and not isinstance(value, (str, Path)):
         raise XmcfitError(f"{name}={value!r}: must be a path (str or pathlib.Path)")
@@ -232,6 +240,7 @@ def fit(inputs: Sequence[str] | Any, labels: Sequence[Sequence[int | str]] | Any
     _check_path("data_dir", data_dir)
     if plan is not None and not isinstance(plan, (Plan, str, Path)):
         raise XmcfitError(f"plan={plan!r}: must be a Plan or the path of a plan.json")
+    _check_pins(pins)
     data = check_data(inputs, labels, label_names)
     options = TrainOptions(device=device, max_steps=max_steps, text_fields=data.text_fields,
                            label_field=data.label_field, log_every=log_every, checkpoints=checkpoints,
