@@ -7,18 +7,19 @@ eval --json`, each in its own process, so the measured peak memory (CUDA max all
 CPU) belongs to that run alone. Every row uses the planner's recipe (learning rates, loss, probe epochs,
 dropout, rewiring); only the classifier and, for the frozen row, the end-to-end epochs differ:
 
-  frozen        --classifier dense --probe-epochs P+E --epochs 0: the heads alone on the pretrained
+  planner       nothing pinned: the planner's classifier, precision, batch and TF-IDF side
+  frozen        --probe-epochs P+E --epochs 0: the heads (and the TF-IDF side) alone on the pretrained
                 encoder's features, for as many epochs as the end-to-end runs make in all
   dense         --classifier dense: linear-probe warm start (P epochs), then E end-to-end epochs
   sparse        --classifier sparse: the fan-in the planner picks for the budget
   sparse-k32    --fan-in 32 (the planner adds its remedy, the intermediate layer)
 
-    python bench/eurlex.py [--setting cpu|gpu] [--seeds 0,1,2] [--configs frozen,dense,sparse,sparse-k32]
+    python bench/eurlex.py [--setting cpu|gpu] [--seeds 0,1,2] [--configs planner,frozen,dense,sparse,sparse-k32]
                            [--data-root DIR] [--out DIR] [--epochs E] [--probe-epochs P] [--limit N]
                            [--results-json FILE] [--reuse]
 
 Settings:
-  cpu  titles only, 32 tokens, the embedded all-MiniLM-L6-v2, fp32, batch 32, the first 12,000 of the
+  cpu  titles only, 32 tokens, the embedded all-MiniLM-L6-v2, the planner's precision and batch, the first 12,000 of the
        45,000 training documents (--limit 0: all), the planner's probe epochs + 3 end-to-end epochs.
   gpu  title + header + recitals + main body, 256 tokens, all-MiniLM-L6-v2, bf16 AMP, batch 64, 10 epochs,
        the whole training set.
@@ -41,13 +42,13 @@ from xmcfit_runs import GIB, REPO_ROOT, Row, describe, describe_recipe, mean_sd,
 COLUMNS = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@5")
 
 SETTINGS = {
-    "cpu": dict(fields=["title"], seq_len=32, precision="fp32", batch=32, epochs=3, gpu_mem="16G",
-                encoder="all-MiniLM-L6-v2", limit=12_000),
+    "cpu": dict(fields=["title"], seq_len=32, epochs=3, gpu_mem="16G", encoder="all-MiniLM-L6-v2", limit=12_000),
     "gpu": dict(fields=["title", "header", "recitals", "main_body"], seq_len=256, precision="bf16_amp", batch=64,
                 epochs=10, gpu_mem="16G", encoder="all-MiniLM-L6-v2", limit=0),
 }
 CONFIGS = {
-    "frozen": ["--classifier", "dense"],
+    "planner": [],
+    "frozen": [],
     "dense": ["--classifier", "dense"],
     "sparse": ["--classifier", "sparse"],
     "sparse-k32": ["--fan-in", "32"],
@@ -126,10 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     seeds = [int(x) for x in args.seeds.split(",") if x]
-    plan_common = ["--encoder", s["encoder"], "--gpu-mem", s["gpu_mem"], "--precision", s["precision"],
-                   "--batch", str(s["batch"]), "--seq-len", str(s["seq_len"])]
+    plan_common = ["--encoder", s["encoder"], "--gpu-mem", s["gpu_mem"], "--seq-len", str(s["seq_len"])]
+    plan_common += ["--precision", s["precision"]] if "precision" in s else []
+    plan_common += ["--batch", str(s["batch"])] if "batch" in s else []
     probe_flags = ["--probe-epochs", str(args.probe_epochs)] if args.probe_epochs is not None else []
-    probe = planned_probe_epochs(data, plan_common + probe_flags + ["--classifier", "dense"])
+    probe = planned_probe_epochs(data, plan_common + probe_flags)
     train_flags = [arg for field in s["fields"] for arg in ("--text-field", field)]
     train_flags += ["--limit", str(limit)] if limit else []
     print(f"setting {args.setting}: {s}, probe epochs {probe}, seeds {seeds}"

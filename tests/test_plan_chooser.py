@@ -147,3 +147,21 @@ def test_dense_baseline_degrades_only_speed_knobs():
 def test_dense_baseline_rejects_sparse_only_pins(pin):
     with pytest.raises(XmcfitError, match="not --classifier dense"):
         _request(40 * GIB, pins=Pins(classifier="dense", **pin))
+
+
+def test_the_default_batch_is_sized_to_the_training_points():
+    from xmcfit.plan.defaults import DEFAULTS
+
+    assert DEFAULTS.batch_for(0) == 128  # unknown data: the method's batch
+    assert DEFAULTS.batch_for(1_700_000) == 128
+    assert DEFAULTS.batch_for(90_000) == 64
+    assert DEFAULTS.batch_for(12_000) == 32 and DEFAULTS.batch_for(500) == 32  # never below 32
+
+
+def test_plan_on_data_sizes_the_batch_and_says_so_unless_pinned(bow_dir):
+    from xmcfit.api import plan
+
+    sized = plan(data=bow_dir, gpu_mem="16G")
+    assert sized.inputs.target_batch == 32 and any(r.startswith("batch 32:") for r in sized.reasons)
+    pinned = plan(data=bow_dir, gpu_mem="16G", batch=128)
+    assert pinned.inputs.target_batch == 128 and not any(r.startswith("batch ") for r in pinned.reasons)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from plan_factory import tiny_plan
 from plan_factory import train_plan as _train
-from xmcfit.data.words import WordVocab, label_word_pattern, smooth_idf, tfidf_rows
+from xmcfit.data.words import WordVocab, label_word_pattern, label_word_values, smooth_idf, tfidf_rows
 from xmcfit.errors import XmcfitError
 from xmcfit.sparse import FixedFanInLinear, chunked_loss
 
@@ -49,6 +49,42 @@ def test_label_word_pattern_keeps_each_labels_heaviest_words_and_fills_distinct_
     assert set(pattern[0]) == {0, 1, 2}  # every word of label 0's documents, nothing random
     for row in pattern:
         assert list(row) == sorted(set(row)) and len(set(row)) == 3 and row.max() < 6
+
+
+def test_label_word_values_start_each_label_at_its_scaled_normalised_centroid():
+    counts = sp.csr_matrix(np.array([[3, 0, 1, 0, 0, 0], [0, 2, 0, 0, 0, 0], [1, 0, 0, 0, 0, 5]], dtype=np.float32))
+    labels = sp.csr_matrix(np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32))
+    rows = tfidf_rows(counts, smooth_idf(counts))
+    pattern = label_word_pattern(rows, labels, fan_in=3, seed=0)
+    values = label_word_values(rows, labels, pattern, scale=3.0)
+    centroid = (labels.T @ rows).toarray()
+    centroid /= np.linalg.norm(centroid, axis=1, keepdims=True)
+    assert values.dtype == np.float32
+    np.testing.assert_allclose(values, 3.0 * np.take_along_axis(centroid, pattern, axis=1), rtol=1e-6)
+    assert (values[1] > 0).sum() == 2  # label 1's third word is a random filler: it starts at 0
+
+
+def test_the_side_learns_at_its_own_rate_and_starts_at_the_centroids(tmp_path, bow_dir):
+    """The planner lowers the classifier's rate beside the side; the trainer gives the side its own AdamW
+    group and starts its values at the labels' scaled TF-IDF centroids."""
+    from xmcfit.api import plan
+    from xmcfit.rundir import DataOptions
+    from xmcfit.train.data import load_train_data
+    from xmcfit.train.setup import setup_training
+
+    assert plan(labels=5000, gpu_mem="16G").classifier.lr == pytest.approx(0.003)
+    assert plan(labels=5000, gpu_mem="16G", tfidf=False).classifier.lr == pytest.approx(0.01)
+    assert plan(labels=5000, gpu_mem="16G", classifier_lr=0.02).classifier.lr == 0.02  # a pin stays
+    the_plan = tiny_plan("bow", 6, bow_features=30, kind="dense", aux_clusters=0, micro_batch=8, tfidf_fan_in=10)
+    (tmp_path / "run").mkdir()
+    data = load_train_data(the_plan, tmp_path / "run", DataOptions(str(bow_dir)), resume=False)
+    parts = setup_training(the_plan, data, torch.device("cpu"), resume=False)
+    side = parts.model.tfidf.layer.values
+    [group] = [g for g in parts.optimizers.encoder.param_groups if any(p is side for p in g["params"])]
+    assert group["lr"] == the_plan.tfidf.lr and len(group["params"]) == 1
+    rows = tfidf_rows(data.words, smooth_idf(data.words))
+    expected = label_word_values(rows, data.dataset.labels, parts.model.tfidf.layer.indices.numpy(), 3.0)
+    np.testing.assert_allclose(side.detach().numpy(), expected, rtol=1e-6)
 
 
 def test_word_vocabulary_keeps_frequent_words_and_round_trips(tmp_path):

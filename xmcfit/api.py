@@ -136,7 +136,7 @@ def _request(given: dict[str, Any], pins: dict[str, Any], budget: Any = None) ->
     return make_request(labels=given["labels"], dataset=given["dataset"], data=str(data) if data is not None else None,
                         gpu_mem=given["gpu_mem"], gpu=given["gpu"], gpu_index=given["gpu_index"],
                         encoder=given["encoder"], seq_len=given["seq_len"],
-                        batch=batch if batch is not None else DEFAULTS.target_batch, devices=given["devices"],
+                        batch=batch, devices=given["devices"],
                         epochs=epochs if epochs is not None else DEFAULTS.epochs, seed=given["seed"],
                         pins=Pins(**pins), budget=budget)
 

@@ -201,14 +201,17 @@ class TfidfScorer(nn.Module):
         placeholder = torch.arange(fan_in).expand(n_labels, fan_in)  # (n_labels, fan_in)
         self.layer = FixedFanInLinear(n_words, n_labels, fan_in, bias=False, seed=seed, indices=placeholder)
         with torch.no_grad():
-            self.layer.values.zero_()  # a label starts from the encoder side's scores alone
+            self.layer.values.zero_()  # until `initialise` sets the labels' centroids (or a checkpoint its values)
         self.register_buffer("idf", torch.ones(n_words))  # (n_words,)
 
     @torch.no_grad()
-    def initialise(self, pattern: torch.Tensor, idf: torch.Tensor) -> None:
-        """Set the data-chosen pattern (n_labels, fan_in) and the training split's idf (n_words,)."""
+    def initialise(self, pattern: torch.Tensor, idf: torch.Tensor, values: torch.Tensor | None = None) -> None:
+        """Set the data-chosen pattern (n_labels, fan_in), the training split's idf (n_words,) and, when
+        given, the starting values (n_labels, fan_in) (else they stay 0)."""
         self.layer.indices.copy_(pattern.to(self.layer.indices.dtype))
         self.idf.copy_(idf)
+        if values is not None:
+            self.layer.values.copy_(values.to(self.layer.values.dtype))
 
     def inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(batch, n_words) fp32 TF-IDF rows from the batch's "words_*" term counts (bag-of-words runs:
@@ -269,7 +272,7 @@ class XMCModel(nn.Module):
         if self.aux_head is not None:
             heads += list(self.aux_head.parameters())
         if self.tfidf is not None:
-            heads += list(self.tfidf.parameters())  # trained by the heads' AdamW at the classifier's lr
+            heads += list(self.tfidf.parameters())  # trained by the heads' AdamW at the side's own lr
         return ModelParts(list(self.encoder.parameters()), heads, list(self.classifier.parameters()))
 
 

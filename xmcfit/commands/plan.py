@@ -34,7 +34,7 @@ def plan(
     all_gpus: bool = typer.Option(False, "--all-gpus", help="One row per GPU profile: fits or not, fan-in, precision, micro-batch, peak."),
     encoder: str = typer.Option("all-MiniLM-L6-v2", "--encoder", help="Encoder profile, .toml path, a directory with a transformers config.json, or a Hugging Face id in the local cache."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per input (default: the dataset's typical length, else 128)."),
-    batch: int = typer.Option(DEFAULTS.target_batch, "--batch", help="Effective (global) batch per optimizer step = micro-batch x accumulation x devices; a multiple of --devices."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Effective (global) batch per optimizer step = micro-batch x accumulation x devices; a multiple of --devices (default: sized to the data's points, at most 128)."),
     devices: int = typer.Option(1, "--devices", help="Devices (training processes): the encoder replicated, the classifier split by labels; memory is priced per device."),
     epochs: int = typer.Option(DEFAULTS.epochs, "--epochs", help="Passes over the training data."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice in training (recorded in the plan)."),

@@ -133,6 +133,8 @@ class PlanRequest:
     encoder: EncoderSpec
     seq_len: int
     target_batch: int = DEFAULTS.target_batch
+    batch_from_points: int = 0
+    """The training points the default batch was sized to (0: --batch given, or the data unknown)."""
     gpu_name: str = "manual"
     bf16_supported: bool = True
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
@@ -435,6 +437,11 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
     accum = math.ceil(req.device_batch / k.micro_batch)
     say("micro_batch", f"micro-batch {k.micro_batch} x {accum} accumulation x {req.n_devices} device(s)",
         "keeps the effective batch" if accum > 1 else "the whole target batch fits at once")
+    if req.batch_from_points and req.target_batch < DEFAULTS.target_batch:
+        why.append(f"batch {req.target_batch}: {req.batch_from_points:,} training points make about "
+                   f"{req.batch_from_points // req.target_batch:,} steps an epoch (a batch of at most "
+                   f"{DEFAULTS.target_batch} keeps >= {DEFAULTS.min_steps_per_epoch} or reaches "
+                   f"{DEFAULTS.min_target_batch}; --batch pins it; {RECIPE_DOC})")
     if k.intermediate_dim:
         say("intermediate_dim", f"intermediate layer {k.intermediate_dim} wide",
             f"fan-in {k.fan_in} is below half of d={req.encoder.hidden_size}, so a wider, trained input gives the "
@@ -462,7 +469,9 @@ def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: boo
         ("encoder_lr", f"encoder learning rate {r.encoder_lr:g}",
          "a bag-of-words projection starts random and learns at a head's rate" if req.encoder.kind == "bow"
          else measured),
-        ("classifier_lr", f"classifier learning rate {r.classifier_lr:g} ({optimizer})", measured),
+        ("classifier_lr", f"classifier learning rate {r.classifier_lr:g} ({optimizer}"
+         + (f", x{DEFAULTS.tfidf_classifier_lr_scale:g} beside the TF-IDF side)" if _tfidf_width(req) else ")"),
+         measured),
         ("loss", f"loss {r.loss}, {r.loss_reduction.replace('_', ' ')}", measured),
         ("dropout", f"dropout {r.dropout:g} on the pooled features", measured),
     ]
@@ -494,7 +503,8 @@ def _explain_tfidf(req: PlanRequest) -> str:
              else f"up to {n_words} words of the training texts (in >= {DEFAULTS.tfidf_min_df} of them)")
     fan = "pinned by --tfidf-fan-in" if req.pins.tfidf_fan_in is not None else "the default"
     return (f"TF-IDF side on: a scorer over {words}, {_tfidf_fan_in(req)} words per label ({fan}), each label's "
-            "most weighted words in its training texts, its scores added to the classifier's: "
+            "most weighted words in its training texts, starting at its TF-IDF centroid x"
+            f"{DEFAULTS.tfidf_init_scale:g}, learning at {DEFAULTS.tfidf_lr:g}, its scores added to the classifier's: "
             + ("pinned by --tfidf" if req.pins.tfidf else f"the measured default ({TFIDF_DOC})"))
 
 
@@ -520,7 +530,8 @@ def _recipe(req: PlanRequest, optimizer: ClassifierOptimizer) -> _Recipe:
 
     return _Recipe(
         encoder_lr=pick(p.encoder_lr, m.bow_encoder_lr if bow else m.text_encoder_lr(req.encoder.n_params)),
-        classifier_lr=pick(p.classifier_lr, m.classifier_lr(optimizer)),
+        classifier_lr=pick(p.classifier_lr, m.classifier_lr(optimizer)
+                           * (m.tfidf_classifier_lr_scale if _tfidf_width(req) else 1.0)),
         loss=pick(p.loss, m.loss),
         loss_reduction=pick(p.loss_reduction, m.loss_reduction),
         probe_epochs=pick(p.probe_epochs, 0 if bow else m.probe_epochs),
@@ -562,6 +573,6 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, reasons: tupl
                                  eval_batch=min(m.eval_batch_max, 2 * k.micro_batch), probe_epochs=r.probe_epochs),
         memory=memory_section(layout, req.budget_bytes),
         tfidf=TfidfSection(enabled=layout.tfidf_n_words > 0, n_words=layout.tfidf_n_words, fan_in=layout.tfidf_fan_in,
-                           min_df=DEFAULTS.tfidf_min_df),
+                           min_df=m.tfidf_min_df, lr=m.tfidf_lr, init_scale=m.tfidf_init_scale),
         reasons=reasons,
     )

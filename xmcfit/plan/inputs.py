@@ -11,6 +11,7 @@ from pathlib import Path
 
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
+from xmcfit.plan.defaults import DEFAULTS
 from xmcfit.plan.memory import revalidate
 from xmcfit.plan.schema import EncoderSpec, Plan, PlanError, check_value
 from xmcfit.plan.units import parse_size
@@ -41,6 +42,8 @@ class Problem:
     data_path: str | None
     typical_seq_len: int | None
     bow_features: int = 0
+    n_points: int = 0
+    """Training points (--data), which size the default batch; 0: unknown."""
 
 
 def resolve_budget(gpu_mem: str | None, gpu: str | None, gpu_index: int) -> Budget:
@@ -77,7 +80,7 @@ def resolve_problem(labels: int | None, dataset: str | None, data: str | None) -
 
     stats = compute_stats(load_split(data, "train"))
     bow = stats.n_features if stats.kind == "bow" else 0
-    return Problem(stats.n_labels, None, str(data), None, bow)
+    return Problem(stats.n_labels, None, str(data), None, bow, stats.n_points)
 
 
 def resolve_encoder(name: str, problem: Problem) -> EncoderSpec:
@@ -121,9 +124,10 @@ def read_plan(path: str | Path) -> Plan:
 
 
 def make_request(*, labels: int | None, dataset: str | None, data: str | None, gpu_mem: str | None,
-                 gpu: str | None, gpu_index: int, encoder: str, seq_len: int | None, batch: int, devices: int,
+                 gpu: str | None, gpu_index: int, encoder: str, seq_len: int | None, batch: int | None, devices: int,
                  epochs: int, seed: int, pins: Pins, budget: Budget | None = None) -> PlanRequest:
-    """Everything the chooser needs, validated; `budget` overrides the GPU flags (used by --all-gpus)."""
+    """Everything the chooser needs, validated; `budget` overrides the GPU flags (used by --all-gpus).
+    `batch` None: sized to the data's training points (xmcfit.plan.defaults: batch_for)."""
     check_request_args(locals())
     problem = resolve_problem(labels, dataset, data)
     spec = resolve_encoder(encoder, problem)
@@ -133,7 +137,8 @@ def make_request(*, labels: int | None, dataset: str | None, data: str | None, g
     else:
         seq = seq_len if seq_len is not None else min(problem.typical_seq_len or DEFAULT_SEQ_LEN, spec.max_seq_len)
     return PlanRequest(n_labels=problem.n_labels, budget_bytes=budget.budget_bytes, encoder=spec, seq_len=seq,
-                       target_batch=batch, gpu_name=budget.gpu_name, bf16_supported=budget.bf16_supported,
+                       target_batch=batch if batch is not None else DEFAULTS.batch_for(problem.n_points, devices),
+                       batch_from_points=problem.n_points if batch is None else 0, gpu_name=budget.gpu_name, bf16_supported=budget.bf16_supported,
                        n_devices=devices, epochs=epochs, seed=seed, dataset=problem.dataset,
                        data_path=problem.data_path, pins=pins)
 

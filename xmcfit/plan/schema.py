@@ -237,7 +237,7 @@ class AuxSection:
 class TfidfSection:
     """The TF-IDF side: a fixed fan-in scorer over the input's words whose scores add to the classifier's
     (xmcfit.model.TfidfScorer). Its pattern is chosen from the training labels and not rewired; its values
-    train with the heads' AdamW at the classifier's learning rate."""
+    start at the labels' scaled TF-IDF centroids and train with the heads' AdamW at their own learning rate."""
 
     enabled: bool = False
     n_words: int = 0
@@ -247,6 +247,10 @@ class TfidfSection:
     """Words per label (k')."""
     min_df: int = 2
     """Text: a word is kept when at least this many training texts contain it."""
+    lr: float = 0.03
+    """AdamW learning rate of the scorer's values."""
+    init_scale: float = 3.0
+    """The values start at each label's L2-normalised TF-IDF centroid times this (0: from zeros)."""
 
     def __post_init__(self) -> None:
         if not self.enabled:
@@ -254,6 +258,8 @@ class TfidfSection:
         _require(self.n_words >= 1, "tfidf.n_words", self.n_words, "must be >= 1")
         _require(1 <= self.fan_in <= self.n_words, "tfidf.fan_in", self.fan_in, f"must be in [1, n_words={self.n_words}]")
         _require(self.min_df >= 1, "tfidf.min_df", self.min_df, "must be >= 1")
+        _require(self.lr > 0, "tfidf.lr", self.lr, "must be > 0")
+        _require(self.init_scale >= 0, "tfidf.init_scale", self.init_scale, "must be >= 0")
 
     @property
     def index_dtype(self) -> IndexDtype:

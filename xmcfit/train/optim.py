@@ -26,16 +26,21 @@ def _split_decay(params: list[tuple[str, nn.Parameter]]) -> tuple[list[nn.Parame
 
 
 def build_encoder_optimizer(model: XMCModel, plan: Plan) -> torch.optim.Optimizer:
-    """AdamW over the encoder (encoder lr) and the intermediate/aux heads (classifier lr), fp32 state."""
+    """AdamW over the encoder (encoder lr), the intermediate/aux heads (classifier lr) and the TF-IDF side
+    (its own lr), fp32 state."""
     t = plan.training
     enc_decay, enc_plain = _split_decay(list(model.encoder.named_parameters()))
     groups = [
         {"params": enc_decay, "lr": t.encoder_lr, "weight_decay": t.encoder_weight_decay},
         {"params": enc_plain, "lr": t.encoder_lr, "weight_decay": 0.0},
     ]
-    heads = model.parts().heads
+    side = {id(p) for p in model.tfidf.parameters()} if model.tfidf is not None else set()
+    heads = [p for p in model.parts().heads if id(p) not in side]
     if heads:
         groups.append({"params": heads, "lr": plan.classifier.lr, "weight_decay": plan.classifier.weight_decay})
+    if model.tfidf is not None:  # the TF-IDF side at its own rate (xmcfit.plan.defaults: tfidf_lr)
+        groups.append({"params": list(model.tfidf.parameters()), "lr": plan.tfidf.lr,
+                       "weight_decay": plan.classifier.weight_decay})
     for g in groups:
         g["base_lr"] = g["lr"]
     return torch.optim.AdamW([g for g in groups if g["params"]])

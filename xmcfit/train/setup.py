@@ -131,14 +131,16 @@ def build_rewirer(plan: Plan, model: XMCModel, optimizer: torch.optim.Optimizer,
 
 
 def initialise_tfidf(scorer: TfidfScorer, data: TrainData, plan: Plan) -> None:
-    """The TF-IDF scorer's idf and data-chosen pattern from the training split's term counts (a resumed
-    run takes both from its checkpoint)."""
-    from xmcfit.data.words import label_word_pattern, smooth_idf, tfidf_rows
+    """The TF-IDF scorer's idf, data-chosen pattern and starting values (the labels' scaled TF-IDF centroids)
+    from the training split's term counts (a resumed run takes all three from its checkpoint)."""
+    from xmcfit.data.words import label_word_pattern, label_word_values, smooth_idf, tfidf_rows
 
     assert data.words is not None, "a plan with a TF-IDF side needs the training split's term counts"
     idf = smooth_idf(data.words)
-    pattern = label_word_pattern(tfidf_rows(data.words, idf), data.dataset.labels, plan.tfidf.fan_in, plan.seed)
-    scorer.initialise(torch.from_numpy(pattern), torch.from_numpy(idf))
+    rows = tfidf_rows(data.words, idf)
+    pattern = label_word_pattern(rows, data.dataset.labels, plan.tfidf.fan_in, plan.seed)
+    values = label_word_values(rows, data.dataset.labels, pattern, plan.tfidf.init_scale)
+    scorer.initialise(torch.from_numpy(pattern), torch.from_numpy(idf), torch.from_numpy(values))
 
 
 def setup_training(plan: Plan, data: TrainData, device: torch.device, resume: bool,
