@@ -31,7 +31,8 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q
 
-# Build the wheel, install it into a fresh virtualenv and run the CLI from another directory (.ci/wheel-check).
+# Build the wheel, install it into a fresh virtualenv and, from another directory, run the CLI and train from
+# Python with progress (.ci/wheel-check, .ci/wheel_smoke.py).
 wheel-check: $(BIN)/.installed
 	PYTHON=$(abspath $(BIN)/python) .ci/wheel-check
 
