@@ -36,8 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from common import REPO_ROOT, SHARED_DATA
 
 from xmcfit.data import load_split  # noqa: E402
 from xmcfit.metrics import inverse_propensity, ranking_metrics  # noqa: E402
@@ -490,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("cache", "sweep", "finetune"))
     parser.add_argument("--dataset", default="EURLEX57K", choices=sorted({*TEXT_SETTINGS, *BOW_SETTINGS}))
-    parser.add_argument("--data-root", default=str(REPO_ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-root", default=str(SHARED_DATA))
     parser.add_argument("--cache-dir", default=str(REPO_ROOT / "runs" / "lab-cache"))
     parser.add_argument("--grid", default="", help="key=v1,v2;key=v1 (HeadConfig fields)")
     parser.add_argument("--base", default="", help="key=v;key=v overriding HeadConfig defaults for every point")

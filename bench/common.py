@@ -17,3 +17,5 @@ MIB = 2**20
 """Bytes in a MiB."""
 SEED = 0
 """The seed of every benchmark's data, initialisation and sampling."""
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+"""The real datasets beside the checkout (DESIGN.md): the default of every --data-root."""

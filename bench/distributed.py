@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from xmcfit_runs import PROPENSITY_FLAGS, REPO_ROOT, xmcfit
+from common import REPO_ROOT, SHARED_DATA
+from xmcfit_runs import PROPENSITY_FLAGS, xmcfit
 
 
 def train(plan: Path, data: Path, run_dir: Path, nproc: int) -> float:
@@ -54,7 +55,7 @@ def _train_or_reuse(flags: list[str], plan: Path, data: Path, run_dir: Path, npr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "data" / "Bibtex"))
+    parser.add_argument("--data", default=str(SHARED_DATA / "Bibtex"))
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)

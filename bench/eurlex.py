@@ -37,7 +37,8 @@ import os
 import sys
 from pathlib import Path
 
-from xmcfit_runs import GIB, REPO_ROOT, Row, describe, describe_recipe, mean_sd, run_seeds
+from common import GIB, REPO_ROOT, SHARED_DATA
+from xmcfit_runs import Row, describe, describe_recipe, mean_sd, run_seeds
 
 COLUMNS = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@5")
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="cpu")
     parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds; each configuration runs once per seed.")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"Comma-separated subset of {', '.join(CONFIGS)}.")
-    parser.add_argument("--data-root", default=str(REPO_ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-root", default=str(SHARED_DATA))
     parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-eurlex"))
     parser.add_argument("--epochs", type=int, help="End-to-end epochs (default: the setting's).")
     parser.add_argument("--probe-epochs", type=int, help="Pin the probe epochs (default: the planner's).")

@@ -31,30 +31,22 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from common import MIB, REPO_ROOT, SEED, SHARED_DATA
 
 from xmcfit.data import XMCDataset, load_split  # noqa: E402
 from xmcfit.metrics import inverse_propensity, ranking_metrics  # noqa: E402
 
-SEED = 0
 KS = (1, 3, 5)
 # Jain et al. 2016 defaults; none of these three datasets has a published A/B of its own.
 PROPENSITY_A, PROPENSITY_B = 0.55, 1.5
 # (directory, split to report on): EURLEX57K's test split is withheld, so it reports on dev.
 DATASETS = {"EURLEX57K": "dev", "Bibtex": "test", "Delicious": "test"}
 COLUMNS = ("P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5")
-MIB = 2**20
-
-
-def default_data_root() -> Path:
-    """The shared data folder beside the repository: <repo parent>/shared/data."""
-    return REPO_ROOT.parent / "shared" / "data"
 
 
 def data_root_or_exit(arg: str | None) -> Path:
     """The data root, or print why the benchmark is skipped and exit 0 (no data on this machine)."""
-    root = Path(arg) if arg else default_data_root()
+    root = Path(arg) if arg else SHARED_DATA
     if not root.is_dir():
         print(f"skipped: no benchmark data at {root} (pass --data-root DIR)")
         sys.exit(0)

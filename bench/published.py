@@ -7,10 +7,10 @@ batch 128, fan-in 128, fp16 AMP, AdamW: sparse 13.5 GiB, dense 46.3 GiB (as quot
 
 from __future__ import annotations
 
+from common import GIB
+
 from xmcfit.plan.memory import Layout, predict
 from xmcfit.profiles import load_dataset, load_encoder
-
-GIB = 2**30
 
 
 def amazon_3m_layout() -> Layout:

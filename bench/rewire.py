@@ -11,6 +11,8 @@ import time
 
 import torch
 
+from common import MIB
+
 from xmcfit.sparse import FixedFanInLinear, SETRewirer
 from xmcfit.sparse.rewire import DEFAULT_CHUNK_ROWS, rewire_workspace_bytes
 
@@ -56,9 +58,9 @@ def main() -> None:
           f"chunk_rows={args.chunk_rows} threads={torch.get_num_threads()} load_avg_1min={os.getloadavg()[0]:.1f}")
     print(f"{'median s':>9} {'min s':>7} {'moved':>10} {'mean|w| pruned':>15} {'workspace MiB':>14}")
     print(f"{seconds:9.3f} {min(times):7.3f} {stats.n_moved:10d} {stats.mean_abs_pruned:15.5f} "
-          f"{workspace / 2**20:14.1f}")
+          f"{workspace / MIB:14.1f}")
     print(f"SUMMARY rewire_s={seconds:.3f} labels={args.labels} fan_in={args.fan_in} n_moved={stats.n_moved} "
-          f"workspace_mib={workspace / 2**20:.1f}")
+          f"workspace_mib={workspace / MIB:.1f}")
 
 
 if __name__ == "__main__":

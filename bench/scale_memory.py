@@ -46,12 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from common import GIB, MIB, REPO_ROOT, SEED
 
-SEED = 0
-GIB = 2**30
-MIB = 2**20
 BATCH = 128
 N_FEATURES = 16384
 """Bag-of-words input dimension: the encoder (EmbeddingBag 16,384 x 512) stays small beside the classifier."""

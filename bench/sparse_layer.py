@@ -17,6 +17,8 @@ import time
 import torch
 from torch import nn
 
+from common import MIB
+
 from xmcfit.sparse import FixedFanInLinear, dispatch
 from xmcfit.sparse.layer import DEFAULT_CHUNK_SIZE
 
@@ -178,9 +180,9 @@ def main() -> None:
             print(f"{kind:8} {p[:-2]:9} {row[p] * 1e3:9.2f} {row['floor'][p] * 1e3:9.2f} "
                   f"{row[p] / row['floor'][p]:8.1f}")
         if "peak_extra_bytes" in row:
-            print(f"{kind:8} peak extra memory {row['peak_extra_bytes'] / 2**20:.1f} MiB")
+            print(f"{kind:8} peak extra memory {row['peak_extra_bytes'] / MIB:.1f} MiB")
     speedup = rows["dense"]["fwd_bwd_s"] / rows["sparse"]["fwd_bwd_s"]
-    mem = {k: rows[k].get("peak_extra_bytes", -1) / 2**20 for k in rows}
+    mem = {k: rows[k].get("peak_extra_bytes", -1) / MIB for k in rows}
     print(f"SUMMARY backend={backend} sparse_fwd_bwd_ms={rows['sparse']['fwd_bwd_s'] * 1e3:.2f} "
           f"dense_fwd_bwd_ms={rows['dense']['fwd_bwd_s'] * 1e3:.2f} speedup={speedup:.2f} "
           f"sparse_x_floor={rows['sparse']['fwd_bwd_s'] / rows['sparse']['floor']['fwd_bwd_s']:.1f} "

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from common import SHARED_DATA
 
 from xmcfit.data import load_split  # noqa: E402
 from xmcfit.data.words import WordVocab, label_word_pattern, smooth_idf, tfidf_rows  # noqa: E402
@@ -91,7 +89,7 @@ def evaluate(layer: FixedFanInLinear, x, y, y_train) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default=str(REPO_ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-root", default=str(SHARED_DATA))
     parser.add_argument("--datasets", default="EURLEX57K,citeulike-t")
     parser.add_argument("--fan-in", type=int, default=DEFAULTS.tfidf_fan_in)
     parser.add_argument("--epochs", type=int, default=10)

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-GIB = 2**30
+from common import REPO_ROOT
+
 # Jain et al. defaults, given explicitly so xmcfit's PSP@k uses the same propensities as the peers.
 PROPENSITY_FLAGS = ["--propensity-a", "0.55", "--propensity-b", "1.5"]
 
