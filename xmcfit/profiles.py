@@ -9,7 +9,6 @@ estimate-memory does (that path imports transformers).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tomllib
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xmcfit.errors import XmcfitError
+from xmcfit.jsonfile import read_json_object
 from xmcfit.plan.schema import EncoderSpec, PlanError, dataclass_from_dict
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,12 @@ EAGER_ATTENTION = ("mpnet", "deberta-v2")
 def _need(ok: bool, where: str, name: str, value: object, rule: str) -> None:
     if not ok:
         raise XmcfitError(f"{where}: {name}={value!r}: {rule}")
+
+
+def _need_counts(profile: object, where: str, names: tuple[str, ...]) -> None:
+    """One XmcfitError line for the first of the fields `names` of `profile` below 1."""
+    for name in names:
+        _need(getattr(profile, name) >= 1, where, name, getattr(profile, name), "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -86,10 +92,8 @@ class EncoderProfile:
 
     def __post_init__(self) -> None:
         where = f"encoder profile {self.name}"
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, int) and f.name != "type_vocab_size":
-                _need(value >= 1, where, f.name, value, "must be >= 1")
+        _need_counts(self, where, tuple(f.name for f in fields(self)
+                                        if isinstance(getattr(self, f.name), int) and f.name != "type_vocab_size"))
         _need(self.hidden_size % self.n_heads == 0, where, "n_heads", self.n_heads,
               f"must divide hidden_size={self.hidden_size}")
 
@@ -128,8 +132,7 @@ class DatasetProfile:
 
     def __post_init__(self) -> None:
         where = f"dataset profile {self.name}"
-        for name in ("n_labels", "n_train", "n_test", "typical_seq_len"):
-            _need(getattr(self, name) >= 1, where, name, getattr(self, name), "must be >= 1")
+        _need_counts(self, where, ("n_labels", "n_train", "n_test", "typical_seq_len"))
         _need(self.avg_labels_per_point > 0, where, "avg_labels_per_point", self.avg_labels_per_point, "must be > 0")
 
 
@@ -345,20 +348,6 @@ FORMULA_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilber
 """Model types priced by formula here, all of them shipped by transformers."""
 
 
-def _json_object(path: Path) -> dict[str, Any]:
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise XmcfitError(f"{path}: cannot read ({err.strerror or err})") from None
-    except UnicodeDecodeError:
-        raise XmcfitError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise XmcfitError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    if not isinstance(cfg, dict):
-        raise XmcfitError(f"{path}: expected a JSON object")
-    return cfg
-
-
 def _shipped_model_type(model_type: str) -> bool:
     """True when transformers has its own classes for `model_type` (no code from the model's folder needed)."""
     if model_type in FORMULA_MODEL_TYPES:
@@ -375,9 +364,9 @@ def check_no_custom_code(directory: Path) -> None:
     it (transformers' trust_remote_code): an `auto_map` in config.json or tokenizer_config.json, or a
     model_type transformers does not ship. xmcfit loads every model with trust_remote_code=False, so such
     code never runs and no command ever asks; this says why before transformers is called."""
-    config = _json_object(directory / "config.json")
+    config = read_json_object(directory / "config.json")
     for path in (directory / "config.json", directory / "tokenizer_config.json"):
-        cfg = config if path.name == "config.json" else (_json_object(path) if path.is_file() else {})
+        cfg = config if path.name == "config.json" else (read_json_object(path) if path.is_file() else {})
         if "auto_map" in cfg:
             names = ", ".join(map(str, cfg["auto_map"])) if isinstance(cfg["auto_map"], dict) else "..."
             raise XmcfitError(f"{path}: auto_map ({names}) names Python code shipped with the model, which xmcfit "
@@ -441,14 +430,9 @@ def encoder_profile_from_config(directory: Path, name: str | None = None, source
     """Derive an encoder profile from `<directory>/config.json`: arithmetic for the BERT family, MPNet and
     DeBERTa-v2 (pure Python), the meta-device count for any other transformers model type."""
     config_path = directory / "config.json"
-    try:
-        cfg = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        raise XmcfitError(f"--encoder {directory}: no readable config.json in that directory") from None
-    except json.JSONDecodeError as err:
-        raise XmcfitError(f"{config_path}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    if not isinstance(cfg, dict):
-        raise XmcfitError(f"{config_path}: expected a JSON object")
+    if not config_path.is_file():
+        raise XmcfitError(f"--encoder {directory}: no readable config.json in that directory")
+    cfg = read_json_object(config_path)
     check_no_custom_code(directory)
     model_type = str(cfg.get("model_type", "bert"))
     _check_model_kind(cfg, config_path)

@@ -20,7 +20,6 @@ yet restarts in place from step 0 on `--resume` instead of being stuck.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import logging
@@ -29,11 +28,12 @@ import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from xmcfit.version import __version__
 from xmcfit.atomic import atomic_write_text, file_sha256
 from xmcfit.errors import XmcfitError
+from xmcfit.jsonfile import read_json_object
 from xmcfit.plan.schema import Plan, PlanError, dataclass_from_dict
 
 log = logging.getLogger(__name__)
@@ -161,32 +161,19 @@ class MemoryReport:
     @classmethod
     def from_file(cls, path: Path) -> "MemoryReport":
         """Read memory.json; a missing, malformed or mistyped file is one XmcfitError line."""
+        data = read_json_object(path)
         try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
             return dataclass_from_dict(cls, data)
-        except OSError as err:
-            raise XmcfitError(f"{path}: cannot read ({err.strerror})") from None
-        except UnicodeDecodeError:
-            raise XmcfitError(f"{path}: not UTF-8 text") from None
-        except json.JSONDecodeError as err:
-            raise XmcfitError(f"{path}: not valid JSON ({err.msg})") from None
         except PlanError as err:
             raise XmcfitError(f"{path}: {err}") from None
 
 
 def read_run_info(root: Path) -> dict[str, Any]:
-    files = RunFiles(root)
-    try:
-        info = json.loads(files.run.read_bytes().decode("utf-8"))
-    except OSError:
-        raise XmcfitError(f"{root}: not a run directory (no run.json)") from None
-    except UnicodeDecodeError:
-        raise XmcfitError(f"{files.run}: not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise XmcfitError(f"{files.run}: not valid JSON ({err.msg})") from None
-    if not isinstance(info, dict):
-        raise XmcfitError(f"{files.run}: expected a JSON object")
-    return info
+    """The run's run.json; a folder without one, or a run.json that cannot be read, is one XmcfitError line."""
+    run_json = RunFiles(root).run
+    if not run_json.is_file():
+        raise XmcfitError(f"{root}: not a run directory (no run.json)")
+    return read_json_object(run_json)
 
 
 def write_run_info(root: Path, info: dict[str, Any]) -> None:
