@@ -23,6 +23,7 @@ LossChoice = choice_enum("LossChoice", LossName)
 ReductionChoice = choice_enum("ReductionChoice", LossReduction)
 WeightingChoice = choice_enum("WeightingChoice", InputWeighting)
 PoolingChoice = choice_enum("PoolingChoice", Pooling)
+TimeDevice = choice_enum("TimeDevice", ("gpu", "cpu"))  # xmcfit.plan.inputs.PlanDevice
 
 
 def plan(
@@ -75,6 +76,18 @@ def plan(
                                           help="Write plan.json here (atomically); with --all-gpus, the rows as JSON."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan JSON (with --all-gpus, a list of rows) to "
                                                        "stdout and nothing else."),
+    time_on: Optional[TimeDevice] = typer.Option(None, "--device",
+                                                 help="Where the predicted step time is for: gpu (the --gpu profile's "
+                                                      "datasheet rates; the default) or cpu (this machine, as "
+                                                      "measured by `xmcfit calibrate`)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="With --device cpu: the training's CPU threads (default: what "
+                                               "`xmcfit train` would use here)."),
+    train_points: Optional[int] = typer.Option(None, "--train-points", min=1,
+                                               help="Training points per epoch for the time prediction (default: "
+                                                    "the data's or the dataset profile's; else one per label)."),
+    price_per_hour: Optional[list[str]] = typer.Option(None, "--price-per-hour",
+                                                       help="PROFILE=USD per GPU-hour (repeatable): a cost column."),
 ) -> None:
     """Choose a training configuration that fits the GPU, and show what each tensor family costs."""
     import logging
@@ -82,7 +95,8 @@ def plan(
     # Warnings (an encoder whose weights or tokenizer a training run would miss) go to stderr.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from xmcfit.plan.chooser import Pins, choose_plan
-    from xmcfit.plan.inputs import Budget, every_gpu_profile_json, make_request, plan_every_gpu_profile
+    from xmcfit.plan.inputs import (Budget, every_gpu_profile_json, make_request, parse_prices, plan_every_gpu_profile,
+                                    plan_rates, with_time)
 
     pins = Pins(precision=value(precision), fan_in=fan_in, optimizer=value(classifier_optimizer),
                 value_dtype=value(classifier_dtype), gradient_checkpointing=checkpointing,
@@ -99,12 +113,14 @@ def plan(
                            epochs=epochs, seed=seed, pins=pins, budget=placeholder)
     from xmcfit import report
 
+    prices = parse_prices(price_per_hour)
     if all_gpus:
-        rows = plan_every_gpu_profile(request)
-        _emit(every_gpu_profile_json(rows), report.all_gpus_table(rows), output, as_json)
+        rows = plan_every_gpu_profile(request, train_points)
+        _emit(every_gpu_profile_json(rows, prices), report.all_gpus_table(rows, prices), output, as_json)
     else:
-        result = choose_plan(request)
-        _emit(result.to_json(), report.plan_report(result), output, as_json)
+        rates = plan_rates(request.gpu_name, value(time_on) or "gpu", threads)
+        result = with_time(choose_plan(request), request, rates, train_points)
+        _emit(result.to_json(), report.plan_report(result, prices.get(request.gpu_name)), output, as_json)
 
 
 def _emit(text: str, shown: object, output: Optional[Path], as_json: bool) -> None:
