@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 WARMUP_STEPS = 3
 """Steps dropped before the median: the first builds the sparse layer's cached patterns and warms allocators."""
 DEFAULT_STEPS = 15
+QUICK_SECONDS = 0.4
+PROBE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -76,20 +78,71 @@ def workload_of(data_path: Path, options: dict[str, Any]):
     return workload_from_dataset(ds)
 
 
-def measure_config(plan, data_path: Path, options: dict[str, Any], device, run_dir: Path, n_steps: int) -> dict:
-    """Train `plan` for WARMUP_STEPS + n_steps steps; the measured step times (seconds)."""
-    from gpu_check import train_steps
+class _Enough(Exception):
+    """Raised from on_step after the last measured step, before any checkpoint is written."""
 
-    measured = train_steps(plan, data_path, run_dir, device, WARMUP_STEPS + n_steps, options=options)
+
+def measure_config(plan, data_path: Path, options: dict[str, Any], device, run_dir: Path, n_steps: int,
+                   probe: Callable[[], Any] | None = None) -> dict:
+    """Train `plan` for WARMUP_STEPS + n_steps steps through run_training; the measured step times (seconds),
+    and what `probe` (called after each measured step, outside its time) returned each time."""
+    from xmcfit.rundir import DataOptions, prepare_run_dir
+    from xmcfit.train.data import load_train_data
+    from xmcfit.train.loop import run_training
+
     shutil.rmtree(run_dir, ignore_errors=True)
-    seconds = [s["seconds"] for s in measured["steps"][WARMUP_STEPS:]]
+    opts = DataOptions(str(data_path), **options)
+    prepare_run_dir(plan, run_dir, opts)
+    data = load_train_data(plan, run_dir, opts, resume=False)
+    seconds, probes = [], []
+
+    def on_step(stats) -> None:
+        if stats.step > WARMUP_STEPS:
+            seconds.append(stats.step_seconds)
+            if probe is not None:
+                probes.append(probe())
+        if stats.step >= WARMUP_STEPS + n_steps:
+            raise _Enough
+
+    try:
+        run_training(plan, run_dir, data, device=str(device), on_step=on_step, log_every=1000)
+    except _Enough:
+        pass
+    shutil.rmtree(run_dir, ignore_errors=True)
     return {"median_s": statistics.median(seconds), "p10_s": _quantile(seconds, 0.1),
-            "p90_s": _quantile(seconds, 0.9), "n_steps": len(seconds)}
+            "p90_s": _quantile(seconds, 0.9), "n_steps": len(seconds), "probes": probes}
 
 
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def probe_rates() -> dict[str, float]:
+    """This CPU's GEMM (fp32, bf16), stream and gather rates right now, in about 0.2 s: taken after every
+    measured step, so the rates a configuration is predicted from are the ones its steps ran at."""
+    from xmcfit.calibrate import measure_gather, measure_gemm, measure_stream
+
+    return {"matmul_fp32_flops_per_s": measure_gemm("float32", PROBE_SECONDS),
+            "matmul_16bit_flops_per_s": measure_gemm("bfloat16", PROBE_SECONDS),
+            "memory_bytes_per_s": measure_stream(PROBE_SECONDS),
+            "gather_bytes_per_s": measure_gather(PROBE_SECONDS)}
+
+
+def rates_during(base, probes: list[dict[str, float]]):
+    """`base` with its GEMM and stream rates replaced by their medians over `probes`."""
+    from dataclasses import replace
+
+    return replace(base, **{k: statistics.median(p[k] for p in probes) for k in probes[0]}) if probes else base
+
+
+def quick_rates(threads: int):
+    """This CPU's rates measured now (about 2 s): a 2-core machine shared with other work changes speed
+    from minute to minute (its GEMM rate moved between 30 and 95 GFLOP/s on one core while another process
+    ran on the other), so each configuration is predicted from rates measured just before and after it."""
+    from xmcfit.calibrate import calibrate_cpu
+
+    return calibrate_cpu(threads, QUICK_SECONDS).rates
 
 
 def compare(plan, rates, workload, measured: dict) -> dict:
@@ -135,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rates = calibrate_cpu(args.threads).rates
     torch.set_num_threads(args.threads)
+    print(f"calibrated at the start: {_rates_line(rates)}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="xmcfit-time-model-"))
     wanted = {n.strip() for n in args.only.split(",") if n.strip()}
     rows = []
@@ -148,8 +202,12 @@ def main(argv: list[str] | None = None) -> int:
             seq_len = 32 if config.data != "citeulike" else None
             plan = plan_for(path, "64G", seq_len=seq_len, batch=config.pins["micro_batch"], **config.pins)
             tick = time.monotonic()
-            measured = measure_config(plan, path, opts, torch.device("cpu"), work / "run", args.steps)
-            rows.append({"name": config.name, **compare(plan, rates, workloads[config.data], measured),
+            base = quick_rates(args.threads)  # the op launch time; the other rates come from the probes
+            measured = measure_config(plan, path, opts, torch.device("cpu"), work / "run", args.steps, probe_rates)
+            now = rates_during(base, measured.pop("probes"))
+            rows.append({"name": config.name, **compare(plan, now, workloads[config.data], measured),
+                         "gemm_gflops": now.matmul_fp32_flops_per_s / 1e9, "stream_gbs": now.memory_bytes_per_s / 1e9,
+                         "gather_gbs": now.gather_bytes_per_s / 1e9,
                          "wall_s": time.monotonic() - tick})
             print(_row_line(rows[-1]), flush=True)
     finally:
@@ -160,18 +218,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def _row_line(r: dict) -> str:
     return (f"| {r['name']} | {r['predicted_s']:.3f} | {r['median_s']:.3f} ({r['p10_s']:.3f}-{r['p90_s']:.3f}) | "
-            f"{r['err_pct']:+.1f} | {r['dominant_phase']} ({r['phase_s'][r['dominant_phase']]:.3f} s) |")
+            f"{r['err_pct']:+.1f} | {r['dominant_phase']} ({r['phase_s'][r['dominant_phase']]:.3f} s) | "
+            f"{r['gemm_gflops']:.0f} / {r['stream_gbs']:.1f} / {r['gather_gbs']:.0f} |")
+
+
+def _rates_line(rates) -> str:
+    return (f"{rates.name}; GEMM fp32 {rates.matmul_fp32_flops_per_s / 1e9:.0f} GFLOP/s, bf16 "
+            f"{rates.matmul_16bit_flops_per_s / 1e9:.0f} GFLOP/s, stream {rates.memory_bytes_per_s / 1e9:.1f} GB/s, "
+            f"gather {rates.gather_bytes_per_s / 1e9:.1f} GB/s, op {rates.op_overhead_s * 1e6:.1f} us")
 
 
 def print_table(rows: list[dict], rates, args) -> None:
-    print(f"\nmachine: {rates.name}; torch threads {args.threads}; GEMM fp32 {rates.matmul_fp32_flops_per_s / 1e9:.0f} "
-          f"GFLOP/s, bf16 {rates.matmul_16bit_flops_per_s / 1e9:.0f} GFLOP/s, stream "
-          f"{rates.memory_bytes_per_s / 1e9:.1f} GB/s, gather {rates.gather_bytes_per_s / 1e9:.1f} GB/s, "
-          f"op {rates.op_overhead_s * 1e6:.1f} us")
-    print("| configuration | predicted s/step | measured median s/step (p10-p90) | error % | dominant phase |")
-    print("|---|---|---|---|---|")
+    print(f"\nmachine at the start: {_rates_line(rates)}; torch threads {args.threads}")
+    print("| configuration | predicted s/step | measured median s/step (p10-p90) | error % | dominant phase | "
+          "GEMM GFLOP/s / stream GB/s / gather GB/s during it |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(_row_line(r))
+    print("(GEMM / stream / gather: the medians of the probes taken after each measured step, what the row is predicted with)")
     worst = max((abs(r["err_pct"]) for r in rows), default=0.0)
     within = sum(abs(r["err_pct"]) <= 25 for r in rows)
     print(f"SUMMARY configs={len(rows)} max_abs_err_pct={worst:.1f} within_25pct={within}/{len(rows)}")

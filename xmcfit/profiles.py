@@ -163,6 +163,17 @@ def gpu_rates(profile: GpuProfile) -> "DeviceRates | None":
                        op_overhead_s=GPU_OP_OVERHEAD_S, interconnect_bytes_per_s=float(profile.interconnect_bytes_per_s))
 
 
+def profile_for_device_name(device_name: str) -> str | None:
+    """The shipped GPU profile of a CUDA device by its name ("NVIDIA H100 80GB HBM3" -> "H100-80G"): the
+    profile whose model appears in the name (the longest such model), preferring the one whose memory size
+    does too; None if none. A PCIe card gets its SXM sibling's figures (the only profiles shipped)."""
+    compact = device_name.upper().replace(" ", "").replace("-", "")
+    matches = sorted((p for p in profile_names("gpus") if p.split("-")[0].upper() in compact),
+                     key=lambda p: -len(p.split("-")[0]))  # A100 before A10
+    sized = [p for p in matches if p.split("-")[-1].upper().rstrip("G") + "GB" in compact]
+    return (sized or matches or [None])[0]
+
+
 _CLASSES: dict[str, type] = {"gpus": GpuProfile, "encoders": EncoderProfile, "datasets": DatasetProfile}
 
 

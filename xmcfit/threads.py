@@ -65,12 +65,23 @@ def busy_note(load_1min: float, n_cpus: int) -> str:
     return f"machine busy: load {load_1min:.1f} on {n_cpus} CPUs"
 
 
+def threads_when_busy(own_threads: int, load_1min: float, n_cpus: int) -> int:
+    """Fewer threads when the machine has more runnable threads than CPUs: this process's share of the
+    CPUs in proportion to the load (never more than it has). Two runs of 2 threads started together on 2
+    cores each drop to 1 once the load shows them, instead of spin-waiting on each other's cores."""
+    if load_1min <= n_cpus + BUSY_LOAD_MARGIN:
+        return own_threads
+    return max(1, min(own_threads, int(own_threads * n_cpus / load_1min)))
+
+
 @dataclass
 class LoadWatch:
-    """Checks the machine's load at the start and every LOAD_CHECK_EVERY_S seconds; `note` is the latest
-    verdict (busy_note)."""
+    """Checks the machine's load at the start and every LOAD_CHECK_EVERY_S seconds: `note` is the latest
+    verdict (busy_note), `threads` what this process should use now (threads_when_busy; only ever lowered:
+    a run that gave threads back does not take them again and start the contention over)."""
 
     n_cpus: int
+    threads: int
     every_s: float = LOAD_CHECK_EVERY_S
     last_check: float = -float("inf")
     note: str = ""
@@ -79,7 +90,10 @@ class LoadWatch:
         if now - self.last_check >= self.every_s:
             self.last_check = now
             try:
-                self.note = busy_note(os.getloadavg()[0], self.n_cpus)
+                load = os.getloadavg()[0]
             except OSError:  # no load average on this platform
-                self.note = ""
+                return self.note
+            before, self.threads = self.threads, threads_when_busy(self.threads, load, self.n_cpus)
+            self.note = busy_note(load, self.n_cpus) + (f"; threads {before} -> {self.threads}"
+                                                        if self.threads != before else "")
         return self.note

@@ -208,17 +208,19 @@ PlanDevice = Literal["gpu", "cpu"]
 
 def plan_rates(gpu_name: str, device: PlanDevice, threads: int | None = None) -> "DeviceRates | None":
     """Rates the plan's time is predicted with: this CPU's calibration (`device="cpu"`, at `threads` or the
-    trainer's default thread count), else the GPU profile named `gpu_name` (None when it is not a profile)."""
+    trainer's default thread count), else the GPU profile `gpu_name` names or whose model it names (None
+    when there is none: --gpu-mem alone)."""
     if device == "cpu":
         from xmcfit.calibrate import cpu_rates_for_plan
         from xmcfit.threads import allowed_cores, intra_op_threads
 
         return cpu_rates_for_plan(threads or intra_op_threads(allowed_cores()))
-    from xmcfit.profiles import gpu_rates
+    from xmcfit.profiles import gpu_rates, profile_for_device_name
 
-    if gpu_name.lower() not in {n.lower() for n in profile_names("gpus")}:
-        return None
-    return gpu_rates(load_gpu(gpu_name))
+    if gpu_name.lower() in {n.lower() for n in profile_names("gpus")}:
+        return gpu_rates(load_gpu(gpu_name))
+    profile = profile_for_device_name(gpu_name)  # a GPU pynvml named ("NVIDIA A100-SXM4-80GB")
+    return gpu_rates(load_gpu(profile)) if profile is not None else None
 
 
 def with_time(plan: Plan, request: PlanRequest, rates: "DeviceRates | None", train_points: int | None = None) -> Plan:

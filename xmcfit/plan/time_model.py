@@ -5,11 +5,15 @@ is counted as `Work`: matrix-multiply FLOPs (16-bit under AMP, else fp32), bytes
 optimizer updates), bytes gathered row by row (embedding bags: the sparse classifier's products, the
 bag-of-words encoder), operations launched, and bytes sent between devices. A phase takes
 
-    seconds = max(flops / (peak flops x eff_matmul), streamed / (bandwidth x eff_stream)
-                  + gathered / (gather rate x eff_gather))
-              + ops x seconds per op + sent / (interconnect bandwidth / 2)
+    seconds = flops / (peak flops x eff_matmul)                    matrix multiplies: compute-bound
+            + streamed / (bandwidth x eff_stream)                 elementwise ops: memory-bound
+            + gathered / (gather rate x eff_gather)               embedding bags: memory-bound
+            + ops x seconds per op + sent / (interconnect bandwidth / 2)
 
-(a roofline: the slower of compute and memory, plus dispatch and communication). `DeviceRates` carry the
+that is, each kind of op at its own roofline bound (a GEMM of these sizes is compute-bound, an elementwise
+op or a bag memory-bound), summed: a phase runs its ops one after another (one CPU thread pool, one CUDA
+stream), so their times add; max(compute, memory) over a whole phase would assume they overlap, and
+under-predicted the bag-of-words rows by 30 % (bench/RESULTS.md). `DeviceRates` carry the
 peaks: published datasheet figures for a GPU profile (xmcfit/profiles_data/gpus), measured ones for the CPU
 (xmcfit.calibrate, `xmcfit calibrate`). `Efficiency` factors say what fraction of the peak a phase reaches;
 CPU_EFFICIENCY is fitted to measured runs (bench/time_model.py, bench/RESULTS.md "Time model (issue 20)"),
@@ -68,6 +72,16 @@ bincount, cumsum; xmcfit.sparse.torch_backend.transposed_pattern)."""
 SPARSE_STREAM_BYTES_PER_CONNECTION = 30
 """Per connection and step, besides the bags: index casts to int32 (2+4 bytes read/written per bag call,
 three calls), the values gathered into the transposed order (12) and the CSR pattern of the value gradient."""
+CPU_BACKWARD_BAG_SLOWDOWN = 4.0
+"""The torch backend's two backward products gather about 4x slower per byte than the forward's embedding
+bag: the value gradient is torch.sparse.sampled_addmm (a strided column of x per connection), the input
+gradient an index_select into the transposed order and a bag over it. Measured on the development machine
+(1 thread, fan-in 64/256, d 384/512, batch 32/64): forward 83-87 GB/s, value gradient 19 GB/s, input
+gradient 16-23 GB/s of gathered rows. The Triton backend's kernels are not measured (factor 1 on CUDA)."""
+CPU_SKINNY_GEMM_COST = 1.6
+"""The dense classifier's GEMMs have the batch (32-128) as one dimension; on the CPU they ran at about 60 % of
+the calibration GEMM's rate in a step (profile of the citeulike-t dense row, 1 thread: mm + addmm + addmm_
+229 ms for 10.4 GFLOP, against 91 GFLOP/s calibrated): their FLOPs count 1.6 times."""
 STEP_OVERHEAD_OPS = 40
 """Operations of a step outside the model: moving the batch, the loss mix, finiteness checks, the learning
 rates, zero_grad, the progress record."""
@@ -108,15 +122,21 @@ class Efficiency:
     """Fractions of the peak rates a training step reaches, per kind of work."""
 
     matmul: float
+    """fp32 matrix multiplies."""
     stream: float
     gather: float
+    matmul_16bit: float
+    """bf16/fp16 matrix multiplies (autocast's casts around them are counted as streamed bytes)."""
 
 
-CPU_EFFICIENCY = Efficiency(matmul=0.8, stream=0.5, gather=0.6)
-"""Fitted to bench/time_model.py on the 2-core AMD EPYC development machine, core 1, 1 thread (bench/RESULTS.md,
-"Time model (issue 20)"): the calibration's GEMM and bags are already the trainer's own operations, so the
-factors stay near 1; what is lost is small matrices and elementwise ops between them."""
-GPU_EFFICIENCY = Efficiency(matmul=0.5, stream=0.7, gather=0.4)
+CPU_EFFICIENCY = Efficiency(matmul=0.8, stream=0.5, gather=0.6, matmul_16bit=0.7)
+"""Fitted by hand to bench/time_model.py's 14 configurations on the 2-core AMD EPYC development machine, core 1,
+1 thread, 2026-12-07 (bench/RESULTS.md, "Time model (issue 20)"): matmul from the text rows (the encoder's
+GEMMs dominate them), matmul_16bit from the one bf16 row, stream from the bag-of-words rows (AdamW dominates
+them), gather from the fan-in rows together with CPU_BACKWARD_BAG_SLOWDOWN. The calibration's GEMM and bag are
+the trainer's own kinds of op, so the factors stay near 1: what is lost is the encoder's smaller GEMMs and the
+caches the ops between them evict."""
+GPU_EFFICIENCY = Efficiency(matmul=0.5, stream=0.7, gather=0.4, matmul_16bit=0.5)
 """NOT FITTED (no GPU run yet): about half of the tensor-core peak is what BERT-sized training reaches in
 published MFU figures; streams reach most of HBM bandwidth, short-row gathers less. bench/gpu_check.py's time
 model check measures them on the first GPU run; replace these with its figures."""
@@ -161,13 +181,13 @@ class Workload:
 
 
 def seconds(work: Work, rates: DeviceRates, eff: Efficiency) -> float:
-    """The roofline time of `work` on `rates`: the slower of compute and memory, plus launches and sends."""
-    compute = (work.flops_16bit / (rates.matmul_16bit_flops_per_s * eff.matmul)
+    """The time of `work` on `rates`: each kind of op at its roofline bound, summed (module docstring)."""
+    compute = (work.flops_16bit / (rates.matmul_16bit_flops_per_s * eff.matmul_16bit)
                + work.flops_fp32 / (rates.matmul_fp32_flops_per_s * eff.matmul))
     memory = (work.stream_bytes / (rates.memory_bytes_per_s * eff.stream)
               + work.gather_bytes / (rates.gather_bytes_per_s * eff.gather))
     link = rates.interconnect_bytes_per_s / 2 or rates.memory_bytes_per_s  # one direction of the link
-    return max(compute, memory) + work.n_ops * rates.op_overhead_s + work.sent_bytes / link
+    return compute + memory + work.n_ops * rates.op_overhead_s + work.sent_bytes / link
 
 
 def _matmul(layout: Layout, flops: float, in_16bit: bool) -> Work:
@@ -250,17 +270,24 @@ def classifier_forward(layout: Layout) -> Work:
     rows, batch, d = layout.rows_per_device, layout.gathered_batch, layout.features_dim
     ops = Work(n_ops=_n_loss_chunks(layout) * OPS_PER_LOSS_CHUNK / 3)
     if layout.classifier_kind == "dense":
-        return ops + Work(flops_fp32=2 * batch * rows * d, stream_bytes=rows * d * FP32_BYTES)
+        skinny = CPU_SKINNY_GEMM_COST if layout.device == "cpu" else 1.0
+        return ops + Work(flops_fp32=2 * batch * rows * d * skinny, stream_bytes=rows * d * FP32_BYTES)
     connections = rows * layout.fan_in
     return ops + Work(flops_fp32=2 * batch * connections, gather_bytes=connections * batch * FP32_BYTES,
                       stream_bytes=connections * SPARSE_STREAM_BYTES_PER_CONNECTION / 3)
 
 
 def classifier_backward(layout: Layout) -> Work:
-    """The weight (value) gradient and the input gradient: twice the forward's products."""
+    """The weight (value) gradient and the input gradient: twice the forward's products (gathered at a
+    fraction of the forward's rate on the CPU: CPU_BACKWARD_BAG_SLOWDOWN); each chunk's weight gradient is
+    written, then copied into the whole gradient (three passes over it)."""
     rows, d = layout.rows_per_device, layout.features_dim
-    grad_write = rows * (d if layout.classifier_kind == "dense" else layout.fan_in) * DTYPE_BYTES[layout.value_dtype]
-    return classifier_forward(layout).times(2) + Work(stream_bytes=grad_write)
+    width = d if layout.classifier_kind == "dense" else layout.fan_in
+    grad_write = 3 * rows * width * DTYPE_BYTES[layout.value_dtype]
+    products = classifier_forward(layout).times(2)
+    if layout.classifier_kind == "sparse" and layout.device == "cpu":
+        products = replace(products, gather_bytes=products.gather_bytes * CPU_BACKWARD_BAG_SLOWDOWN)
+    return products + Work(stream_bytes=grad_write)
 
 
 def loss(layout: Layout, loss_name: str = "squared_hinge") -> Work:
@@ -270,14 +297,15 @@ def loss(layout: Layout, loss_name: str = "squared_hinge") -> Work:
 
 
 def tfidf_side(layout: Layout) -> Work:
-    """The TF-IDF scorer: logits and value gradient, two bags of k' rows per label, over the dense (b, n_words)
-    TF-IDF rows built for the micro-batch."""
+    """The TF-IDF scorer: logits and value gradient (a bag and a sampled product of k' rows per label, the
+    latter at the backward's rate), over the dense (b, n_words) TF-IDF rows built for the micro-batch."""
     if not layout.tfidf_n_words:
         return Work()
     connections = layout.rows_per_device * layout.tfidf_fan_in
     inputs = 3 * layout.micro_batch * layout.tfidf_n_words * FP32_BYTES
+    value_grad_cost = CPU_BACKWARD_BAG_SLOWDOWN if layout.device == "cpu" else 1.0
     return Work(flops_fp32=4 * layout.gathered_batch * connections,
-                gather_bytes=2 * connections * layout.gathered_batch * FP32_BYTES,
+                gather_bytes=(1 + value_grad_cost) * connections * layout.gathered_batch * FP32_BYTES,
                 stream_bytes=inputs + connections * SPARSE_STREAM_BYTES_PER_CONNECTION,
                 n_ops=_n_loss_chunks(layout) * 8 + 6)
 

@@ -109,7 +109,14 @@ class StepRecorder:
     """Checks the machine's load now and then (CPU runs); None: not checked."""
 
     def busy(self) -> str:
-        return self.load.check(time.monotonic()) if self.load is not None else ""
+        """The load note for this step; lowers torch's threads when the load watch says so."""
+        if self.load is None:
+            return ""
+        threads = self.load.threads
+        note = self.load.check(time.monotonic())
+        if self.load.threads != threads:
+            torch.set_num_threads(self.load.threads)
+        return note
 
     def record(self, stats: StepStats, finite: bool) -> None:
         if finite:

@@ -162,7 +162,7 @@ def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume
     meter.start()
     probe: ProbeBatches | None = None
     with catch_stop_signals(stop), placement.open_log(run_dir, progress.step) as log_file:
-        watch = LoadWatch(n_cpus=os.cpu_count() or 1) if dev.type == "cpu" else None
+        watch = LoadWatch(n_cpus=os.cpu_count() or 1, threads=threads) if dev.type == "cpu" else None
         recorder = StepRecorder(log_file, log_every, on_step, meter, load=watch)
         while progress.epoch < t.probe_epochs + t.epochs:
             if progress.epoch < t.probe_epochs and probe is None:
@@ -182,7 +182,8 @@ def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume
     last_loss = progress.last_loss if progress.last_loss is not None else recorder.last_loss
     result = placement.finish(plan, run_dir, parts, meter, progress, last_loss)
     if getattr(getattr(placement, "world", None), "rank", 0) == 0:  # one step_time.json per run, rank 0's
-        report = step_time_report(plan, workload_from_dataset(data.dataset), recorder.clock, dev, threads,
+        report = step_time_report(plan, workload_from_dataset(data.dataset), recorder.clock, dev,
+                                  watch.threads if watch is not None else threads,
                                   busy=watch.note if watch is not None else "")
         report.save(RunFiles(run_dir).step_time)
     return result

@@ -3,8 +3,8 @@ companion in the run directory).
 
 The trainer times every optimizer step (collate, forward, backward, update, rewiring); the steady state is
 the end-to-end phase's steps after the first WARMUP_STEPS (the first step builds the sparse layer's cached
-patterns and warms the allocators). The prediction uses the device the run is on: a GPU profile's datasheet
-peaks (the plan's GPU, when it names a profile) or this CPU's calibration at the run's thread count
+patterns and warms the allocators). The prediction uses the device the run is on: the datasheet peaks of the
+GPU profile its CUDA device's name matches, or this CPU's calibration at the run's thread count
 (`xmcfit calibrate`); without rates the file says how to get them.
 """
 
@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from xmcfit.atomic import atomic_write_text
-from xmcfit.errors import XmcfitError
 from xmcfit.plan.schema import Plan
 from xmcfit.plan.time_model import DeviceRates, Workload, predict_plan_time
 
@@ -40,14 +39,12 @@ def run_rates(plan: Plan, device: torch.device, threads: int) -> tuple[DeviceRat
         if found is None:
             return None, f"no CPU calibration for {threads} thread(s): run `xmcfit calibrate --threads {threads}`"
         return found.rates, ""
-    from xmcfit.profiles import gpu_rates, load_gpu
+    from xmcfit.profiles import gpu_rates, load_gpu, profile_for_device_name
 
-    try:
-        profile = load_gpu(plan.inputs.gpu)
-    except XmcfitError:
-        return None, f"the plan's GPU {plan.inputs.gpu!r} is not a profile with datasheet rates (plan with --gpu PROFILE)"
-    rates = gpu_rates(profile)
-    return (rates, "") if rates is not None else (None, f"GPU profile {profile.name} lacks peak rates")
+    name = torch.cuda.get_device_name(device)
+    profile = profile_for_device_name(name)
+    rates = gpu_rates(load_gpu(profile)) if profile is not None else None
+    return (rates, "") if rates is not None else (None, f"no GPU profile with datasheet rates matches {name!r}")
 
 
 def _quantile(ordered: list[float], q: float) -> float:
