@@ -6,8 +6,9 @@ load shows another run. This script measures, on the cores it is given (taskset)
 
   alone        one run, threads as xmcfit picks them
   together     two runs started at once, threads as xmcfit picks them
-  inherited    two runs at once, each forced to as many threads as cores (OMP_NUM_THREADS = cores, what
-               torch's default gave before), for contrast
+  inherited    two runs at once, each started with as many threads as the machine has CPUs (OMP_NUM_THREADS =
+               os.cpu_count(), what torch's default gave them before), for contrast; xmcfit's load watch
+               still lowers them once the load shows the contention
 
 Each run is `xmcfit train PLAN --data DATA --max-steps N --log-every 1 --device cpu` in its own process; the
 step times come from train_log.jsonl (step_seconds), the first WARMUP_STEPS dropped.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run(_xmcfit("plan", "--data", args.data, "--gpu-mem", "16G", "--precision", "fp32", "--fan-in", "64",
                            "--micro-batch", "64", "--no-tfidf", "-o", str(plan), "--json"),
                    env=_env(None), stdout=subprocess.DEVNULL, check=True)
-    [alone] = _train_together(plan, args.data, work, "alone", 1, args.steps, None)
-    together = _train_together(plan, args.data, work, "together", 2, args.steps, None)
-    inherited = _train_together(plan, args.data, work, "inherited", 2, args.steps, cores)
+    machine_cpus = os.cpu_count() or 1
+    try:
+        [alone] = _train_together(plan, args.data, work, "alone", 1, args.steps, None)
+        together = _train_together(plan, args.data, work, "together", 2, args.steps, None)
+        inherited = _train_together(plan, args.data, work, "inherited", 2, args.steps, machine_cpus)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     keep = [100 * alone / s for s in together]
     keep_inherited = [100 * alone / s for s in inherited]
     print(f"cores {cores} ({os.sched_getaffinity(0)}), {args.steps} steps per run, data {args.data}")
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| alone | xmcfit's choice | {alone:.3f} | 100 |")
     print(f"| two together | xmcfit's choice | {' / '.join(f'{s:.3f}' for s in together)} | "
           f"{' / '.join(f'{k:.0f}' for k in keep)} |")
-    print(f"| two together | {cores} each (inherited) | {' / '.join(f'{s:.3f}' for s in inherited)} | "
+    print(f"| two together | {machine_cpus} each at the start (inherited) | {' / '.join(f'{s:.3f}' for s in inherited)} | "
           f"{' / '.join(f'{k:.0f}' for k in keep_inherited)} |")
     print(f"SUMMARY cores={cores} alone_s={alone:.3f} together_keep_pct={min(keep):.0f} "
           f"inherited_keep_pct={min(keep_inherited):.0f}")
