@@ -127,6 +127,11 @@ def test_a_plan_without_a_profile_has_no_time_and_says_why():
     assert "No time prediction" in runner.invoke(app, ["plan", "--labels", "1000", "--gpu-mem", "8G"]).stdout
 
 
+def test_threads_without_the_cpu_device_is_one_error_line():
+    assert "--device cpu" in one_error_line(runner.invoke(app, ["plan", "--labels", "1000", "--gpu", "T4-16G",
+                                                                "--threads", "2"]))
+
+
 @pytest.mark.parametrize("price", ["H100-80G", "H100-80G=cheap", "H100-80G=-1", "NoSuchGPU=2"])
 def test_a_bad_price_is_one_error_line(price):
     line = one_error_line(runner.invoke(app, ["plan", "--labels", "1000", "--all-gpus", "--price-per-hour", price]))

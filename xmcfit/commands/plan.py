@@ -114,6 +114,10 @@ def plan(
     from xmcfit import report
 
     prices = parse_prices(price_per_hour)
+    if threads is not None and value(time_on) != "cpu":
+        from xmcfit.errors import XmcfitError
+
+        raise XmcfitError("--threads sets the CPU threads the time is predicted for: give it with --device cpu")
     if all_gpus:
         rows = plan_every_gpu_profile(request, train_points)
         _emit(every_gpu_profile_json(rows, prices), report.all_gpus_table(rows, prices), output, as_json)
