@@ -17,6 +17,10 @@ Parts (each records its status, or why it was skipped, and its wall time):
   eurlex       300 steps of the EURLEX57K GPU setting (bench/eurlex.py --setting gpu: 256 tokens, bf16 AMP,
                batch 64, planned for 16 GiB) on --data when given, else on a synthetic text dataset of the
                same label count (4,271 labels, xmcfit's generator), with a MiniLM-shaped encoder
+  time_model   issue 20: the time model's prediction from this GPU's profile (datasheet peaks x the
+               unfitted GPU_EFFICIENCY) against the median step of 7 configurations (bench/time_model.py's
+               axes: dense and fan-in 128/64/32, aux head, intermediate layer, checkpointing, text and
+               bag-of-words), bf16 AMP, batch 128; predicted / measured per row is what to refit with
 Nothing is downloaded: encoders are randomly initialised from a config written here (BERT-base and
 MiniLM shapes), with a word-level tokenizer built from the data's own words; datasets are generated
 here. Training goes through xmcfit.train.loop.run_training, planning through xmcfit.plan.choose_plan
@@ -102,6 +106,9 @@ class Sizes:
     eurlex_batch: int = 64
     eurlex_labels: int = EURLEX_LABELS
     eurlex_test: int = 1000
+    time_steps: int = 10
+    """Steps measured per configuration of the time_model part (after bench/time_model.py's warm-up steps)."""
+    time_precision: str = "bf16_amp"
 
     @classmethod
     def dry(cls) -> "Sizes":
@@ -110,7 +117,7 @@ class Sizes:
                    n_words=500, text_fan_in=16, low_fan_in=8, mid_fan_in=16, seq_len=16, batch=8,
                    layer_shape=(4, 32, 256, 8), rewire_shape=(3_000, 16, 64),
                    timing_repeats=1, oom_seq_len=16, oom_micro_batch=8, eurlex_steps=10, eurlex_seq_len=24,
-                   eurlex_batch=8, eurlex_labels=50, eurlex_test=40)
+                   eurlex_batch=8, eurlex_labels=50, eurlex_test=40, time_steps=2, time_precision="fp32")
 
 
 # -- report ----------------------------------------------------------------------------------------------
@@ -201,6 +208,17 @@ def render_markdown(data: dict[str, Any]) -> str:
                       f"{part['loss_last']:.4f}; max allocated {_gib(part['max_allocated_bytes'])} GiB vs predicted "
                       f"allocator {_gib(part['predicted_allocator_bytes'])} GiB; {part['eval_split']} P@1 "
                       f"{100 * part['p_at_1']:.2f}, P@5 {100 * part['p_at_5']:.2f}", ""]
+        if name == "time_model" and part["status"] == "ok":
+            lines += [f"rates: profile {part['profile']} (datasheet peaks x GPU_EFFICIENCY)", "",
+                      "| configuration | predicted s/step | measured median s/step | error % | dominant phase | "
+                      "predicted / measured |", "| --- | ---: | ---: | ---: | --- | ---: |"]
+            for r in part["rows"]:
+                if r.get("status") != "ok":
+                    lines.append(f"| {r['name']} | {r.get('status')} | | | | |")
+                    continue
+                lines.append(f"| {r['name']} | {r['predicted_s']:.4f} | {r['median_s']:.4f} | {r['err_pct']:+.1f} | "
+                             f"{r['dominant_phase']} | {r['implied_speed_vs_model']:.2f} |")
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -744,6 +762,65 @@ def part_eurlex(device: torch.device, sizes: Sizes, work: Path, data_arg: str | 
     return result
 
 
+# -- part: time_model (issue 20) ------------------------------------------------------------------------------
+
+
+def time_model_configs(s: Sizes) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, dataset key, pins): the CPU table's axes (bench/time_model.py) at GPU sizes, bf16 AMP."""
+    text = {"precision": s.time_precision, "micro_batch": s.batch, "tfidf": False, "aux_clusters": 0,
+            "intermediate_dim": 0, "gradient_checkpointing": False}
+    bow = {k: v for k, v in text.items() if k != "gradient_checkpointing"}
+    text_key, bow_key = f"text-{s.eurlex_labels}", f"bow-{s.small_labels}"
+    return [("text dense", text_key, {**text, "classifier": "dense"}),
+            ("text k256", text_key, {**text, "fan_in": s.text_fan_in}),
+            ("text k64 +aux", text_key, {**text, "fan_in": s.mid_fan_in, "aux_clusters": min(64, s.eurlex_labels // 4)}),
+            ("text k32 +inter", text_key, {**text, "fan_in": s.low_fan_in, "intermediate_dim": 4 * s.minilm[0]}),
+            ("text k64 ckpt", text_key, {**text, "fan_in": s.mid_fan_in, "gradient_checkpointing": True}),
+            ("bow dense", bow_key, {**bow, "classifier": "dense"}),
+            ("bow k64", bow_key, {**bow, "fan_in": s.mid_fan_in})]
+
+
+def part_time_model(device: torch.device, sizes: Sizes, work: Path, deadline: float) -> dict[str, Any]:
+    """Predicted (this GPU's profile, datasheet peaks x GPU_EFFICIENCY) against measured median step times of
+    the CPU table's configurations; also the efficiency each row implies (predicted / measured)."""
+    from time_model import WARMUP_STEPS, compare, measure_config, workload_of
+
+    from xmcfit.plan.time_model import CPU_EFFICIENCY
+    from xmcfit.profiles import gpu_rates, load_gpu
+
+    if device.type == "cuda":
+        from xmcfit.profiles import profile_for_device_name
+
+        profile = profile_for_device_name(torch.cuda.get_device_name(device))
+        if profile is None:
+            return {"status": "skipped", "why": f"no GPU profile matches {torch.cuda.get_device_name(device)}"}
+        rates = gpu_rates(load_gpu(profile))
+    else:  # the dry run: the CPU's quick calibration stands in for a profile
+        from time_model import quick_rates
+
+        profile, rates = "cpu (dry run)", quick_rates(1)
+    inputs = MemoryInputs(work, sizes)
+    n_points = (WARMUP_STEPS + sizes.time_steps) * sizes.batch
+    rows = []
+    for name, key, pins in time_model_configs(sizes):
+        if time.monotonic() > deadline:
+            rows.append({"name": name, "status": "skipped (budget)"})
+            continue
+        data = inputs.data(key, n_points)
+        encoder = inputs.encoders["minilm"] if key.startswith("text") else "all-MiniLM-L6-v2"
+        plan = plan_for(data, "64G", encoder=encoder, seq_len=sizes.seq_len if key.startswith("text") else None,
+                        batch=sizes.batch, **pins)
+        _free(device)
+        measured = measure_config(plan, data, {"limit": n_points}, device, work / "runs" / "time", sizes.time_steps)
+        measured.pop("probes")
+        row = compare(plan, rates, workload_of(data, {"limit": n_points}), measured)
+        rows.append({"name": name, "status": "ok", **row, "implied_speed_vs_model": row["predicted_s"] / row["median_s"]})
+    ok = [r for r in rows if r.get("status") == "ok"]
+    return {"status": "ok" if ok else "failed", "profile": profile, "rows": rows,
+            "cpu_efficiency_for_reference": vars(CPU_EFFICIENCY),
+            "max_abs_err_pct": max((abs(r["err_pct"]) for r in ok), default=None)}
+
+
 # -- main ------------------------------------------------------------------------------------------------------
 
 
@@ -811,6 +888,8 @@ def main(argv: list[str] | None = None) -> int:
         run_part(report, "rewire", deadline, 30 * big, lambda: part_rewire(device, sizes))
         run_part(report, "oom", deadline, 40 * big, lambda: part_oom(device, sizes, work))
         run_part(report, "eurlex", deadline, 60 * big, lambda: part_eurlex(device, sizes, work, args.data))
+        run_part(report, "time_model", deadline, 60 * big,
+                 lambda: part_time_model(device, sizes, work, deadline - 60 * big))
         budget = machine.get("gpu_memory_bytes", 16 * GIB)
         # Leave ~40 s for the last plan to finish inside the budget.
         run_part(report, "memory", deadline, 60 * big,
@@ -838,6 +917,9 @@ def main(argv: list[str] | None = None) -> int:
         summary.append(f"oom_recovered={int(oom['status'] == 'ok')}")
     if eurlex.get("status") == "ok":
         summary.append(f"eurlex_p1={100 * eurlex['p_at_1']:.2f}")
+    timing = parts.get("time_model", {})
+    if timing.get("max_abs_err_pct") is not None:
+        summary.append(f"time_model_max_abs_err_pct={timing['max_abs_err_pct']:.1f}")
     print("SUMMARY " + " ".join(summary))
     return 0 if all(v["status"] in ("ok", "skipped") for v in parts.values()) else 1
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Every torch process the suite starts (this one, the CLI subprocesses, torchrun's workers) takes a share of
+# the cores this one may use, as xmcfit's own launches do (xmcfit.threads): a test that runs a training in a
+# subprocess beside this process's own no longer puts 2 x cores compute threads on the cores (issue 20).
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // 2)))
 
 
 @pytest.fixture(scope="session")

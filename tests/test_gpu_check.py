@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
-PARTS = ("machine", "sparse_layer", "rewire", "oom", "eurlex", "memory")
+PARTS = ("machine", "sparse_layer", "rewire", "oom", "eurlex", "time_model", "memory")
 
 
 def test_gpu_check_dry_run_writes_every_part_and_a_summary(tmp_path):

@@ -23,7 +23,7 @@ import logging
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from xmcfit.api_train import RunAlreadyFinished
 from xmcfit.device import DEVICE_CHOICES, DEVICE_COMPLETIONS
@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULTS", "DEVICE_CHOICES", "DEVICE_COMPLETIONS", "LOG_TARGETS", "SIZE_HELP", "ClassifierKind",
            "ClassifierOptimizer", "InputWeighting", "LossName", "LossReduction", "NoGpuError", "Pooling", "Precision",
-           "RunAlreadyFinished", "TrainOptions", "ValueDtype", "all_gpus_json", "checkpoint_policy",
-           "dataset_stats", "evaluate", "evaluate_runs", "fit", "gpus", "launch_processes", "load", "plan",
+           "RunAlreadyFinished", "TrainOptions", "ValueDtype", "all_gpus_json", "calibrate_cpu", "checkpoint_policy",
+           "dataset_stats", "evaluate", "evaluate_runs", "fit", "gpus", "launch_processes", "load", "parse_prices", "plan",
            "plan_all_gpus", "predict", "predict_file", "this_process", "profiles", "synthesize", "train", "train_with"]
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ def plan(labels: int | None = None, *, dataset: str | None = None, data: str | P
          encoder_lr: float | None = None, classifier_lr: float | None = None, loss: LossName | None = None,
          loss_reduction: LossReduction | None = None, probe_epochs: int | None = None, dropout: float | None = None,
          input_weighting: InputWeighting | None = None, tfidf: bool | None = None, tfidf_fan_in: int | None = None,
-         pooling: Pooling | None = None, **unknown: Any) -> Plan:
+         pooling: Pooling | None = None, time_device: Literal["gpu", "cpu"] | None = None,
+         threads: int | None = None, train_points: int | None = None, **unknown: Any) -> Plan:
     """Choose a training configuration that fits the GPU (`xmcfit plan`); pure Python, no torch.
 
     Exactly one of `labels`, `dataset` (a profile) or `data` (a dataset path) names the problem; the
@@ -87,13 +88,22 @@ def plan(labels: int | None = None, *, dataset: str | None = None, data: str | P
     gradient_checkpointing, micro_batch, intermediate_dim (0: none), loss_chunk_size, aux_clusters (0: off),
     rewiring_interval, learning rates, loss and loss_reduction, probe_epochs (0: no linear probe), dropout,
     input_weighting (bag-of-words), tfidf / tfidf_fan_in (the TF-IDF side) and pooling ("mean" or "cls").
+
+    The plan's `time` section predicts seconds per step and hours per run (xmcfit.plan.time_model) on
+    `time_device`: "gpu" (the default: the GPU profile's datasheet rates; none with `gpu_mem` alone) or "cpu"
+    (this machine's `xmcfit calibrate` rates at `threads`); `train_points` overrides the data's point count.
     """
     from xmcfit.plan.chooser import Pins, choose_plan
+    from xmcfit.plan.inputs import plan_rates, with_time
 
     given = locals()
     _check_pin_names(unknown)
     _check_path("output", output)
-    result = choose_plan(_request(given, {f.name: given[f.name] for f in dataclasses.fields(Pins)}))
+    if threads is not None and time_device != "cpu":
+        raise XmcfitError("--threads sets the CPU threads the time is predicted for: give it with --device cpu")
+    request = _request(given, {f.name: given[f.name] for f in dataclasses.fields(Pins)})
+    rates = plan_rates(request.gpu_name, time_device or "gpu", threads)
+    result = with_time(choose_plan(request), request, rates, train_points)
     if output is not None:
         result.save(output)
     return result
@@ -103,26 +113,48 @@ def plan_all_gpus(labels: int | None = None, *, dataset: str | None = None, data
                   gpu: str | None = None, gpu_mem: str | None = None, encoder: str = "all-MiniLM-L6-v2",
                   seq_len: int | None = None, batch: int | None = None, devices: int = 1,
                   epochs: int | None = None, seed: int = 0, output: str | Path | None = None,
+                  train_points: int | None = None, prices: dict[str, float] | None = None,
                   **pins: Any) -> list[GpuRow]:
-    """xmcfit.plan for every shipped GPU profile (`xmcfit plan --all-gpus`): one GpuRow per profile.
-    `output` writes the rows as JSON (all_gpus_json)."""
+    """xmcfit.plan for every shipped GPU profile (`xmcfit plan --all-gpus`): one GpuRow per profile, each
+    plan's time predicted on that profile's datasheet rates. `output` writes the rows as JSON (all_gpus_json),
+    with a cost per run where `prices` ({profile: USD per GPU-hour}, see parse_prices) names the profile."""
     from xmcfit.plan.inputs import Budget, plan_every_gpu_profile
 
     _check_path("output", output)
     placeholder = Budget("manual", 1, True) if gpu is None and gpu_mem is None else None  # each row has its own
-    rows = plan_every_gpu_profile(_request({**locals(), "gpu_index": 0}, pins, placeholder))
+    given = {**locals(), "gpu_index": 0}
+    rows = plan_every_gpu_profile(_request(given, pins, placeholder), train_points)
     if output is not None:
         from xmcfit.atomic import atomic_write_text
 
-        atomic_write_text(output, all_gpus_json(rows))
+        atomic_write_text(output, all_gpus_json(rows, prices))
     return rows
 
 
-def all_gpus_json(rows: list[GpuRow]) -> str:
+def all_gpus_json(rows: list[GpuRow], prices: dict[str, float] | None = None) -> str:
     """plan_all_gpus' rows as an indented JSON list (`xmcfit plan --all-gpus --json`)."""
     from xmcfit.plan.inputs import every_gpu_profile_json
 
-    return every_gpu_profile_json(rows)
+    return every_gpu_profile_json(rows, prices)
+
+
+def calibrate_cpu(threads: int | None = None, seconds: float = 2.0) -> tuple[Any, Path]:
+    """Time a GEMM, a memory stream, a gather and an op launch on this CPU at `threads` (default: what
+    `xmcfit train` would use here) and cache the rates the time model predicts CPU runs with
+    (`xmcfit calibrate`). Returns (the CpuCalibration, the cache file)."""
+    from xmcfit.calibrate import calibrate_cpu as measure
+    from xmcfit.calibrate import save_calibration
+    from xmcfit.threads import allowed_cores, intra_op_threads
+
+    calibration = measure(intra_op_threads(allowed_cores(), threads), seconds)
+    return calibration, save_calibration(calibration)
+
+
+def parse_prices(values: Sequence[str] | None) -> dict[str, float]:
+    """`--price-per-hour PROFILE=USD` values as {profile: USD per GPU-hour}; one XmcfitError line when malformed."""
+    from xmcfit.plan.inputs import parse_prices as parse
+
+    return parse(list(values) if values else None)
 
 
 def _request(given: dict[str, Any], pins: dict[str, Any], budget: Any = None) -> Any:

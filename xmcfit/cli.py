@@ -95,6 +95,8 @@ app.command("gpus")(_plan_cmd.gpus)
 app.command("profiles")(_plan_cmd.profiles)
 from xmcfit.commands import train as _train_cmd
 app.command("train")(_train_cmd.train)
+from xmcfit.commands import calibrate as _calibrate_cmd
+app.command("calibrate")(_calibrate_cmd.calibrate)
 
 
 def main() -> None:

@@ -16,11 +16,14 @@ from dataclasses import dataclass, fields
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from xmcfit.errors import XmcfitError
 from xmcfit.jsonfile import read_json_object
 from xmcfit.plan.schema import EncoderSpec, PlanError, dataclass_from_dict
+
+if TYPE_CHECKING:
+    from xmcfit.plan.time_model import DeviceRates
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,10 @@ class GpuProfile:
     """Dense fp16/bf16 tensor-core peak (TFLOP/s), for speed estimates; 0 = unknown."""
     memory_bandwidth_bytes_per_s: int = 0
     """Peak memory bandwidth (bytes/s); 0 = unknown."""
+    peak_fp32_tflops: float = 0.0
+    """Dense fp32 peak without TF32 (TFLOP/s; torch's default for matmul); 0 = unknown."""
+    interconnect_bytes_per_s: int = 0
+    """Device-to-device bandwidth, both directions together (NVLink, else the PCIe link); 0 = unknown."""
 
     def __post_init__(self) -> None:
         where = f"gpu profile {self.name}"
@@ -134,6 +141,40 @@ class DatasetProfile:
         where = f"dataset profile {self.name}"
         _need_counts(self, where, ("n_labels", "n_train", "n_test", "typical_seq_len"))
         _need(self.avg_labels_per_point > 0, where, "avg_labels_per_point", self.avg_labels_per_point, "must be > 0")
+
+
+GPU_OP_OVERHEAD_S = 8e-6
+"""Seconds per launched operation on a GPU (PyTorch's dispatch plus the kernel launch, a few microseconds
+each); a round figure, NOT YET MEASURED by this project (bench/gpu_check.py's time_model part measures it)."""
+GPU_GATHER_PER_MEMORY_BANDWIDTH = 3.0
+"""The sparse products gather short rows of the (d, batch) input tile, which stays in L2 and shared memory,
+whose bandwidth is a few times HBM's (A100: about 7 TB/s L2 against 2 TB/s HBM); 3x is that ratio, NOT YET
+MEASURED for xmcfit's Triton kernels."""
+
+
+def gpu_rates(profile: GpuProfile) -> "DeviceRates | None":
+    """The time model's rates for `profile` from its datasheet figures; None when one of them is unknown."""
+    from xmcfit.plan.time_model import DeviceRates
+
+    if not (profile.peak_16bit_tflops and profile.peak_fp32_tflops and profile.memory_bandwidth_bytes_per_s):
+        return None
+    return DeviceRates(name=f"{profile.name} (datasheet peaks)", kind="cuda",
+                       matmul_16bit_flops_per_s=profile.peak_16bit_tflops * 1e12,
+                       matmul_fp32_flops_per_s=profile.peak_fp32_tflops * 1e12,
+                       memory_bytes_per_s=float(profile.memory_bandwidth_bytes_per_s),
+                       gather_bytes_per_s=GPU_GATHER_PER_MEMORY_BANDWIDTH * profile.memory_bandwidth_bytes_per_s,
+                       op_overhead_s=GPU_OP_OVERHEAD_S, interconnect_bytes_per_s=float(profile.interconnect_bytes_per_s))
+
+
+def profile_for_device_name(device_name: str) -> str | None:
+    """The shipped GPU profile of a CUDA device by its name ("NVIDIA H100 80GB HBM3" -> "H100-80G"): the
+    profile whose model appears in the name (the longest such model), preferring the one whose memory size
+    does too; None if none. A PCIe card gets its SXM sibling's figures (the only profiles shipped)."""
+    compact = device_name.upper().replace(" ", "").replace("-", "")
+    matches = sorted((p for p in profile_names("gpus") if p.split("-")[0].upper() in compact),
+                     key=lambda p: -len(p.split("-")[0]))  # A100 before A10
+    sized = [p for p in matches if p.split("-")[-1].upper().rstrip("G") + "GB" in compact]
+    return (sized or matches or [None])[0]
 
 
 _CLASSES: dict[str, type] = {"gpus": GpuProfile, "encoders": EncoderProfile, "datasets": DatasetProfile}

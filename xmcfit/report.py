@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from xmcfit.train.epoch import StepStats
     from xmcfit.train.finish import TrainResult
     from xmcfit.plan.hardware import GpuInfo
+    from xmcfit.plan.time_model import DeviceRates
     from xmcfit.plan.schema import Plan
     from xmcfit.profiles import DatasetProfile, EncoderProfile, GpuProfile
 
@@ -97,23 +98,88 @@ def plan_reasons_table(plan: "Plan") -> Table:
     return table
 
 
-def plan_report(plan: "Plan") -> Group:
-    """Knobs, memory breakdown (with the terms alive at the peak marked) and reasons."""
-    return Group(plan_knobs_table(plan), plan_memory_table(plan), plan_reasons_table(plan))
+def _duration(seconds: float) -> str:
+    """Seconds as the unit that reads best: 0.214 s, 3.5 min, 12.4 h, 3.1 days."""
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
-def all_gpus_table(rows: list[tuple[str, int, "Plan | None", str]]) -> Table:
-    """One row per GPU profile: (name, memory bytes, plan or None, note when it does not fit)."""
+def plan_time_table(plan: "Plan", price_per_gpu_hour: float | None = None) -> Table:
+    """Predicted seconds per phase of a step, then per step, epoch and run (and the run's cost, given a price)."""
+    t = plan.time
+    assert t is not None
+    table = Table(title=f"Predicted time on {t.device} (time model: roofline x fitted efficiency)")
+    table.add_column("phase")
+    table.add_column("seconds per step", justify="right")
+    table.add_column("share", justify="right")
+    for name, seconds in t.phase_seconds.items():
+        if seconds > 0:
+            share = seconds / t.step_seconds if t.step_seconds else 0.0
+            table.add_row(name + (" (dominant)" if name == t.dominant_phase else ""), f"{seconds:.4g}", f"{share:.0%}")
+    table.add_section()
+    table.add_row("step", f"{t.step_seconds:.4g}", "")
+    table.add_row(f"epoch ({t.steps_per_epoch:,} steps, {t.n_train_points:,} points)", _duration(t.epoch_seconds), "")
+    epochs = plan.training.epochs
+    probe = f" + {plan.training.probe_epochs} probe" if plan.training.probe_epochs else ""
+    table.add_row(f"run ({epochs} epochs{probe})", _duration(t.run_seconds), "")
+    if price_per_gpu_hour is not None:
+        cost = t.run_seconds / 3600 * price_per_gpu_hour * plan.n_devices
+        table.add_row(f"run cost at {price_per_gpu_hour:g} USD per GPU-hour", f"{cost:,.2f} USD", "")
+    for assumption in t.assumed:
+        table.add_row(f"assumed: {assumption}", "", "")
+    return table
+
+
+def plan_report(plan: "Plan", price_per_gpu_hour: float | None = None) -> Group:
+    """Knobs, memory breakdown (with the terms alive at the peak marked), predicted time, and reasons."""
+    time_part = (plan_time_table(plan, price_per_gpu_hour) if plan.time is not None else
+                 "No time prediction: no rates for this GPU (plan with --gpu PROFILE, or --device cpu after "
+                 "`xmcfit calibrate`).")
+    return Group(plan_knobs_table(plan), plan_memory_table(plan), time_part, plan_reasons_table(plan))
+
+
+def all_gpus_table(rows: list[tuple[str, int, "Plan | None", str]], prices: dict[str, float] | None = None) -> Table:
+    """One row per GPU profile: (name, memory bytes, plan or None, note when it does not fit); with its
+    predicted hours per epoch and, for the profiles in `prices` (USD per GPU-hour), the run's cost."""
+    from xmcfit.plan.inputs import run_cost_usd
+
+    prices = prices or {}
     table = Table(title="Plan per GPU profile")
-    for col in ("GPU", "memory GiB", "fits", "fan-in", "precision", "micro-batch", "peak GiB", "dense L x h GiB"):
+    columns = ["GPU", "memory GiB", "fits", "fan-in", "precision", "micro-batch", "peak GiB", "dense L x h GiB",
+               "h/epoch", "dominant phase"] + (["run USD"] if prices else [])
+    for col in columns:
         table.add_column(col)
     for name, memory_bytes, plan, note in rows:
         if plan is None:
-            table.add_row(name, _gib(memory_bytes), "no", "", "", "", note, "")
-        else:
-            table.add_row(name, _gib(memory_bytes), "yes", str(plan.classifier.fan_in), plan.precision,
-                          str(plan.training.micro_batch), _gib(plan.memory.predicted_peak_bytes),
-                          _gib(plan.memory.dense_predicted_peak_bytes))
+            table.add_row(name, _gib(memory_bytes), "no", "", "", "", note, "", "", "", *([""] if prices else []))
+            continue
+        t = plan.time
+        cost = run_cost_usd(plan, prices.get(name))
+        table.add_row(name, _gib(memory_bytes), "yes", str(plan.classifier.fan_in), plan.precision,
+                      str(plan.training.micro_batch), _gib(plan.memory.predicted_peak_bytes),
+                      _gib(plan.memory.dense_predicted_peak_bytes),
+                      f"{t.epoch_seconds / 3600:.3g}" if t else "?", t.dominant_phase if t else "",
+                      *([f"{cost:,.0f}" if cost is not None else ""] if prices else []))
+    if rows and rows[0][2] is not None and rows[0][2].time is not None and rows[0][2].time.assumed:
+        table.caption = "assumed: " + "; ".join(rows[0][2].time.assumed)
+    return table
+
+
+def calibration_table(rates: "DeviceRates") -> Table:
+    """A CPU's measured rates (xmcfit.calibrate)."""
+    table = Table(title=f"Measured rates: {rates.name}")
+    table.add_column("rate")
+    table.add_column("value", justify="right")
+    table.add_row("matrix multiply, fp32", f"{rates.matmul_fp32_flops_per_s / 1e9:.1f} GFLOP/s")
+    table.add_row("matrix multiply, bf16", f"{rates.matmul_16bit_flops_per_s / 1e9:.1f} GFLOP/s")
+    table.add_row("memory stream (read + write)", f"{rates.memory_bytes_per_s / 1e9:.1f} GB/s")
+    table.add_row("embedding-bag gather", f"{rates.gather_bytes_per_s / 1e9:.1f} GB/s")
+    table.add_row("one op launch", f"{rates.op_overhead_s * 1e6:.2f} us")
     return table
 
 
@@ -254,7 +320,8 @@ def step_figures(stats: "StepStats", encoder_lr: float | None, classifier_lr: fl
     return (f"loss {stats.loss:.4f} (aux {stats.aux_loss:.3f} x {stats.aux_weight:.2f})  {lr}  "
             f"rewired {stats.connections_moved:,}  {stats.points_per_s:.0f} pts/s  "
             f"mem {gib(stats.memory_bytes):.2f} GiB"
-            + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else ""))
+            + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else "")
+            + (f"  [{stats.busy}]" if stats.busy else ""))
 
 
 PHASE_NAMES = {"probe": "probe", "end_to_end": "end-to-end"}

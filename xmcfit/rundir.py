@@ -102,6 +102,11 @@ class RunFiles:
         return self.root / "memory.json"
 
     @property
+    def step_time(self) -> Path:
+        """Measured step times beside the time model's prediction (xmcfit.train.timing.StepTimeReport)."""
+        return self.root / "step_time.json"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / CHECKPOINT_DIR
 

@@ -22,6 +22,7 @@ LossChoice = choice_enum("LossChoice", LossName)
 ReductionChoice = choice_enum("ReductionChoice", LossReduction)
 WeightingChoice = choice_enum("WeightingChoice", InputWeighting)
 PoolingChoice = choice_enum("PoolingChoice", Pooling)
+TimeDevice = choice_enum("TimeDevice", ("gpu", "cpu"))  # xmcfit.plan.inputs.PlanDevice
 
 
 def plan(
@@ -74,6 +75,10 @@ def plan(
                                           help="Write plan.json here (atomically); with --all-gpus, the rows as JSON."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan JSON (with --all-gpus, a list of rows) to "
                                                        "stdout and nothing else."),
+    time_on: Optional[TimeDevice] = typer.Option(None, "--device", help="Where the predicted step time is for: gpu (the --gpu profile's datasheet rates; the default) or cpu (this machine, as measured by `xmcfit calibrate`)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="With --device cpu: the training's CPU threads (default: what `xmcfit train` would use here)."),
+    train_points: Optional[int] = typer.Option(None, "--train-points", min=1, help="Training points per epoch for the time prediction (default: the data's or the dataset profile's; else one per label)."),
+    price_per_hour: Optional[list[str]] = typer.Option(None, "--price-per-hour", help="PROFILE=USD per GPU-hour (repeatable): a cost column."),
 ) -> None:
     """Choose a training configuration that fits the GPU, and show what each tensor family costs."""
     _plan_and_show(locals())
@@ -102,12 +107,15 @@ def _plan_and_show(given: dict) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     pins = {pin: plain(given[name]) for pin, name in PINS.items()}
     problem = {name: given[name] for name in PROBLEM}
+    prices = api.parse_prices(given["price_per_hour"])
     if given["all_gpus"]:
-        rows = api.plan_all_gpus(**problem, **pins)
-        _show(api.all_gpus_json(rows), report.all_gpus_table(rows), given["output"], given["as_json"])
+        rows = api.plan_all_gpus(**problem, train_points=given["train_points"], prices=prices, **pins)
+        _show(api.all_gpus_json(rows, prices), report.all_gpus_table(rows, prices), given["output"], given["as_json"])
     else:
-        result = api.plan(**problem, gpu_index=given["gpu_index"], **pins)
-        _show(result.to_json(), report.plan_report(result), given["output"], given["as_json"])
+        result = api.plan(**problem, gpu_index=given["gpu_index"], time_device=plain(given["time_on"]),
+                          threads=given["threads"], train_points=given["train_points"], **pins)
+        _show(result.to_json(), report.plan_report(result, prices.get(result.inputs.gpu)), given["output"],
+              given["as_json"])
 
 
 def _show(text: str, shown: object, output: Optional[Path], as_json: bool) -> None:

@@ -55,10 +55,17 @@ def train(
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1,
                                         help="Train in N processes on this machine (torchrun started for you), the "
                                              "classifier split by labels; the plan's --devices must be N."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="CPU threads per training process (default: OMP_NUM_THREADS, else "
+                                               "the cores this process may use, divided among --nproc processes)."),
 ) -> None:
     """Train a plan on a dataset; `--resume RUN_DIR` continues an interrupted run exactly."""
     from xmcfit import report
 
+    if threads is not None:  # read by the trainer (xmcfit.threads.intra_op_threads) and by --nproc's processes
+        import os
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     rank, n_processes = api.this_process()
     who = f"rank {rank} " if n_processes > 1 else ""
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s {who}%(name)s: %(message)s")

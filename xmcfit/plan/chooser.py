@@ -145,6 +145,10 @@ class PlanRequest:
     dataset: str | None = None
     data_path: str | None = None
     pins: Pins = Pins()
+    n_train_points: int = 0
+    """Training points per epoch, for the time model (0: unknown; the time model then assumes one per label)."""
+    nnz_per_point: float = 0.0
+    """Bag-of-words input: nonzero features per point (0: text, or unknown)."""
 
     def __post_init__(self) -> None:
         def need(ok: bool, flag: str, value: object, rule: str) -> None:

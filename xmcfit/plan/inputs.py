@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
@@ -16,6 +17,9 @@ from xmcfit.plan.memory import revalidate
 from xmcfit.plan.schema import EncoderSpec, Plan, PlanError, check_value
 from xmcfit.plan.units import parse_size
 from xmcfit.profiles import encoder_availability, load_dataset, load_encoder, load_gpu, profile_names
+
+if TYPE_CHECKING:
+    from xmcfit.plan.time_model import DeviceRates
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +46,10 @@ class Problem:
     data_path: str | None
     typical_seq_len: int | None
     bow_features: int = 0
-    n_points: int = 0
-    """Training points (--data), which size the default batch; 0: unknown."""
+    n_train_points: int = 0
+    """Training points (0 when only --labels was given); they size the default batch."""
+    nnz_per_point: float = 0.0
+    """Bag-of-words data: nonzero features per point."""
 
 
 def resolve_budget(gpu_mem: str | None, gpu: str | None, gpu_index: int) -> Budget:
@@ -75,12 +81,13 @@ def resolve_problem(labels: int | None, dataset: str | None, data: str | None) -
         return Problem(labels, None, None, None)
     if dataset is not None:
         p = load_dataset(dataset)
-        return Problem(p.n_labels, p.name, None, p.typical_seq_len)
+        return Problem(p.n_labels, p.name, None, p.typical_seq_len, n_train_points=p.n_train)
     from xmcfit.data import compute_stats, load_split  # lazy: reads files, may import numpy/scipy
 
     stats = compute_stats(load_split(data, "train"))
     bow = stats.n_features if stats.kind == "bow" else 0
-    return Problem(stats.n_labels, None, str(data), None, bow, stats.n_points)
+    return Problem(stats.n_labels, None, str(data), None, bow, n_train_points=stats.n_points,
+                   nnz_per_point=stats.avg_input_length if bow else 0.0)
 
 
 def resolve_encoder(name: str, problem: Problem) -> EncoderSpec:
@@ -137,14 +144,17 @@ def make_request(*, labels: int | None, dataset: str | None, data: str | None, g
     else:
         seq = seq_len if seq_len is not None else min(problem.typical_seq_len or DEFAULT_SEQ_LEN, spec.max_seq_len)
     return PlanRequest(n_labels=problem.n_labels, budget_bytes=budget.budget_bytes, encoder=spec, seq_len=seq,
-                       target_batch=batch if batch is not None else DEFAULTS.batch_for(problem.n_points, devices),
-                       batch_from_points=problem.n_points if batch is None else 0, gpu_name=budget.gpu_name, bf16_supported=budget.bf16_supported,
+                       target_batch=batch if batch is not None else DEFAULTS.batch_for(problem.n_train_points, devices),
+                       batch_from_points=problem.n_train_points if batch is None else 0, gpu_name=budget.gpu_name,
+                       bf16_supported=budget.bf16_supported,
                        n_devices=devices, epochs=epochs, seed=seed, dataset=problem.dataset,
-                       data_path=problem.data_path, pins=pins)
+                       data_path=problem.data_path, pins=pins, n_train_points=problem.n_train_points,
+                       nnz_per_point=problem.nnz_per_point)
 
 
-def plan_every_gpu_profile(request: PlanRequest) -> list[tuple[str, int, Plan | None, str]]:
-    """(profile, memory bytes, plan or None, why not) for every shipped GPU profile."""
+def plan_every_gpu_profile(request: PlanRequest, train_points: int | None = None) -> list[tuple[str, int, Plan | None, str]]:
+    """(profile, memory bytes, plan or None, why not) for every shipped GPU profile; each plan's time is
+    predicted from that profile's datasheet rates."""
     from dataclasses import replace
 
     rows = []
@@ -156,22 +166,93 @@ def plan_every_gpu_profile(request: PlanRequest) -> list[tuple[str, int, Plan | 
             continue
         req = replace(request, budget_bytes=profile.memory_bytes, gpu_name=profile.name, bf16_supported=profile.bf16)
         try:
-            rows.append((name, profile.memory_bytes, choose_plan(req), ""))
+            plan = with_time(choose_plan(req), req, plan_rates(profile.name, "gpu"), train_points)
+            rows.append((name, profile.memory_bytes, plan, ""))
         except PlanError as err:
             rows.append((name, profile.memory_bytes, None, str(err).split(":")[0]))
     return rows
 
 
-def every_gpu_profile_json(rows: list[tuple[str, int, Plan | None, str]]) -> str:
+def run_cost_usd(plan: Plan | None, price_per_gpu_hour: float | None) -> float | None:
+    """What the whole run costs at `price_per_gpu_hour` on each of the plan's devices (None when unknown)."""
+    if plan is None or plan.time is None or price_per_gpu_hour is None:
+        return None
+    return plan.time.run_seconds / 3600 * price_per_gpu_hour * plan.n_devices
+
+
+def every_gpu_profile_json(rows: list[tuple[str, int, Plan | None, str]], prices: dict[str, float] | None = None) -> str:
     """`xmcfit plan --all-gpus --json`: one object per GPU profile (name, memory, whether a plan fits, why
-    not, the peak and the plain dense baseline's peak, and the whole plan), as an indented JSON list."""
+    not, the peak and the plain dense baseline's peak, the predicted seconds per step, hours per epoch and
+    for the run, the run's cost given a price, and the whole plan), as an indented JSON list."""
     import json
 
+    prices = prices or {}
     out = []
     for name, memory_bytes, plan, why_not in rows:
         mem = plan.memory if plan is not None else None
+        time = plan.time if plan is not None else None
         out.append({"gpu": name, "memory_bytes": memory_bytes, "fits": plan is not None, "why_not": why_not or None,
                     "predicted_peak_bytes": mem.predicted_peak_bytes if mem else None,
                     "dense_predicted_peak_bytes": mem.dense_predicted_peak_bytes if mem else None,
+                    "predicted_step_seconds": time.step_seconds if time else None,
+                    "predicted_epoch_hours": time.epoch_seconds / 3600 if time else None,
+                    "predicted_run_hours": time.run_seconds / 3600 if time else None,
+                    "dominant_phase": time.dominant_phase if time else None,
+                    "price_per_gpu_hour_usd": prices.get(name),
+                    "predicted_run_usd": run_cost_usd(plan, prices.get(name)),
                     "plan": json.loads(plan.to_json()) if plan is not None else None})
     return json.dumps(out, indent=2) + "\n"
+
+
+# -- the time model's inputs: the device's rates and the data's size -------------------------------------
+
+
+PlanDevice = Literal["gpu", "cpu"]
+
+
+def plan_rates(gpu_name: str, device: PlanDevice, threads: int | None = None) -> "DeviceRates | None":
+    """Rates the plan's time is predicted with: this CPU's calibration (`device="cpu"`, at `threads` or the
+    trainer's default thread count), else the GPU profile `gpu_name` names or whose model it names (None
+    when there is none: --gpu-mem alone)."""
+    if device == "cpu":
+        from xmcfit.calibrate import cpu_rates_for_plan
+        from xmcfit.threads import allowed_cores, intra_op_threads
+
+        return cpu_rates_for_plan(threads or intra_op_threads(allowed_cores()))
+    from xmcfit.profiles import gpu_rates, profile_for_device_name
+
+    if gpu_name.lower() in {n.lower() for n in profile_names("gpus")}:
+        return gpu_rates(load_gpu(gpu_name))
+    profile = profile_for_device_name(gpu_name)  # a GPU pynvml named ("NVIDIA A100-SXM4-80GB")
+    return gpu_rates(load_gpu(profile)) if profile is not None else None
+
+
+def with_time(plan: Plan, request: PlanRequest, rates: "DeviceRates | None", train_points: int | None = None) -> Plan:
+    """`plan` with its time section predicted on `rates` (unchanged when rates is None)."""
+    if rates is None:
+        return plan
+    from dataclasses import replace
+
+    from xmcfit.plan.time_model import predict_plan_time, time_section, workload_for
+
+    workload = workload_for(request.n_labels, request.n_train_points, request.nnz_per_point, train_points)
+    return replace(plan, time=time_section(predict_plan_time(plan, rates, workload), workload))
+
+
+def parse_prices(values: list[str] | None) -> dict[str, float]:
+    """--price-per-hour PROFILE=USD (repeatable) as {profile name: USD per GPU-hour}; one XmcfitError line for
+    a malformed value or an unknown profile."""
+    known = {n.lower(): n for n in profile_names("gpus")}
+    prices: dict[str, float] = {}
+    for value in values or ():
+        name, sep, usd = value.partition("=")
+        try:
+            price = float(usd) if sep else -1.0
+        except ValueError:
+            price = -1.0
+        if not sep or not price >= 0 or price == float("inf"):
+            raise XmcfitError(f"--price-per-hour {value}: must be PROFILE=USD, e.g. H100-80G=2.49")
+        if name.lower() not in known:
+            raise XmcfitError(f"--price-per-hour {value}: unknown GPU profile {name!r}; known: {', '.join(known.values())}")
+        prices[known[name.lower()]] = price
+    return prices

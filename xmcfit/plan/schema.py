@@ -336,6 +336,34 @@ class MemorySection:
 
 
 @dataclass(frozen=True)
+class TimeSection:
+    """The time model's prediction for one device (xmcfit.plan.time_model): seconds per step by phase, per
+    epoch and for the run. Absent (null) when no rates were known for the plan's device."""
+
+    device: str
+    """Whose rates: a GPU profile's datasheet peaks, or this CPU's calibration and thread count."""
+    phase_seconds: dict[str, float]
+    """Predicted seconds of each phase of one optimizer step (names as in xmcfit.plan.time_model.PHASES)."""
+    step_seconds: float
+    dominant_phase: str
+    n_train_points: int
+    """Training points per epoch the figures assume."""
+    steps_per_epoch: int
+    epoch_seconds: float
+    """One end-to-end epoch."""
+    run_seconds: float
+    """The whole run: the linear probe (if any) and every end-to-end epoch."""
+    assumed: tuple[str, ...] = ()
+    """Figures assumed rather than read from data or a dataset profile, one phrase each."""
+
+    def __post_init__(self) -> None:
+        for name in ("step_seconds", "epoch_seconds", "run_seconds"):
+            _require(getattr(self, name) >= 0, f"time.{name}", getattr(self, name), "must be >= 0")
+        _require(self.dominant_phase in self.phase_seconds, "time.dominant_phase", self.dominant_phase,
+                 "must name a phase of time.phase_seconds")
+
+
+@dataclass(frozen=True)
 class InputsSection:
     """What the plan was made from, so a plan can be re-made or questioned."""
 
@@ -381,6 +409,8 @@ class Plan:
     """The TF-IDF side (off in plans written before it existed)."""
     reasons: tuple[str, ...] = field(default=())
     """Why the chooser picked what it picked, one sentence each."""
+    time: TimeSection | None = None
+    """Predicted seconds per step, epoch and run (None: no rates for the plan's device, or an older plan)."""
 
     def __post_init__(self) -> None:
         _require(self.schema_version == SCHEMA_VERSION, "schema_version", self.schema_version,

@@ -498,8 +498,11 @@ def launch(nproc: int, args: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    # torchrun warns (several lines) unless OMP_NUM_THREADS is set; give each process its share of the cores.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    # torchrun warns (several lines) unless OMP_NUM_THREADS is set; give each process its share of the cores
+    # this process may use (its affinity), so N processes never run more compute threads than cores.
+    from xmcfit.threads import allowed_cores, share_of_cores
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(share_of_cores(allowed_cores(), nproc)))
     # The launcher logs each failure as a multi-line report; the processes' own `Error:` lines say it.
     # Its loggers set their own levels (LOGLEVEL), so quiet each one while it runs.
     loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 
 from xmcfit.errors import XmcfitError
+from xmcfit.threads import LoadWatch
 from xmcfit.train.checkpoint import CHECKPOINT_DIR, DEFAULT_KEEP, Progress, checkpoint_folders, save_training_state
 from xmcfit.train.data import TrainData
 from xmcfit.train.memory_report import MemoryMeter
 from xmcfit.train.setup import TrainParts
+from xmcfit.train.timing import StepClock
 from xmcfit.train.step import StepOutcome, rewire, train_step
 
 # A run of this many consecutive non-finite losses stops training: a diverged run wastes the GPU.
@@ -69,6 +71,10 @@ class StepStats:
     skipped_steps: int
     probe_steps: int = 0
     """Steps of the linear-probe phase (heads on frozen features), which come first; 0 without one."""
+    step_seconds: float = 0.0
+    """Wall time of this step: collate, forward, backward, update and rewiring."""
+    busy: str = ""
+    """A note when the machine has more runnable threads than CPUs (xmcfit.threads.busy_note), else ""."""
 
     @property
     def phase(self) -> str:
@@ -97,10 +103,25 @@ class StepRecorder:
     on_step: Callable[[StepStats], None] | None
     meter: MemoryMeter
     last_loss: float = math.nan
+    clock: StepClock = field(default_factory=StepClock)
+    """Every end-to-end step's seconds, for step_time.json."""
+    load: LoadWatch | None = None
+    """Checks the machine's load now and then (CPU runs); None: not checked."""
+
+    def busy(self) -> str:
+        """The load note for this step; lowers torch's threads when the load watch says so."""
+        if self.load is None:
+            return ""
+        threads = self.load.threads
+        note = self.load.check(time.monotonic())
+        if self.load.threads != threads:
+            torch.set_num_threads(self.load.threads)
+        return note
 
     def record(self, stats: StepStats, finite: bool) -> None:
         if finite:
             self.last_loss = stats.loss
+        self.clock.add(stats.step_seconds, stats.phase)
         if self.on_step is not None:
             self.on_step(stats)
         if stats.step % self.log_every == 0 or stats.step == stats.total_steps:
@@ -219,13 +240,14 @@ def run_epoch(parts: TrainParts, data: TrainData, progress: Progress, recorder: 
         progress.step += 1
         progress.batch_in_epoch += 1
         n_in_step = sum(len(rows) for rows in group)
+        seconds = max(1e-9, time.perf_counter() - tick)
         recorder.record(StepStats(
             step=progress.step, total_steps=parts.schedule.total_steps, epoch=progress.epoch + 1, loss=out.loss,
             main_loss=out.main, aux_loss=out.aux, aux_weight=out.alpha, lr_mult=out.lr_mult,
             connections_moved=progress.moved_total,
-            points_per_s=n_in_step / max(1e-9, time.perf_counter() - tick),
-            memory_bytes=recorder.meter.current_bytes(), skipped_steps=progress.skipped,
-            probe_steps=parts.schedule.probe_steps,
+            points_per_s=n_in_step / seconds, memory_bytes=recorder.meter.current_bytes(),
+            skipped_steps=progress.skipped, probe_steps=parts.schedule.probe_steps, step_seconds=seconds,
+            busy=recorder.busy(),
         ), finite=out.finite)
         if out.finite:
             progress.last_loss = out.loss  # checkpointed: a resume with no step left still reports it

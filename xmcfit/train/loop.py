@@ -16,6 +16,7 @@ by shard but runs the same epochs and steps.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Protocol, TextIO
@@ -28,6 +29,7 @@ from xmcfit.plan.memory import reprice
 from xmcfit.plan.schema import Plan
 from xmcfit.rundir import RunFiles, record_plan, trim_log
 from xmcfit.seed import seed_everything
+from xmcfit.threads import LoadWatch, allowed_cores, apply_threads, intra_op_threads
 from xmcfit.train.checkpoint import CheckpointPolicy, Progress, load_training_state, save_training_state
 from xmcfit.train.data import TrainData
 from xmcfit.train.epoch import (StepRecorder, StepStats, StopRules, TrainingPaused, TrainingStopped,
@@ -36,6 +38,7 @@ from xmcfit.train.finish import TrainResult, finish_training
 from xmcfit.train.probe import ProbeBatches, frozen_features
 from xmcfit.train.memory_report import MemoryMeter
 from xmcfit.train.setup import TrainParts, setup_training
+from xmcfit.train.timing import step_time_report, workload_from_dataset
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +134,11 @@ def run_training(
     device (default), or one rank of a label-sharded run (its device already chosen).
     """
     dev = pick_device(device)
+    threads = apply_threads(intra_op_threads(allowed_cores()))
     policy = checkpoints or CheckpointPolicy()
     placement = placement or OneDevice()
     while True:
-        result = _train(plan, run_dir, data, dev, resume, max_steps, log_every, on_step, policy, placement)
+        result = _train(plan, run_dir, data, dev, resume, max_steps, log_every, on_step, policy, placement, threads)
         if result is not None:
             return result
         plan = _recovery_plan(plan, run_dir, auto_recover)  # out of memory: raises unless recovering
@@ -143,7 +147,7 @@ def run_training(
 
 def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume: bool, max_steps: int | None,
            log_every: int, on_step: Callable[[StepStats], None] | None,
-           policy: CheckpointPolicy, placement: Placement) -> TrainResult | None:
+           policy: CheckpointPolicy, placement: Placement, threads: int = 1) -> TrainResult | None:
     """One attempt: set up (resuming from the latest checkpoint), run the remaining epochs, finish.
     None when a step ran out of device memory; the state of the last completed step is then saved."""
     seed_everything(plan.seed)
@@ -158,7 +162,8 @@ def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume
     meter.start()
     probe: ProbeBatches | None = None
     with catch_stop_signals(stop), placement.open_log(run_dir, progress.step) as log_file:
-        recorder = StepRecorder(log_file, log_every, on_step, meter)
+        watch = LoadWatch(n_cpus=os.cpu_count() or 1, threads=threads) if dev.type == "cpu" else None
+        recorder = StepRecorder(log_file, log_every, on_step, meter, load=watch)
         while progress.epoch < t.probe_epochs + t.epochs:
             if progress.epoch < t.probe_epochs and probe is None:
                 probe = ProbeBatches(frozen_features(parts, data, t.eval_batch), data)
@@ -175,7 +180,13 @@ def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume
             progress.batch_in_epoch = 0
             stop.save(parts, progress)
     last_loss = progress.last_loss if progress.last_loss is not None else recorder.last_loss
-    return placement.finish(plan, run_dir, parts, meter, progress, last_loss)
+    result = placement.finish(plan, run_dir, parts, meter, progress, last_loss)
+    if getattr(getattr(placement, "world", None), "rank", 0) == 0:  # one step_time.json per run, rank 0's
+        report = step_time_report(plan, workload_from_dataset(data.dataset), recorder.clock, dev,
+                                  watch.threads if watch is not None else threads,
+                                  busy=watch.note if watch is not None else "")
+        report.save(RunFiles(run_dir).step_time)
+    return result
 
 
 def _recovery_plan(plan: Plan, run_dir: Path, auto_recover: bool) -> Plan:
