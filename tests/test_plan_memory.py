@@ -143,3 +143,15 @@ def test_every_dtype_a_plan_names_has_a_size_and_a_torch_dtype():
     assert set(AUTOCAST_DTYPE) == set(typing.get_args(Precision))
     for name in names:
         assert torch.empty(0, dtype=torch_dtype(name)).element_size() == DTYPE_BYTES[name]
+
+
+def test_every_term_the_memory_model_emits_is_in_the_registry():
+    from xmcfit.plan import phases, terms
+    from xmcfit.train.memory_report import STATIC_TERMS
+    plain, widest = _layout(), _layout(n_devices=4, tfidf_n_words=500, tfidf_fan_in=8)  # every optional term
+    emitted = set(memory.predict(plain).terms_bytes) | set(memory.predict(widest).terms_bytes)
+    assert emitted == set(terms.ALL_TERMS)
+    assert len(set(terms.ALL_TERMS)) == len(terms.ALL_TERMS)
+    grouped = (phases.RESIDENT + phases.BACKWARD + phases.STEP + phases.REWIRING + phases.RESERVES + phases.OPTIONAL
+               + STATIC_TERMS)
+    assert set(grouped) <= set(terms.ALL_TERMS)

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Literal
 
 from xmcfit import workspace
 from xmcfit.dtypes import DTYPE_BYTES
+from xmcfit.plan import terms as T
 from xmcfit.plan.phases import RESIDENT, PeakPhase, peak_phase, peak_terms, phase_terms, term_bytes
 from xmcfit.plan.schema import (ClassifierKind, ClassifierOptimizer, EncoderSpec, InputWeighting, MemorySection, Pooling, Precision,
                                 UpdateRounding, ValueDtype, index_dtype_for)
@@ -491,39 +492,39 @@ def memory_terms(layout: Layout) -> dict[str, int]:
     n_inter = intermediate_param_count(enc.hidden_size, layout.intermediate_dim)
     n_aux = aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)
     terms = {
-        "encoder_weights": encoder_weight_bytes(enc, layout.input_weighting),
-        "encoder_grads": encoder_grad_bytes(enc),
-        "encoder_optimizer_state": encoder_optimizer_bytes(enc),
-        "encoder_activations": encoder_activation_bytes(enc, layout.seq_len, layout.micro_batch, layout.precision,
+        T.ENCODER_WEIGHTS: encoder_weight_bytes(enc, layout.input_weighting),
+        T.ENCODER_GRADS: encoder_grad_bytes(enc),
+        T.ENCODER_OPTIMIZER_STATE: encoder_optimizer_bytes(enc),
+        T.ENCODER_ACTIVATIONS: encoder_activation_bytes(enc, layout.seq_len, layout.micro_batch, layout.precision,
                                                         layout.gradient_checkpointing, layout.pooling,
                                                         "math" if enc.attention == "eager" else "efficient"),
-        "encoder_amp_weight_copies": amp_weight_copy_bytes(enc, layout.precision, layout.gradient_checkpointing),
-        "head_activations": head_activation_bytes(enc.hidden_size, layout.intermediate_dim, layout.micro_batch),
-        "intermediate_weights": n_inter * FP32_BYTES,
-        "intermediate_grads": n_inter * FP32_BYTES,
-        "intermediate_optimizer_state": n_inter * OPTIMIZER_STATES["adamw"] * FP32_BYTES,
-        "classifier_values": classifier_value_bytes(layout),
-        "classifier_indices": classifier_index_bytes(layout),
-        "classifier_bias": classifier_bias_bytes(layout),
-        "classifier_grads": classifier_grad_bytes(layout),
-        "classifier_optimizer_state": classifier_optimizer_bytes(layout),
-        "classifier_pattern_cache": classifier_pattern_cache_bytes(layout),
-        "loss_workspace": loss_workspace_bytes(layout),
-        "aux_weights": n_aux * FP32_BYTES,
-        "aux_grads": n_aux * FP32_BYTES,
-        "aux_optimizer_state": n_aux * OPTIMIZER_STATES["adamw"] * FP32_BYTES,
-        "aux_logits": aux_logit_bytes(layout.micro_batch, layout.n_clusters, layout.aux_enabled),
-        "optimizer_step_workspace": optimizer_step_workspace_bytes(layout),
-        "rewiring_workspace": rewiring_workspace_bytes(layout),
+        T.ENCODER_AMP_WEIGHT_COPIES: amp_weight_copy_bytes(enc, layout.precision, layout.gradient_checkpointing),
+        T.HEAD_ACTIVATIONS: head_activation_bytes(enc.hidden_size, layout.intermediate_dim, layout.micro_batch),
+        T.INTERMEDIATE_WEIGHTS: n_inter * FP32_BYTES,
+        T.INTERMEDIATE_GRADS: n_inter * FP32_BYTES,
+        T.INTERMEDIATE_OPTIMIZER_STATE: n_inter * OPTIMIZER_STATES["adamw"] * FP32_BYTES,
+        T.CLASSIFIER_VALUES: classifier_value_bytes(layout),
+        T.CLASSIFIER_INDICES: classifier_index_bytes(layout),
+        T.CLASSIFIER_BIAS: classifier_bias_bytes(layout),
+        T.CLASSIFIER_GRADS: classifier_grad_bytes(layout),
+        T.CLASSIFIER_OPTIMIZER_STATE: classifier_optimizer_bytes(layout),
+        T.CLASSIFIER_PATTERN_CACHE: classifier_pattern_cache_bytes(layout),
+        T.LOSS_WORKSPACE: loss_workspace_bytes(layout),
+        T.AUX_WEIGHTS: n_aux * FP32_BYTES,
+        T.AUX_GRADS: n_aux * FP32_BYTES,
+        T.AUX_OPTIMIZER_STATE: n_aux * OPTIMIZER_STATES["adamw"] * FP32_BYTES,
+        T.AUX_LOGITS: aux_logit_bytes(layout.micro_batch, layout.n_clusters, layout.aux_enabled),
+        T.OPTIMIZER_STEP_WORKSPACE: optimizer_step_workspace_bytes(layout),
+        T.REWIRING_WORKSPACE: rewiring_workspace_bytes(layout),
     }
     if layout.tfidf_n_words:
-        terms["tfidf_weights"] = tfidf_weight_bytes(layout)
-        terms["tfidf_optimizer_state"] = OPTIMIZER_STATES["adamw"] * tfidf_value_bytes(layout)
-        terms["tfidf_grads"] = tfidf_value_bytes(layout)
-        terms["tfidf_inputs"] = tfidf_input_bytes(layout)
+        terms[T.TFIDF_WEIGHTS] = tfidf_weight_bytes(layout)
+        terms[T.TFIDF_OPTIMIZER_STATE] = OPTIMIZER_STATES["adamw"] * tfidf_value_bytes(layout)
+        terms[T.TFIDF_GRADS] = tfidf_value_bytes(layout)
+        terms[T.TFIDF_INPUTS] = tfidf_input_bytes(layout)
     if layout.n_devices > 1:
-        terms["gathered_features"] = gathered_feature_bytes(layout)
-        terms["ddp_gradient_buckets"] = ddp_bucket_bytes(enc)
+        terms[T.GATHERED_FEATURES] = gathered_feature_bytes(layout)
+        terms[T.DDP_GRADIENT_BUCKETS] = ddp_bucket_bytes(enc)
     return terms
 
 
@@ -533,8 +534,8 @@ def predict(layout: Layout) -> MemoryEstimate:
     phase = peak_phase(terms, layout.grad_accum)
     allocator_peak = sum(term_bytes(terms, t) for t in RESIDENT + phase_terms(layout.grad_accum)[phase])
     margin = FRAGMENTATION_FRACTION if layout.device == "cuda" else 0.0  # the CPU has no caching allocator
-    terms["fragmentation_margin"] = math.ceil(margin * allocator_peak)
-    terms["cuda_context"] = layout.cuda_context_bytes
+    terms[T.FRAGMENTATION_MARGIN] = math.ceil(margin * allocator_peak)
+    terms[T.CUDA_CONTEXT] = layout.cuda_context_bytes
     at_peak = peak_terms(phase, layout.grad_accum, terms)
     return MemoryEstimate(terms_bytes=terms, peak_phase=phase, peak_terms=at_peak,
                           predicted_peak_bytes=sum(terms[t] for t in at_peak))
@@ -560,7 +561,7 @@ def revalidate(plan: "Plan") -> tuple["Plan", str | None]:
     (a hand-edited plan.json: `fan_in` 256 -> 64 or `pooling` -> `cls` left the old bytes behind; or a plan
     written by an xmcfit with another memory model); (plan, None) when it matches. Recomputed, not refused:
     editing a knob is a legitimate pin, and a memory-model fix must not make existing plans unreadable."""
-    cuda_context_bytes = plan.memory.terms_bytes.get("cuda_context", CUDA_CONTEXT_BYTES)
+    cuda_context_bytes = plan.memory.terms_bytes.get(T.CUDA_CONTEXT, CUDA_CONTEXT_BYTES)
     fresh = memory_section(Layout.from_plan(plan, cuda_context_bytes), plan.memory.budget_bytes)
     if fresh == plan.memory:
         return plan, None

@@ -9,31 +9,33 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Literal
 
+from xmcfit.plan import terms as T
+
 PeakPhase = Literal["backward", "step", "rewiring"]
 
-RESIDENT = ("encoder_weights", "encoder_optimizer_state", "intermediate_weights", "intermediate_optimizer_state",
-            "classifier_values", "classifier_indices", "classifier_bias", "classifier_optimizer_state",
-            "classifier_pattern_cache", "aux_weights", "aux_optimizer_state", "ddp_gradient_buckets",
-            "tfidf_weights", "tfidf_optimizer_state")
-BACKWARD = ("encoder_activations", "encoder_amp_weight_copies", "head_activations", "loss_workspace",
-            "aux_logits", "classifier_grads", "intermediate_grads", "aux_grads", "gathered_features",
-            "tfidf_inputs", "tfidf_grads")
-DISTRIBUTED = ("ddp_gradient_buckets", "gathered_features")
+RESIDENT = (T.ENCODER_WEIGHTS, T.ENCODER_OPTIMIZER_STATE, T.INTERMEDIATE_WEIGHTS, T.INTERMEDIATE_OPTIMIZER_STATE,
+            T.CLASSIFIER_VALUES, T.CLASSIFIER_INDICES, T.CLASSIFIER_BIAS, T.CLASSIFIER_OPTIMIZER_STATE,
+            T.CLASSIFIER_PATTERN_CACHE, T.AUX_WEIGHTS, T.AUX_OPTIMIZER_STATE, T.DDP_GRADIENT_BUCKETS,
+            T.TFIDF_WEIGHTS, T.TFIDF_OPTIMIZER_STATE)
+BACKWARD = (T.ENCODER_ACTIVATIONS, T.ENCODER_AMP_WEIGHT_COPIES, T.HEAD_ACTIVATIONS, T.LOSS_WORKSPACE,
+            T.AUX_LOGITS, T.CLASSIFIER_GRADS, T.INTERMEDIATE_GRADS, T.AUX_GRADS, T.GATHERED_FEATURES,
+            T.TFIDF_INPUTS, T.TFIDF_GRADS)
+DISTRIBUTED = (T.DDP_GRADIENT_BUCKETS, T.GATHERED_FEATURES)
 """Terms a plan has only when it spans several devices (n_devices > 1)."""
-TFIDF = ("tfidf_weights", "tfidf_optimizer_state", "tfidf_inputs", "tfidf_grads")
+TFIDF = (T.TFIDF_WEIGHTS, T.TFIDF_OPTIMIZER_STATE, T.TFIDF_INPUTS, T.TFIDF_GRADS)
 """Terms a plan has only with a TF-IDF side (xmcfit.model.TfidfScorer)."""
 OPTIONAL = DISTRIBUTED + TFIDF
 """Terms only some plans have; the sums below skip them where absent."""
-STEP = ("encoder_grads", "intermediate_grads", "classifier_grads", "aux_grads", "tfidf_grads",
-        "optimizer_step_workspace")
-REWIRING = ("rewiring_workspace",)
-RESERVES = ("fragmentation_margin", "cuda_context")
+STEP = (T.ENCODER_GRADS, T.INTERMEDIATE_GRADS, T.CLASSIFIER_GRADS, T.AUX_GRADS, T.TFIDF_GRADS,
+        T.OPTIMIZER_STEP_WORKSPACE)
+REWIRING = (T.REWIRING_WORKSPACE,)
+RESERVES = (T.FRAGMENTATION_MARGIN, T.CUDA_CONTEXT)
 
 
 def phase_terms(grad_accum: int) -> dict[PeakPhase, tuple[str, ...]]:
     """The transient terms of each phase; the encoder's gradients persist through backward only when
     micro-batches accumulate (grad_accum > 1)."""
-    backward = BACKWARD + (("encoder_grads",) if grad_accum > 1 else ())
+    backward = BACKWARD + ((T.ENCODER_GRADS,) if grad_accum > 1 else ())
     return {"backward": backward, "step": STEP, "rewiring": REWIRING}
 
 

@@ -13,6 +13,7 @@ import resource
 import torch
 
 from xmcfit.model import XMCModel
+from xmcfit.plan import terms as T
 from xmcfit.plan.schema import Plan
 from xmcfit.rundir import MemoryReport
 
@@ -73,9 +74,9 @@ def _optimizer_state_bytes(opt: torch.optim.Optimizer, params: set[int]) -> int:
     )
 
 
-STATIC_TERMS = ("encoder_weights", "encoder_optimizer_state", "intermediate_weights", "intermediate_optimizer_state",
-                "aux_weights", "aux_optimizer_state", "classifier_values", "classifier_bias", "classifier_indices",
-                "classifier_optimizer_state")
+STATIC_TERMS = (T.ENCODER_WEIGHTS, T.ENCODER_OPTIMIZER_STATE, T.INTERMEDIATE_WEIGHTS, T.INTERMEDIATE_OPTIMIZER_STATE,
+                T.AUX_WEIGHTS, T.AUX_OPTIMIZER_STATE, T.CLASSIFIER_VALUES, T.CLASSIFIER_BIAS, T.CLASSIFIER_INDICES,
+                T.CLASSIFIER_OPTIMIZER_STATE)
 """Planner terms (xmcfit.plan.memory) that are persistent tensors, so they are measured exactly."""
 
 
@@ -94,19 +95,21 @@ def measured_terms(model: XMCModel, optimizers: list[torch.optim.Optimizer]) -> 
                 sum(_optimizer_state_bytes(o, ids) for o in optimizers))
 
     terms: dict[str, int] = {}
-    for name, module in (("encoder", model.encoder), ("intermediate", model.intermediate), ("aux", model.aux_head)):
-        terms[f"{name}_weights"], terms[f"{name}_optimizer_state"] = weights_and_state(module)
+    for weights, state, module in ((T.ENCODER_WEIGHTS, T.ENCODER_OPTIMIZER_STATE, model.encoder),
+                                   (T.INTERMEDIATE_WEIGHTS, T.INTERMEDIATE_OPTIMIZER_STATE, model.intermediate),
+                                   (T.AUX_WEIGHTS, T.AUX_OPTIMIZER_STATE, model.aux_head)):
+        terms[weights], terms[state] = weights_and_state(module)
     if model.tfidf is not None:
-        terms["tfidf_weights"], terms["tfidf_optimizer_state"] = weights_and_state(model.tfidf)
+        terms[T.TFIDF_WEIGHTS], terms[T.TFIDF_OPTIMIZER_STATE] = weights_and_state(model.tfidf)
     cls = model.classifier
     value = cls.values if hasattr(cls, "values") else cls.weight
     bias = cls.bias
-    terms["classifier_values"] = _tensor_bytes(value)
-    terms["classifier_bias"] = _tensor_bytes(bias) if bias is not None else 0
-    terms["classifier_indices"] = sum(_tensor_bytes(b) for b in cls.buffers())
-    terms["classifier_optimizer_state"] = weights_and_state(cls)[1]
+    terms[T.CLASSIFIER_VALUES] = _tensor_bytes(value)
+    terms[T.CLASSIFIER_BIAS] = _tensor_bytes(bias) if bias is not None else 0
+    terms[T.CLASSIFIER_INDICES] = sum(_tensor_bytes(b) for b in cls.buffers())
+    terms[T.CLASSIFIER_OPTIMIZER_STATE] = weights_and_state(cls)[1]
     # Priced only for CPU runs (xmcfit.plan.memory.classifier_pattern_cache_bytes): the torch backend's cache.
-    terms["classifier_pattern_cache"] = cls.cached_pattern_bytes() if hasattr(cls, "cached_pattern_bytes") else 0
+    terms[T.CLASSIFIER_PATTERN_CACHE] = cls.cached_pattern_bytes() if hasattr(cls, "cached_pattern_bytes") else 0
     return terms
 
 
