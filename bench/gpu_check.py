@@ -65,6 +65,8 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import torch  # noqa: E402
 
+from common import median_seconds, sync  # noqa: E402  (bench/ is on sys.path above)
+
 SEED = 0
 GIB = 2**30
 MIB = 2**20
@@ -223,24 +225,6 @@ def render_markdown(data: dict[str, Any]) -> str:
 
 
 # -- timing and machine ----------------------------------------------------------------------------------
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_seconds(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def part_machine(device: torch.device, sizes: Sizes, dry: bool) -> dict[str, Any]:

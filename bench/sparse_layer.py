@@ -11,36 +11,17 @@ import argparse
 import multiprocessing as mp
 import os
 import threading
-import statistics
 import time
 
 import torch
 from torch import nn
 
-from common import MIB
+from common import MIB, median_seconds, sync
 
 from xmcfit.sparse import FixedFanInLinear, dispatch
 from xmcfit.sparse.layer import DEFAULT_CHUNK_SIZE
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_seconds(fn, device: torch.device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def machine_peaks(device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
