@@ -234,7 +234,7 @@ def train_with(plan: Plan | str | Path | None, data: str | Path | None, out: str
     if resume is not None and plan is not None:
         raise XmcfitError("--resume takes the plan recorded in the run; drop PLAN")
     from xmcfit.api_train import start
-    from xmcfit.train.distributed import World
+    from xmcfit.train.world import World
 
     world = World.from_env()
     if world.distributed:  # one rank of a label-sharded run under torchrun: rank 0 leads what follows
@@ -299,7 +299,7 @@ def _plan_for(data: Path, planning: dict[str, Any]) -> Plan:
 
 def this_process() -> tuple[int, int]:
     """(rank, number of processes) of this process in a torchrun run; (0, 1) alone. Rank 0 reports."""
-    from xmcfit.train.distributed import World
+    from xmcfit.train.world import World
 
     world = World.from_env()
     return world.rank, world.size
@@ -311,7 +311,9 @@ def launch_processes(plan_path: str | Path | None, resume: str | Path | None, np
     before anything is written; with `nproc` > 1 run `python -m xmcfit <args>` in that many processes
     (torchrun) and return True once they finished. False: train in this process. A plan that cannot be
     read is left to xmcfit.train to explain."""
-    from xmcfit.train.distributed import World, check_processes, launch
+    from xmcfit.train.distributed import check_processes
+    from xmcfit.train.launch import launch
+    from xmcfit.train.world import World
 
     the_plan = _readable_plan(plan_path, resume)
     if the_plan is None:

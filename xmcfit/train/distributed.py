@@ -30,6 +30,8 @@ At the end rank 0 concatenates the shards into model.safetensors, so `xmcfit eva
 a sharded run like any other, on one device: scoring needs the classifier's L·k values and indices but
 none of its gradients, optimizer state or activations, which is what outgrew one device.
 The run directory must be on a filesystem every rank sees (one machine, or a shared mount).
+The torch-free parts live apart and are re-exported here: World (xmcfit.train.world) and the --nproc
+launcher (xmcfit.train.launch).
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ import datetime
 import inspect
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, Callable, TextIO
 
 import numpy as np
 import torch
@@ -64,9 +66,11 @@ from xmcfit.train.checkpoint import CHECKPOINT_DIR, CheckpointPolicy, Progress, 
 from xmcfit.train.data import TrainData, load_train_data
 from xmcfit.train.epoch import StepStats
 from xmcfit.train.finish import TrainResult, write_final_weights
+from xmcfit.train.launch import ReportedError, launch  # noqa: F401  (re-exported: their old home)
 from xmcfit.train.loop import Collate, run_training
 from xmcfit.train.memory_report import MemoryMeter, memory_report
 from xmcfit.train.setup import TrainParts, setup_training
+from xmcfit.train.world import World, launch_hint  # noqa: F401  (World re-exported too)
 
 log = logging.getLogger(__name__)
 
@@ -83,47 +87,6 @@ class RankError(XmcfitError):
     rank_specific = True
 
 
-class ReportedError(XmcfitError):
-    """The training processes stopped and already said why (rank 0's line is above); the launcher ends with
-    their exit code: 2 for an error, 128 + the signal for a run paused by one."""
-
-    reported = True
-
-    def __init__(self, message: str, exit_code: int = XmcfitError.exit_code) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@dataclass(frozen=True)
-class World:
-    """This process's place in the run: torchrun's RANK, WORLD_SIZE and LOCAL_RANK (one process: 0, 1, 0)."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "World":
-        env = os.environ if env is None else env
-        if "WORLD_SIZE" not in env:
-            return cls()
-        try:
-            world = cls(int(env.get("RANK", "0")), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0")))
-        except ValueError:
-            raise XmcfitError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them)") from None
-        if not 0 <= world.rank < world.size:
-            raise XmcfitError(f"RANK={world.rank}: must be in [0, WORLD_SIZE={world.size})")
-        return world
-
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
-
-
-def _launch_hint(n: int) -> str:
-    return f"`xmcfit train --nproc {n} ...` or `torchrun --nproc-per-node {n} -m xmcfit train ...`"
-
-
 def check_processes(plan: Plan, world: World, *, nproc: int | None = None, auto_recover: bool = False,
                     device: str = "auto") -> None:
     """One XmcfitError line, before anything is written, unless the processes fit the plan: as many as its
@@ -135,7 +98,7 @@ def check_processes(plan: Plan, world: World, *, nproc: int | None = None, auto_
     if procs != n:
         if procs == 1:
             raise XmcfitError(f"the plan is for {n} devices (n_devices={n}): start {n} processes with "
-                              f"{_launch_hint(n)}, or re-plan with `xmcfit plan --devices 1`")
+                              f"{launch_hint(n)}, or re-plan with `xmcfit plan --devices 1`")
         raise XmcfitError(f"the plan is for {n} device(s) (n_devices={n}) but {procs} processes were started; "
                           f"start {n}, or re-plan with `xmcfit plan --devices {procs}`")
     if n == 1:
@@ -344,7 +307,7 @@ def load_sharded_state(run_dir: Path, parts: TrainParts, world: World) -> Progre
     if shard_dirs and not shard_dirs[0].endswith(f"-of-{world.size}"):
         written_by = shard_dirs[0].rsplit("-of-", 1)[1]
         raise XmcfitError(f"{run_dir}: checkpoints were written by {written_by} processes, this run has "
-                          f"{world.size}; resume with {_launch_hint(int(written_by))}")
+                          f"{world.size}; resume with {launch_hint(int(written_by))}")
     common = _steps(root)
     for r in range(world.size):
         common &= _steps(shard_root(run_dir, r, world.size))
@@ -485,46 +448,3 @@ def train_rank(world: World, lead: Callable[[LabelSharded], TrainResult], *, dev
                             log_every=log_every, checkpoints=checkpoints, placement=placement)
     finally:
         dist.destroy_process_group()
-
-
-# -- launching ----------------------------------------------------------------------------------------
-
-
-def launch(nproc: int, args: list[str]) -> None:
-    """`python -m xmcfit <args>` in `nproc` processes on this machine, through torchrun's own launcher
-    (torch.distributed.run, --standalone: one node, a free port). When they fail, ReportedError if a
-    process said why (its `Error:` line), else one line naming the process that died and how."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
-    # torchrun warns (several lines) unless OMP_NUM_THREADS is set; give each process its share of the cores
-    # this process may use (its affinity), so N processes never run more compute threads than cores.
-    from xmcfit.threads import allowed_cores, share_of_cores
-
-    os.environ.setdefault("OMP_NUM_THREADS", str(share_of_cores(allowed_cores(), nproc)))
-    # The launcher logs each failure as a multi-line report; the processes' own `Error:` lines say it.
-    # Its loggers set their own levels (LOGLEVEL), so quiet each one while it runs.
-    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-               if name.startswith(("torch.distributed.elastic", "torch.distributed.run"))]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL)
-    try:
-        run(get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc), "--module", "xmcfit",
-                                          *args]))
-    except SignalException as err:  # the processes got it too: they pause with a checkpoint and say so
-        raise ReportedError(f"interrupted by signal {err.sigval}", 128 + int(err.sigval)) from None
-    except ChildFailedError as err:
-        failures = err.failures
-        if any(f.exitcode == XmcfitError.exit_code for f in failures.values()):
-            raise ReportedError("training failed") from None
-        paused = [f.exitcode for f in failures.values() if f.exitcode > 128]  # a pause on a signal (128 + it)
-        if paused:
-            raise ReportedError("paused by a signal", paused[0]) from None
-        rank, first = min(failures.items())
-        how = f"signal {first.signal_name()}" if first.exitcode < 0 else f"exit code {first.exitcode}"
-        raise XmcfitError(f"training process rank {rank} died ({how}); the last checkpoint is intact") from None
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
