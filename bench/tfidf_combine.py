@@ -26,7 +26,7 @@ import torch
 
 from common import SHARED_DATA, REPO_ROOT
 import accuracy_lab as lab
-from xmcfit.data.words import WordVocab, label_word_pattern, label_word_values, smooth_idf, tfidf_rows
+from xmcfit.data.words import WordVocab, label_centroids, label_word_pattern, label_word_values, smooth_idf, tfidf_rows
 from xmcfit.metrics import ranking_metrics
 from xmcfit.sparse import FixedFanInLinear, chunked_loss
 
@@ -44,11 +44,12 @@ def run(d, t_train, t_dev, mode: str, lr=0.01, slr=0.01, batch=32, epochs=8, see
     torch.manual_seed(seed)
     y, n_labels = d.y_train.tocsr(), d.n_labels
     head = torch.nn.Linear(d.x_train.shape[1], n_labels)
-    pattern = label_word_pattern(t_train, y, 64, seed)
+    centroid = label_centroids(t_train, y)
+    pattern = label_word_pattern(centroid, 64, seed)
     side = FixedFanInLinear(t_train.shape[1], n_labels, 64, bias=mode in ("side", "separate"), seed=seed,
                             indices=torch.from_numpy(pattern))
     with torch.no_grad():
-        side.values.copy_(torch.from_numpy(label_word_values(t_train, y, pattern, init)))
+        side.values.copy_(torch.from_numpy(label_word_values(centroid, pattern, init)))
         if side.bias is not None:
             side.bias.zero_()
     opt = torch.optim.AdamW([{"params": head.parameters(), "lr": lr}, {"params": side.parameters(), "lr": slr}],

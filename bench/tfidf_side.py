@@ -27,7 +27,7 @@ import torch
 from common import SHARED_DATA
 
 from xmcfit.data import load_split  # noqa: E402
-from xmcfit.data.words import WordVocab, label_word_pattern, smooth_idf, tfidf_rows  # noqa: E402
+from xmcfit.data.words import WordVocab, label_centroids, label_word_pattern, smooth_idf, tfidf_rows  # noqa: E402
 from xmcfit.metrics import inverse_propensity, ranking_metrics  # noqa: E402
 from xmcfit.plan.defaults import DEFAULTS  # noqa: E402
 from xmcfit.sparse import FixedFanInLinear, chunked_loss  # noqa: E402
@@ -53,7 +53,7 @@ def tfidf_splits(root: Path, name: str):
 
 def train_scorer(x, y, fan_in: int, epochs: int, lr: float, batch: int, seed: int) -> FixedFanInLinear:
     torch.manual_seed(seed)
-    pattern = torch.from_numpy(label_word_pattern(x, y, fan_in, seed))
+    pattern = torch.from_numpy(label_word_pattern(label_centroids(x, y), fan_in, seed))
     layer = FixedFanInLinear(x.shape[1], y.shape[1], fan_in, seed=seed, indices=pattern)
     with torch.no_grad():
         layer.values.zero_()

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from plan_factory import tiny_plan
 from plan_factory import train_plan as _train
-from xmcfit.data.words import WordVocab, label_word_pattern, label_word_values, smooth_idf, tfidf_rows
+from xmcfit.data.words import (WordVocab, label_centroids, label_word_pattern, label_word_values, smooth_idf,
+                                tfidf_rows)
 from xmcfit.errors import XmcfitError
 from xmcfit.sparse import FixedFanInLinear, chunked_loss
 
@@ -44,7 +45,7 @@ def test_chunked_loss_with_a_tfidf_term_matches_the_dense_reference():
 def test_label_word_pattern_keeps_each_labels_heaviest_words_and_fills_distinct_ones():
     counts = sp.csr_matrix(np.array([[3, 0, 1, 0, 0, 0], [0, 2, 0, 0, 0, 0], [1, 0, 0, 0, 0, 5]], dtype=np.float32))
     labels = sp.csr_matrix(np.array([[1, 0], [1, 0], [0, 0]], dtype=np.float32))  # label 1 has no document
-    pattern = label_word_pattern(tfidf_rows(counts, smooth_idf(counts)), labels, fan_in=3, seed=0)
+    pattern = label_word_pattern(label_centroids(tfidf_rows(counts, smooth_idf(counts)), labels), fan_in=3, seed=0)
     assert pattern.shape == (2, 3)
     assert set(pattern[0]) == {0, 1, 2}  # every word of label 0's documents, nothing random
     for row in pattern:
@@ -55,8 +56,8 @@ def test_label_word_values_start_each_label_at_its_scaled_normalised_centroid():
     counts = sp.csr_matrix(np.array([[3, 0, 1, 0, 0, 0], [0, 2, 0, 0, 0, 0], [1, 0, 0, 0, 0, 5]], dtype=np.float32))
     labels = sp.csr_matrix(np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32))
     rows = tfidf_rows(counts, smooth_idf(counts))
-    pattern = label_word_pattern(rows, labels, fan_in=3, seed=0)
-    values = label_word_values(rows, labels, pattern, scale=3.0)
+    pattern = label_word_pattern(label_centroids(rows, labels), fan_in=3, seed=0)
+    values = label_word_values(label_centroids(rows, labels), pattern, scale=3.0)
     centroid = (labels.T @ rows).toarray()
     centroid /= np.linalg.norm(centroid, axis=1, keepdims=True)
     assert values.dtype == np.float32
@@ -83,7 +84,7 @@ def test_the_side_learns_at_its_own_rate_and_starts_at_the_centroids(tmp_path, b
     [group] = [g for g in parts.optimizers.encoder.param_groups if any(p is side for p in g["params"])]
     assert group["lr"] == the_plan.tfidf.lr and len(group["params"]) == 1
     rows = tfidf_rows(data.words, smooth_idf(data.words))
-    expected = label_word_values(rows, data.dataset.labels, parts.model.tfidf.layer.indices.numpy(), 3.0)
+    expected = label_word_values(label_centroids(rows, data.dataset.labels), parts.model.tfidf.layer.indices.numpy(), 3.0)
     np.testing.assert_allclose(side.detach().numpy(), expected, rtol=1e-6)
 
 

@@ -96,21 +96,26 @@ def tfidf_rows(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
     return x
 
 
-def label_word_pattern(tfidf: sp.csr_matrix, labels: sp.csr_matrix, fan_in: int, seed: int) -> np.ndarray:
+def label_centroids(tfidf: sp.csr_matrix, labels: sp.csr_matrix) -> sp.csr_matrix:
+    """(n_labels, n_words) float32 CSR: each label's sum of its training TF-IDF rows, from which the TF-IDF
+    side's pattern (label_word_pattern) and starting values (label_word_values) are both read."""
+    return sp.csr_matrix(labels.T.tocsr().astype(np.float32) @ tfidf)
+
+
+def label_word_pattern(centroid: sp.csr_matrix, fan_in: int, seed: int) -> np.ndarray:
     """(n_labels, fan_in) int64 word columns per label, sorted and distinct within a row: the `fan_in`
-    words of largest weight in the sum of the label's training TF-IDF rows; a label with fewer words
+    words of largest weight in the label's `centroid` row (label_centroids); a label with fewer words
     (or none) is filled with uniformly random other words (their weights start at 0 and learn like any).
 
     Random words over a vocabulary of 10^4-10^5 rarely meet a label's documents, which is why the
     TF-IDF scorer's pattern is chosen from the data and not by SET's random regrowth (bench/RESULTS.md).
     """
-    n_words = tfidf.shape[1]
+    n_labels, n_words = centroid.shape
     if not 1 <= fan_in <= n_words:
         raise ValueError(f"fan_in={fan_in}: must be in [1, {n_words}]")
-    centroid = sp.csr_matrix(labels.T.tocsr().astype(np.float32) @ tfidf)  # (n_labels, n_words)
     rng = np.random.default_rng(seed)
-    out = np.empty((labels.shape[1], fan_in), dtype=np.int64)
-    for label in range(labels.shape[1]):
+    out = np.empty((n_labels, fan_in), dtype=np.int64)
+    for label in range(n_labels):
         lo, hi = centroid.indptr[label], centroid.indptr[label + 1]
         cols, weights = centroid.indices[lo:hi], centroid.data[lo:hi]
         if len(cols) >= fan_in:
@@ -121,20 +126,18 @@ def label_word_pattern(tfidf: sp.csr_matrix, labels: sp.csr_matrix, fan_in: int,
     return out
 
 
-def label_word_values(tfidf: sp.csr_matrix, labels: sp.csr_matrix, pattern: np.ndarray, scale: float) -> np.ndarray:
-    """(n_labels, fan_in) float32 starting values of the TF-IDF scorer at `pattern`: each label's sum of
-    training TF-IDF rows, L2-normalised, times `scale` (0 where the pattern holds a random filler word).
+def label_word_values(centroid: sp.csr_matrix, pattern: np.ndarray, scale: float) -> np.ndarray:
+    """(n_labels, fan_in) float32 starting values of the TF-IDF scorer at `pattern`: each label's `centroid`
+    row (label_centroids), L2-normalised, times `scale` (0 where the pattern holds a random filler word).
 
     A label then starts as the cosine of the input with its centroid, scaled: a nearest-centroid ranker the
     scorer refines, which the planner's few epochs at a small batch reach far sooner than from zeros
     (EURLEX57K titles, 5 epochs, batch 32 beside frozen features: P@1 +1.5, bench/RESULTS.md).
     """
-    centroid = sp.csr_matrix(labels.T.tocsr().astype(np.float32) @ tfidf)  # (n_labels, n_words)
     norms = np.sqrt(np.asarray(centroid.multiply(centroid).sum(axis=1))).ravel()
-    centroid = sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ centroid)
     rows = np.repeat(np.arange(pattern.shape[0]), pattern.shape[1])
     values = np.asarray(centroid[rows, pattern.ravel()]).reshape(pattern.shape)
-    return (values * scale).astype(np.float32)
+    return (values * (scale / np.maximum(norms, 1e-12))[:, None]).astype(np.float32)
 
 
 def _other_columns(rng: np.random.Generator, n_words: int, taken: np.ndarray, n: int) -> np.ndarray:

@@ -133,13 +133,13 @@ def build_rewirer(plan: Plan, model: XMCModel, optimizer: torch.optim.Optimizer,
 def initialise_tfidf(scorer: TfidfScorer, data: TrainData, plan: Plan) -> None:
     """The TF-IDF scorer's idf, data-chosen pattern and starting values (the labels' scaled TF-IDF centroids)
     from the training split's term counts (a resumed run takes all three from its checkpoint)."""
-    from xmcfit.data.words import label_word_pattern, label_word_values, smooth_idf, tfidf_rows
+    from xmcfit.data.words import label_centroids, label_word_pattern, label_word_values, smooth_idf, tfidf_rows
 
     assert data.words is not None, "a plan with a TF-IDF side needs the training split's term counts"
     idf = smooth_idf(data.words)
-    rows = tfidf_rows(data.words, idf)
-    pattern = label_word_pattern(rows, data.dataset.labels, plan.tfidf.fan_in, plan.seed)
-    values = label_word_values(rows, data.dataset.labels, pattern, plan.tfidf.init_scale)
+    centroid = label_centroids(tfidf_rows(data.words, idf), data.dataset.labels)
+    pattern = label_word_pattern(centroid, plan.tfidf.fan_in, plan.seed)
+    values = label_word_values(centroid, pattern, plan.tfidf.init_scale)
     scorer.initialise(torch.from_numpy(pattern), torch.from_numpy(idf), torch.from_numpy(values))
 
 
