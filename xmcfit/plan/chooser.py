@@ -133,8 +133,8 @@ class PlanRequest:
     encoder: EncoderSpec
     seq_len: int
     target_batch: int = DEFAULTS.target_batch
-    batch_from_points: int = 0
-    """The training points the default batch was sized to (0: --batch given, or the data unknown)."""
+    batch_pinned: bool = False
+    """--batch gave target_batch; else it was sized to n_train_points (DEFAULTS.batch_for)."""
     gpu_name: str = "manual"
     bf16_supported: bool = True
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
@@ -441,9 +441,9 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
     accum = math.ceil(req.device_batch / k.micro_batch)
     say("micro_batch", f"micro-batch {k.micro_batch} x {accum} accumulation x {req.n_devices} device(s)",
         "keeps the effective batch" if accum > 1 else "the whole target batch fits at once")
-    if req.batch_from_points and req.target_batch < DEFAULTS.target_batch:
-        why.append(f"batch {req.target_batch}: {req.batch_from_points:,} training points make about "
-                   f"{req.batch_from_points // req.target_batch:,} steps an epoch (a batch of at most "
+    if not req.batch_pinned and req.target_batch < DEFAULTS.target_batch:
+        why.append(f"batch {req.target_batch}: {req.n_train_points:,} training points make about "
+                   f"{req.n_train_points // req.target_batch:,} steps an epoch (a batch of at most "
                    f"{DEFAULTS.target_batch} keeps >= {DEFAULTS.min_steps_per_epoch} or reaches "
                    f"{DEFAULTS.min_target_batch}; --batch pins it; {RECIPE_DOC})")
     if k.intermediate_dim:

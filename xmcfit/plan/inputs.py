@@ -145,7 +145,7 @@ def make_request(*, labels: int | None, dataset: str | None, data: str | None, g
         seq = seq_len if seq_len is not None else min(problem.typical_seq_len or DEFAULT_SEQ_LEN, spec.max_seq_len)
     return PlanRequest(n_labels=problem.n_labels, budget_bytes=budget.budget_bytes, encoder=spec, seq_len=seq,
                        target_batch=batch if batch is not None else DEFAULTS.batch_for(problem.n_train_points, devices),
-                       batch_from_points=problem.n_train_points if batch is None else 0, gpu_name=budget.gpu_name,
+                       batch_pinned=batch is not None, gpu_name=budget.gpu_name,
                        bf16_supported=budget.bf16_supported,
                        n_devices=devices, epochs=epochs, seed=seed, dataset=problem.dataset,
                        data_path=problem.data_path, pins=pins, n_train_points=problem.n_train_points,
