@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -232,7 +232,10 @@ class ModelParts:
 
     encoder: list[nn.Parameter]
     heads: list[nn.Parameter]
+    """The intermediate layer and the auxiliary head (the heads' AdamW group at the classifier's rate)."""
     classifier: list[nn.Parameter]
+    tfidf: list[nn.Parameter] = field(default_factory=list)
+    """The TF-IDF side's values (their own AdamW group at plan.tfidf.lr)."""
 
 
 class XMCModel(nn.Module):
@@ -271,9 +274,8 @@ class XMCModel(nn.Module):
         heads = list(self.intermediate.parameters()) if self.intermediate is not None else []
         if self.aux_head is not None:
             heads += list(self.aux_head.parameters())
-        if self.tfidf is not None:
-            heads += list(self.tfidf.parameters())  # trained by the heads' AdamW at the side's own lr
-        return ModelParts(list(self.encoder.parameters()), heads, list(self.classifier.parameters()))
+        tfidf = list(self.tfidf.parameters()) if self.tfidf is not None else []
+        return ModelParts(list(self.encoder.parameters()), heads, list(self.classifier.parameters()), tfidf)
 
 
 def build_classifier(plan: Plan, seed: int) -> nn.Module:

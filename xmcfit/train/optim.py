@@ -34,13 +34,11 @@ def build_encoder_optimizer(model: XMCModel, plan: Plan) -> torch.optim.Optimize
         {"params": enc_decay, "lr": t.encoder_lr, "weight_decay": t.encoder_weight_decay},
         {"params": enc_plain, "lr": t.encoder_lr, "weight_decay": 0.0},
     ]
-    side = {id(p) for p in model.tfidf.parameters()} if model.tfidf is not None else set()
-    heads = [p for p in model.parts().heads if id(p) not in side]
-    if heads:
-        groups.append({"params": heads, "lr": plan.classifier.lr, "weight_decay": plan.classifier.weight_decay})
-    if model.tfidf is not None:  # the TF-IDF side at its own rate (xmcfit.plan.defaults: tfidf_lr)
-        groups.append({"params": list(model.tfidf.parameters()), "lr": plan.tfidf.lr,
-                       "weight_decay": plan.classifier.weight_decay})
+    parts = model.parts()
+    if parts.heads:
+        groups.append({"params": parts.heads, "lr": plan.classifier.lr, "weight_decay": plan.classifier.weight_decay})
+    if parts.tfidf:  # the TF-IDF side at its own rate (xmcfit.plan.defaults: tfidf_lr)
+        groups.append({"params": parts.tfidf, "lr": plan.tfidf.lr, "weight_decay": plan.classifier.weight_decay})
     for g in groups:
         g["base_lr"] = g["lr"]
     return torch.optim.AdamW([g for g in groups if g["params"]])

@@ -79,8 +79,8 @@ def gradients_finite(parts: TrainParts) -> bool:
         return True  # the fp16 GradScaler skips a step with non-finite gradients itself
     # A finite loss can still back-propagate a non-finite gradient; one such step would poison the
     # weights for good, so it is skipped like a non-finite loss (the fp16 GradScaler does this).
-    rest = torch.nn.utils.get_total_norm([p.grad for p in model_parts.heads + model_parts.classifier
-                                          if p.grad is not None])
+    others = model_parts.heads + model_parts.classifier + model_parts.tfidf
+    rest = torch.nn.utils.get_total_norm([p.grad for p in others if p.grad is not None])
     finite = bool(torch.isfinite(enc_norm + rest))
     return parts.sync.all_finite(finite) if parts.sync else finite
 
