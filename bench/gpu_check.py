@@ -770,10 +770,10 @@ def part_time_model(device: torch.device, sizes: Sizes, work: Path, deadline: fl
     from time_model import WARMUP_STEPS, compare, measure_config, workload_of
 
     from xmcfit.plan.time_model import CPU_EFFICIENCY
-    from xmcfit.profiles import gpu_rates, load_gpu
+    from xmcfit.plan.profiles import gpu_rates, load_gpu
 
     if device.type == "cuda":
-        from xmcfit.profiles import profile_for_device_name
+        from xmcfit.plan.profiles import profile_for_device_name
 
         profile = profile_for_device_name(torch.cuda.get_device_name(device))
         if profile is None:

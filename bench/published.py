@@ -10,7 +10,7 @@ from __future__ import annotations
 from common import GIB
 
 from xmcfit.plan.memory import Layout, predict
-from xmcfit.profiles import load_dataset, load_encoder
+from xmcfit.plan.profiles import load_dataset, load_encoder
 
 
 def amazon_3m_layout() -> Layout:

@@ -36,7 +36,8 @@ def on_devices(plan, n_devices: int):
 
 def join(rank: int, world_size: int, port: int):
     """Join a gloo group as torchrun's environment would describe it; the World of this process."""
-    from xmcfit.train.distributed import World, init_process_group
+    from xmcfit.train.ranks import init_process_group
+    from xmcfit.train.world import World
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
@@ -83,7 +84,8 @@ def reference_step(plan, run_dir: Path, data_path: Path, *, eval_encoder: bool) 
 def step_worker(rank: int, world_size: int, port: int, cases: list, out_dir: str) -> None:
     """For each (name, plan, data path, eval_encoder): one sharded step, saved as name-rank{r}.pt; then a
     rewiring of the shard after that step (the last case's), saved as rewire-rank{r}.pt."""
-    from xmcfit.train.distributed import LabelSharded, rank_data
+    from xmcfit.train.distributed import LabelSharded
+    from xmcfit.train.ranks import rank_data
 
     world = join(rank, world_size, port)
     out = Path(out_dir)

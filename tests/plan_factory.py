@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from xmcfit import __version__
 from xmcfit.plan.memory import reprice
-from xmcfit.profiles import load_encoder
+from xmcfit.plan.profiles import load_encoder
 from xmcfit.plan.schema import (AuxSection, ClassifierSection, EncoderSpec, InputsSection, MemorySection,
                                 ModelSection, Plan, RewiringSection, TfidfSection, TrainingSection,
                                 index_dtype_for)

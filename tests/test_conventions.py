@@ -70,7 +70,7 @@ def test_every_listing_command_has_json():
 
 
 def test_profiles_keep_every_name_whole_at_80_columns():
-    from xmcfit.profiles import profile_names
+    from xmcfit.plan.profiles import profile_names
 
     result = runner.invoke(app, ["profiles"], env={"COLUMNS": "80"})
     assert result.exit_code == 0 and "…" not in result.stdout
@@ -247,7 +247,7 @@ def test_a_decoder_only_model_is_planned_with_a_warning(tmp_path, caplog):
     ({"model_type": "roberta", "architectures": ["RobertaForMaskedLM"]}, None),
 ])
 def test_decoder_only_models_are_recognised(cfg, expected):
-    from xmcfit.profiles import decoder_only_reason
+    from xmcfit.plan.profiles import decoder_only_reason
 
     assert decoder_only_reason(cfg) == expected
 

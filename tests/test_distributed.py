@@ -256,11 +256,8 @@ def test_a_rank_other_than_0_leaves_a_shared_error_to_rank_0(tmp_path, monkeypat
     assert result.exit_code == 2 and result.output == ""
 
 
-def test_world_and_launcher_import_without_torch_and_keep_their_old_home():
-    code = ("import sys; from xmcfit.train.world import World; import xmcfit.train.launch; "
+def test_world_process_checks_and_launcher_import_without_torch():
+    code = ("import sys; from xmcfit.train.world import World, check_processes; import xmcfit.train.launch; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "assert World.from_env({'RANK': '1', 'WORLD_SIZE': '2'}) == World(1, 2, 0)")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    from xmcfit.train import distributed, launch, world
-    assert (distributed.World, distributed.launch, distributed.ReportedError) == (world.World, launch.launch,
-                                                                                  launch.ReportedError)

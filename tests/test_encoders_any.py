@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from xmcfit.cli import app
 from xmcfit.errors import XmcfitError
-from xmcfit.profiles import encoder_availability, load_encoder
+from xmcfit.plan.profiles import encoder_availability, load_encoder
 
 runner = CliRunner()
 
@@ -94,7 +94,7 @@ def test_planning_a_formula_family_imports_no_torch(tmp_path):
     import sys
 
     transformers.MPNetConfig().save_pretrained(tmp_path)
-    code = ("import sys; from xmcfit.profiles import load_encoder; load_encoder(sys.argv[1]); "
+    code = ("import sys; from xmcfit.plan.profiles import load_encoder; load_encoder(sys.argv[1]); "
             "print('torch' in sys.modules or 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

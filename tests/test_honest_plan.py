@@ -14,7 +14,7 @@ from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
 from xmcfit.plan.inputs import read_plan
 from xmcfit.plan.memory import Layout, predict
 from xmcfit.plan.schema import Plan
-from xmcfit.profiles import load_encoder
+from xmcfit.plan.profiles import load_encoder
 
 runner = CliRunner()
 GIB = 2**30

@@ -44,9 +44,9 @@ def test_requires_python_covers_every_standard_library_module_the_code_imports()
 
 
 def test_profiles_live_inside_the_package():
-    from xmcfit.profiles import load_gpu, profile_names
+    from xmcfit.plan.profiles import load_gpu, profile_names
 
-    assert (PACKAGE / "profiles_data" / "gpus" / "T4-16G.toml").is_file()
+    assert (PACKAGE / "plan" / "profiles_data" / "gpus" / "T4-16G.toml").is_file()
     assert not (ROOT / "profiles").exists()  # one copy, the one the wheel carries
     assert "T4-16G" in profile_names("gpus") and load_gpu("T4-16G").memory_bytes > 0
 
@@ -57,7 +57,7 @@ def test_the_wheel_carries_the_profiles_and_the_python_floor(tmp_path):
                     str(tmp_path), str(ROOT)], check=True, capture_output=True)
     [wheel] = tmp_path.glob("xmcfit-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {Path(n).stem for n in names if n.startswith("xmcfit/profiles_data/") and n.endswith(".toml")}
+    shipped = {Path(n).stem for n in names if n.startswith("xmcfit/plan/profiles_data/") and n.endswith(".toml")}
     assert {"T4-16G", "all-MiniLM-L6-v2", "Amazon-3M"} <= shipped
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert f"Requires-Python: >={'.'.join(map(str, _min_python()))}" in metadata

@@ -10,7 +10,7 @@ from xmcfit.errors import XmcfitError
 from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
 from xmcfit.plan.memory import Layout, predict
 from xmcfit.plan.schema import PlanError
-from xmcfit.profiles import load_encoder, load_gpu
+from xmcfit.plan.profiles import load_encoder, load_gpu
 
 GIB = 2**30
 MINILM = load_encoder("all-MiniLM-L6-v2").to_spec()

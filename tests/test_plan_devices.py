@@ -14,7 +14,7 @@ from xmcfit.plan import memory
 from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
 from xmcfit.plan.phases import DISTRIBUTED
 from xmcfit.plan.schema import Plan
-from xmcfit.profiles import load_encoder
+from xmcfit.plan.profiles import load_encoder
 
 GIB = 2**30
 MINILM = load_encoder("all-MiniLM-L6-v2").to_spec()

@@ -9,7 +9,7 @@ import pytest
 from xmcfit.dtypes import DTYPE_BYTES
 from xmcfit.plan import memory
 from xmcfit.plan.schema import EncoderSpec
-from xmcfit.profiles import load_encoder
+from xmcfit.plan.profiles import load_encoder
 
 torch = pytest.importorskip("torch")
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
 from xmcfit.plan.schema import Plan, PlanError
-from xmcfit.profiles import load_encoder, profile_names
+from xmcfit.plan.profiles import load_encoder, profile_names
 
 ENCODERS = [load_encoder(n).to_spec() for n in profile_names("encoders")]
 

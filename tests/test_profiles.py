@@ -7,7 +7,7 @@ import json
 import pytest
 
 from xmcfit.errors import XmcfitError
-from xmcfit.profiles import (bert_like_n_params, encoder_profile_from_config, load_dataset, load_encoder, load_gpu,
+from xmcfit.plan.profiles import (bert_like_n_params, encoder_profile_from_config, load_dataset, load_encoder, load_gpu,
                              profile_names)
 
 REQUIRED = {

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from xmcfit.sparse import FixedFanInLinear, chunked_loss
-from xmcfit.sparse.sharded import label_range, shard_fixed_fan_in, shard_linear
+from xmcfit.sparse.sharded import shard_fixed_fan_in, shard_linear
+from xmcfit.workspace import label_range
 
 
 @pytest.mark.parametrize("n_labels,world", [(10, 2), (159, 2), (1001, 4), (7, 3), (5, 4)])

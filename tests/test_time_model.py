@@ -14,7 +14,7 @@ from xmcfit.cli import app
 from xmcfit.plan.memory import Layout
 from xmcfit.plan.schema import Plan
 from xmcfit.plan.time_model import (PHASES, DeviceRates, Workload, predict_time, step_work)
-from xmcfit.profiles import gpu_rates, load_encoder, load_gpu, profile_names
+from xmcfit.plan.profiles import gpu_rates, load_encoder, load_gpu, profile_names
 from xmcfit.threads import LoadWatch, busy_note, intra_op_threads, share_of_cores, threads_when_busy
 
 runner = CliRunner()

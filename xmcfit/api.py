@@ -311,7 +311,7 @@ def launch_processes(plan_path: str | Path | None, resume: str | Path | None, np
     before anything is written; with `nproc` > 1 run `python -m xmcfit <args>` in that many processes
     (torchrun) and return True once they finished. False: train in this process. A plan that cannot be
     read is left to xmcfit.train to explain."""
-    from xmcfit.train.distributed import check_processes
+    from xmcfit.train.world import check_processes
     from xmcfit.train.launch import launch
     from xmcfit.train.world import World
 
@@ -393,7 +393,7 @@ def gpus() -> list[GpuInfo]:
 
 def profiles() -> dict[str, list[Any]]:
     """The shipped profiles by kind: {"gpus": [...], "encoders": [...], "datasets": [...]}."""
-    from xmcfit.profiles import load_dataset, load_encoder, load_gpu, profile_names
+    from xmcfit.plan.profiles import load_dataset, load_encoder, load_gpu, profile_names
 
     return {"gpus": [load_gpu(n) for n in profile_names("gpus")],
             "encoders": [load_encoder(n) for n in profile_names("encoders")],

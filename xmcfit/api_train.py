@@ -70,7 +70,7 @@ def _fresh(the_plan: Plan, run_dir: Path, data_options: DataOptions, options: Tr
     from xmcfit.device import pick_device
     from xmcfit.rundir import RunLock, make_run_root, prepare_run_dir
     from xmcfit.train.data import data_fingerprint, read_train_split
-    from xmcfit.train.distributed import World, check_processes
+    from xmcfit.train.world import World, check_processes
 
     check_processes(the_plan, World.from_env(), auto_recover=options.auto_recover, device=options.device)
     pick_device(options.device)
@@ -86,7 +86,7 @@ def _resume(run_dir: Path, data: str | Path | None, options: TrainOptions, place
     from xmcfit.device import pick_device
     from xmcfit.rundir import (RunFiles, RunLock, can_restart_in_place, check_plan_unchanged, data_options_of,
                                read_run_info, require_run_dir)
-    from xmcfit.train.distributed import World, check_processes
+    from xmcfit.train.world import World, check_processes
 
     require_run_dir(run_dir)
     read_run_info(run_dir)  # a run.json that cannot be read is one line before the lock is taken

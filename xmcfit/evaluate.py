@@ -118,7 +118,7 @@ def summarize_run(run: LoadedRun) -> RunSummary:
 
 def _matching_profile(run: LoadedRun):
     """The dataset profile named in the plan, else the one shipped profile with the run's labels and input."""
-    from xmcfit.profiles import load_dataset, profile_names
+    from xmcfit.plan.profiles import load_dataset, profile_names
 
     if run.plan.inputs.dataset:
         try:

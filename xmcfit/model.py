@@ -20,7 +20,7 @@ from torch import nn
 from xmcfit.dtypes import torch_dtype
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.schema import Plan
-from xmcfit.profiles import check_encoder_source
+from xmcfit.plan.profiles import check_encoder_source
 from xmcfit.sparse import FixedFanInLinear
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from xmcfit.plan.hardware import GpuInfo
     from xmcfit.plan.time_model import DeviceRates
     from xmcfit.plan.schema import Plan
-    from xmcfit.profiles import DatasetProfile, EncoderProfile, GpuProfile
+    from xmcfit.plan.profiles import DatasetProfile, EncoderProfile, GpuProfile
 
 
 PIPE_WIDTH = 140

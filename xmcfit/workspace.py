@@ -2,7 +2,8 @@
 
 The engine (xmcfit.sparse: chunked_loss, SETRewirer) allocates these buffers and derives them in its
 module docstrings; the memory model (xmcfit.plan.memory) and the chooser price them through these
-functions. Pure arithmetic, no torch, so the planner can import it.
+functions. Pure arithmetic, no torch, so the planner can import it. label_range is the one statement of
+which classifier rows a rank holds (the label-sharded layout, read by the process checks and the shards).
 """
 
 from __future__ import annotations
@@ -44,3 +45,11 @@ def rewire_workspace_bytes(chunk_rows: int, in_features: int, fan_in: int, value
     sampling's workspace no longer depends on it."""
     del in_features
     return chunk_rows * (117 * fan_in + 288 + value_bytes * fan_in)
+
+
+def label_range(n_labels: int, world_size: int, rank: int) -> tuple[int, int]:
+    """Rows [lo, hi) of the classifier that `rank` holds: ceil(n_labels / world_size) per rank, the last
+    rank fewer. Empty (lo == hi) when there are fewer labels than that layout needs."""
+    rows = -(-n_labels // world_size)
+    lo = min(n_labels, rank * rows)
+    return lo, min(n_labels, lo + rows)

@@ -16,7 +16,7 @@ from xmcfit.plan.defaults import DEFAULTS
 from xmcfit.plan.memory import revalidate
 from xmcfit.plan.schema import EncoderSpec, Plan, PlanError, check_value
 from xmcfit.plan.units import parse_size
-from xmcfit.profiles import encoder_availability, load_dataset, load_encoder, load_gpu, profile_names
+from xmcfit.plan.profiles import encoder_availability, load_dataset, load_encoder, load_gpu, profile_names
 
 if TYPE_CHECKING:
     from xmcfit.plan.time_model import DeviceRates
@@ -219,7 +219,7 @@ def plan_rates(gpu_name: str, device: PlanDevice, threads: int | None = None) ->
         from xmcfit.threads import allowed_cores, intra_op_threads
 
         return cpu_rates_for_plan(threads or intra_op_threads(allowed_cores()))
-    from xmcfit.profiles import gpu_rates, profile_for_device_name
+    from xmcfit.plan.profiles import gpu_rates, profile_for_device_name
 
     if gpu_name.lower() in {n.lower() for n in profile_names("gpus")}:
         return gpu_rates(load_gpu(gpu_name))

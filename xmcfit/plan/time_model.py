@@ -14,7 +14,7 @@ that is, each kind of op at its own roofline bound (a GEMM of these sizes is com
 op or a bag memory-bound), summed: a phase runs its ops one after another (one CPU thread pool, one CUDA
 stream), so their times add; max(compute, memory) over a whole phase would assume they overlap, and
 under-predicted the bag-of-words rows by 30 % (bench/RESULTS.md). `DeviceRates` carry the
-peaks: published datasheet figures for a GPU profile (xmcfit/profiles_data/gpus), measured ones for the CPU
+peaks: published datasheet figures for a GPU profile (xmcfit/plan/profiles_data/gpus), measured ones for the CPU
 (xmcfit.calibrate, `xmcfit calibrate`). `Efficiency` factors say what fraction of the peak a phase reaches;
 CPU_EFFICIENCY is fitted to measured runs (bench/time_model.py, bench/RESULTS.md "Time model (issue 20)"),
 GPU_EFFICIENCY is not fitted yet (no GPU run so far).

@@ -35,14 +35,6 @@ _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_t
 _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 
-def label_range(n_labels: int, world_size: int, rank: int) -> tuple[int, int]:
-    """Rows [lo, hi) of the classifier that `rank` holds: ceil(n_labels / world_size) per rank, the last
-    rank fewer. Empty (lo == hi) when there are fewer labels than that layout needs."""
-    rows = -(-n_labels // world_size)
-    lo = min(n_labels, rank * rows)
-    return lo, min(n_labels, lo + rows)
-
-
 def _skip(generator: torch.Generator | None, n_draws: int) -> None:
     """Advance `generator` (None: torch's default CPU generator) by `n_draws` fp32 uniform draws.
 

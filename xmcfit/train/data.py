@@ -99,7 +99,7 @@ def load_text_tokenizer(source: str):
     """The encoder's tokenizer, offline; one XmcfitError line saying how to get it when it is missing."""
     from transformers import AutoTokenizer
 
-    from xmcfit.profiles import check_encoder_source
+    from xmcfit.plan.profiles import check_encoder_source
 
     check_encoder_source(source)
     try:

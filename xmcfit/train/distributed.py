@@ -30,316 +30,36 @@ At the end rank 0 concatenates the shards into model.safetensors, so `xmcfit eva
 a sharded run like any other, on one device: scoring needs the classifier's L·k values and indices but
 none of its gradients, optimizer state or activations, which is what outgrew one device.
 The run directory must be on a filesystem every rank sees (one machine, or a shared mount).
-The torch-free parts live apart and are re-exported here: World (xmcfit.train.world) and the --nproc
-launcher (xmcfit.train.launch).
+Its parts: world.py (torch-free: the torchrun environment, the process checks), launch.py (torch-free:
+`--nproc`), ranks.py (device, process group, rank 0's handshake errors), sharded_setup.py (this rank's
+classifier rows, the DDP encoder, the sharded losses), sharded_checkpoint.py (replicated root and shards);
+this module holds the placement run_training drives and a rank's entry point.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime
-import inspect
-import logging
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from xmcfit.dtypes import torch_dtype
 from xmcfit.errors import XmcfitError
-from xmcfit.model import resolve_encoder_source
-from xmcfit.objectives import GlobalBatchAuxLoss
-from xmcfit.plan.memory import DDP_BUCKET_BYTES
 from xmcfit.plan.schema import Plan
-from xmcfit.rundir import DataOptions, RunFiles, data_options_of, read_run_info, trim_log
-from xmcfit.sparse import SETRewirer
-from xmcfit.sparse.rewire import RewireStats
-from xmcfit.sparse.sharded import ShardedClassifierLoss, label_range, shard_fixed_fan_in, shard_linear
-from xmcfit.train.checkpoint import CHECKPOINT_DIR, CheckpointPolicy, Progress, checkpoint_folders, read_checkpoint, \
-    rng_state, set_rng_state, verify_checkpoint, write_checkpoint
-from xmcfit.train.data import TrainData, load_train_data
+from xmcfit.rundir import RunFiles, data_options_of, read_run_info, trim_log
+from xmcfit.train.checkpoint import CheckpointPolicy, Progress
+from xmcfit.train.data import TrainData
 from xmcfit.train.epoch import StepStats
 from xmcfit.train.finish import TrainResult, write_final_weights
-from xmcfit.train.launch import ReportedError, launch  # noqa: F401  (re-exported: their old home)
 from xmcfit.train.loop import Collate, run_training
 from xmcfit.train.memory_report import MemoryMeter, memory_report
-from xmcfit.train.setup import TrainParts, setup_training
-from xmcfit.train.world import World, launch_hint  # noqa: F401  (World re-exported too)
-
-log = logging.getLogger(__name__)
-
-KEEP_CHECKPOINTS = 2
-"""Checkpoints each root keeps: ranks that crash between their writes still share the step before."""
-_CLASSIFIER = "classifier."
-
-
-class RankError(XmcfitError):
-    """A failure of one process only (its device ran out of memory, no GPU for its LOCAL_RANK); every
-    other user error of a label-sharded run happens in every process alike and is printed by rank 0 alone
-    (xmcfit.cli)."""
-
-    rank_specific = True
-
-
-def check_processes(plan: Plan, world: World, *, nproc: int | None = None, auto_recover: bool = False,
-                    device: str = "auto") -> None:
-    """One XmcfitError line, before anything is written, unless the processes fit the plan: as many as its
-    n_devices, each with labels to hold, on a device torchrun can assign."""
-    n = plan.n_devices
-    if nproc is not None and world.distributed:
-        raise XmcfitError("--nproc starts torchrun itself; under torchrun leave it out")
-    procs = nproc if nproc is not None else world.size
-    if procs != n:
-        if procs == 1:
-            raise XmcfitError(f"the plan is for {n} devices (n_devices={n}): start {n} processes with "
-                              f"{launch_hint(n)}, or re-plan with `xmcfit plan --devices 1`")
-        raise XmcfitError(f"the plan is for {n} device(s) (n_devices={n}) but {procs} processes were started; "
-                          f"start {n}, or re-plan with `xmcfit plan --devices {procs}`")
-    if n == 1:
-        return
-    if auto_recover:
-        raise XmcfitError("--auto-recover works on one device only: a label-sharded run cannot shrink one "
-                          "rank's micro-batch; re-plan with a smaller `xmcfit plan --micro-batch` instead")
-    if device.startswith("cuda:"):
-        raise XmcfitError(f"--device {device}: each process takes the GPU of its LOCAL_RANK; use --device "
-                          "cuda (or auto), and CUDA_VISIBLE_DEVICES to choose the GPUs")
-    n_labels = plan.classifier.n_labels
-    lo, hi = label_range(n_labels, n, n - 1)
-    if lo >= hi:
-        raise XmcfitError(f"n_labels={n_labels} over {n} devices leaves the last rank without labels "
-                          f"({-(-n_labels // n)} per rank); use fewer devices")
-
-
-def rank_device(requested: str, world: World) -> torch.device:
-    """The device of this rank: the CPU (gloo), or the GPU of its LOCAL_RANK (NCCL)."""
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise XmcfitError(f"--device {requested}: no CUDA device is visible; use --device cpu")
-    if world.local_rank >= torch.cuda.device_count():
-        raise RankError(f"LOCAL_RANK={world.local_rank} but only {torch.cuda.device_count()} GPU(s) are "
-                          "visible; start at most that many processes per machine")
-    return torch.device("cuda", world.local_rank)
-
-
-PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=60)
-"""How long a collective may wait: the other ranks wait while rank 0 reads the data and clusters the
-labels (minutes at millions of labels), so longer than NCCL's 10-minute default."""
-
-
-def init_process_group(world: World, device: torch.device) -> None:
-    """Join torchrun's rendezvous (MASTER_ADDR/MASTER_PORT): NCCL on GPUs, gloo on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    try:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=world.rank,
-                                world_size=world.size, timeout=PROCESS_GROUP_TIMEOUT)
-    except (RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise XmcfitError(f"could not join the other {world.size - 1} training process(es) ({first}); "
-                          "start the processes with torchrun or `xmcfit train --nproc N`") from None
-
-
-class SharedError(XmcfitError):
-    """Rank 0's failure before training began (a bad plan or data, a finished run), raised again in the
-    other ranks so that all stop together; rank 0 prints it (xmcfit.cli)."""
-
-    def __init__(self, message: str, is_error: bool, exit_code: int) -> None:
-        super().__init__(message)
-        self.is_error, self.exit_code = is_error, exit_code
-
-
-def rank_data(plan: Plan, run_dir: Path, options: DataOptions, resume: bool) -> TrainData:
-    """The training data of a rank other than 0, once rank 0 has written the run's data records (label
-    vocabulary and counts, encoder files, clusters): read as a resume reads them, writing nothing; a fresh
-    run's pretrained encoder from where rank 0 took it."""
-    data = load_train_data(plan, run_dir, options, resume=True)
-    if not resume and data.encoder_source is not None:
-        data = replace(data, encoder_source=resolve_encoder_source(plan.model.encoder.name))
-    return data
-
-
-# -- the step seam: replicated gradients ------------------------------------------------------------
-
-
-def _sum_hook(group, bucket):  # no annotations: DDP compares them with its classes, and they are strings here
-    """DDP communication hook (group: a ProcessGroup or None, bucket: dist.GradBucket) -> a Future of the
-    bucket all-reduced as a sum (DDP's default divides by the world size; the losses here are already
-    divided by the global batch)."""
-    work = dist.all_reduce(bucket.buffer(), group=group, async_op=True)
-    return work.get_future().then(lambda fut: fut.value()[0])
-
-
-class ReplicaSync:
-    """TrainParts.sync of a label-sharded run: the DDP-wrapped encoder and the replicated heads."""
-
-    def __init__(self, encoder: DistributedDataParallel, heads: list[nn.Parameter], device: torch.device) -> None:
-        self.encoder, self.heads, self.device = encoder, heads, device
-
-    def micro_batch(self, last: bool) -> contextlib.AbstractContextManager[None]:
-        """DDP accumulates locally (no_sync) until the step's last micro-batch, whose backward all-reduces."""
-        return contextlib.nullcontext() if last else self.encoder.no_sync()
-
-    def after_backward(self) -> None:
-        for p in self.heads:  # the same parameters have gradients in every rank (α and the phase are global)
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-
-    def all_finite(self, finite: bool) -> bool:
-        return not any_rank(not finite, self.device)
-
-
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True when `flag` is true in any rank (a one-int all-reduce)."""
-    t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-class ShardedRewirer(SETRewirer):
-    """SET rewiring of this rank's rows; its statistics are summed over the ranks, so every rank's
-    Progress (and so the checkpoint rank 0 writes) counts all connections moved."""
-
-    def rewire(self, global_step: int) -> RewireStats:
-        stats = super().rewire(global_step)
-        sums = torch.tensor([float(stats.n_moved), stats.mean_abs_pruned * stats.n_moved], dtype=torch.float64,
-                            device=self.layer.values.device)
-        dist.all_reduce(sums)
-        n_moved = int(sums[0].item())
-        return RewireStats(global_step, n_moved, float(sums[1]) / n_moved if n_moved else 0.0, stats.prune_level)
-
-
-# The encoder's buffers (position ids, a bag-of-words idf from the same data) are the same in every rank:
-# synced once when DDP is built, not before every forward. torch 2.13 renamed the flag.
-_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
-                   if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                   else {"broadcast_buffers": False})
-
-
-def _classifier_shard(plan: Plan, lo: int, hi: int) -> Callable[[], nn.Module]:
-    cls = plan.classifier
-    dtype = torch_dtype(cls.value_dtype)
-    if cls.kind == "dense":
-        return lambda: shard_linear(cls.in_features, cls.n_labels, lo, hi, bias=cls.bias, dtype=dtype)
-    return lambda: shard_fixed_fan_in(cls.in_features, cls.n_labels, cls.fan_in, lo, hi, seed=plan.seed,
-                                      bias=cls.bias, dtype=dtype, index_dtype=torch_dtype(cls.index_dtype))
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """Rank r > 0's seed for its dropout masks (rank 0 keeps the plan's seed)."""
-    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
-
-
-def setup_label_sharded(plan: Plan, data: TrainData, device: torch.device, resume: bool, world: World) -> TrainParts:
-    """setup_training with this rank's classifier rows, the encoder in DDP and the sharded losses."""
-    cls = plan.classifier
-    lo, hi = label_range(cls.n_labels, world.size, world.rank)
-    parts = setup_training(plan, data, device, resume, build_classifier_fn=_classifier_shard(plan, lo, hi))
-    model = parts.model
-    encoder = DistributedDataParallel(model.encoder, device_ids=[device.index] if device.type == "cuda" else None,
-                                      bucket_cap_mb=DDP_BUCKET_BYTES / 2**20, **_NO_BUFFER_SYNC)
-    encoder.register_comm_hook(None, _sum_hook)
-    rewirer = None
-    if parts.rewirer is not None:
-        rewirer = ShardedRewirer(model.classifier, parts.optimizers.classifier, parts.rewirer.schedule,
-                                 interval=parts.rewirer.interval, end_step=parts.rewirer.end_step,
-                                 mode=parts.rewirer.mode, seed=plan.seed + 1 + world.rank,
-                                 chunk_rows=parts.rewirer.chunk_rows)
-    optimizers = parts.optimizers
-    if optimizers.scaler.is_enabled():
-        # fp16: skip a step in every rank when any rank's gradients overflowed (the scaler all-reduces it).
-        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-
-        optimizers = replace(optimizers, scaler=ShardedGradScaler(device.type, enabled=True))
-    if world.rank:
-        torch.manual_seed(rank_seed(plan.seed, world.rank))
-    return replace(
-        parts, optimizers=optimizers, rewirer=rewirer,
-        classifier_loss=ShardedClassifierLoss(model.classifier, lo, cls.n_labels, cls.loss, cls.loss_chunk_size,
-                                              cls.loss_reduction),
-        aux_loss=GlobalBatchAuxLoss(parts.aux_loss) if parts.aux_loss is not None else None,
-        sync=ReplicaSync(encoder, model.parts().heads, device),
-    )
-
-
-# -- checkpoints ------------------------------------------------------------------------------------
-
-
-def shard_root(run_dir: Path, rank: int, world_size: int) -> Path:
-    return run_dir / CHECKPOINT_DIR / f"shard-{rank}-of-{world_size}"
-
-
-def _steps(root: Path) -> set[int]:
-    """Steps with a checkpoint folder under `root` that verifies (every file of its manifest intact)."""
-    return {int(p.name[5:]) for p in checkpoint_folders(root) if verify_checkpoint(p) is None}
-
-
-def save_sharded_state(run_dir: Path, parts: TrainParts, progress: Progress, world: World, keep: int) -> None:
-    """Checkpoint `progress.step`: rank 0 the replicated state, every rank its shard; returns when all wrote.
-    Each root keeps at least KEEP_CHECKPOINTS steps, whatever `keep` says."""
-    model_state = parts.model.state_dict()
-    opt = parts.optimizers.state_dict()
-    shard: dict[str, Any] = {"model": {k: v for k, v in model_state.items() if k.startswith(_CLASSIFIER)},
-                             "cls_opt": opt["cls_opt"], "rng": rng_state()}
-    if parts.rewirer is not None:
-        shard["rewirer_rng"] = parts.rewirer.generator.get_state()
-    keep = max(keep, KEEP_CHECKPOINTS)
-    write_checkpoint(shard_root(run_dir, world.rank, world.size), progress.step, shard, keep)
-    if world.rank == 0:
-        replicated = {"model": {k: v for k, v in model_state.items() if not k.startswith(_CLASSIFIER)},
-                      "enc_opt": opt["enc_opt"], "scaler": opt["scaler"]}
-        write_checkpoint(run_dir / CHECKPOINT_DIR, progress.step,
-                         {"train": replicated, "progress": vars(progress), "world_size": world.size}, keep)
-    dist.barrier()
-
-
-def load_sharded_state(run_dir: Path, parts: TrainParts, world: World) -> Progress:
-    """Restore the newest step that the replicated root and every shard root hold; one line when the run
-    was written by another number of processes or has no such step."""
-    root = run_dir / CHECKPOINT_DIR
-    shard_dirs = sorted(p.name for p in root.glob("shard-*-of-*")) if root.is_dir() else []
-    if shard_dirs and not shard_dirs[0].endswith(f"-of-{world.size}"):
-        written_by = shard_dirs[0].rsplit("-of-", 1)[1]
-        raise XmcfitError(f"{run_dir}: checkpoints were written by {written_by} processes, this run has "
-                          f"{world.size}; resume with {launch_hint(int(written_by))}")
-    common = _steps(root)
-    for r in range(world.size):
-        common &= _steps(shard_root(run_dir, r, world.size))
-    if not common:
-        raise XmcfitError(f"{run_dir}: no checkpoint step that every rank completed; nothing to resume from")
-    step = max(common)
-    name = f"step-{step:09d}"
-    replicated = read_checkpoint(root / name)
-    shard = read_checkpoint(shard_root(run_dir, world.rank, world.size) / name)
-    train = replicated["train"]
-    parts.model.load_state_dict({**train["model"], **shard["model"]}, strict=True)
-    parts.optimizers.load_state_dict({"enc_opt": train["enc_opt"], "cls_opt": shard["cls_opt"],
-                                      "scaler": train["scaler"]})
-    if parts.rewirer is not None:
-        parts.rewirer.generator.set_state(shard["rewirer_rng"])
-    set_rng_state(shard["rng"])
-    log.info("rank %d resumed from %s", world.rank, name)
-    return Progress(**replicated["progress"])
-
-
-def merged_weights(run_dir: Path, parts: TrainParts, step: int, world: World) -> dict[str, torch.Tensor]:
-    """The whole model's state dict: the replicated weights of this rank and the classifier rows of every
-    shard's checkpoint at `step`, concatenated in rank order."""
-    name = f"step-{step:09d}"
-    shards = [read_checkpoint(shard_root(run_dir, r, world.size) / name)["model"] for r in range(world.size)]
-    weights = {k: v for k, v in parts.model.state_dict().items() if not k.startswith(_CLASSIFIER)}
-    for key in shards[0]:
-        weights[key] = torch.cat([s[key] for s in shards])  # (L, ...) rows in label order
-    return weights
-
-
-# -- the placement run_training drives ---------------------------------------------------------------
+from xmcfit.train.ranks import RankError, SharedError, any_rank, init_process_group, rank_data, rank_device
+from xmcfit.train.setup import TrainParts
+from xmcfit.train.sharded_checkpoint import load_sharded_state, merged_weights, save_sharded_state
+from xmcfit.train.sharded_setup import setup_label_sharded
+from xmcfit.train.world import World
 
 
 class LabelSharded:

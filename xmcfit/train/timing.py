@@ -39,7 +39,7 @@ def run_rates(plan: Plan, device: torch.device, threads: int) -> tuple[DeviceRat
         if found is None:
             return None, f"no CPU calibration for {threads} thread(s): run `xmcfit calibrate --threads {threads}`"
         return found.rates, ""
-    from xmcfit.profiles import gpu_rates, load_gpu, profile_for_device_name
+    from xmcfit.plan.profiles import gpu_rates, load_gpu, profile_for_device_name
 
     name = torch.cuda.get_device_name(device)
     profile = profile_for_device_name(name)

@@ -1,4 +1,4 @@
-"""Named presets read from the package's profiles_data/{gpus,encoders,datasets}/*.toml, by name or by path.
+"""Named presets read from xmcfit/plan/profiles_data/{gpus,encoders,datasets}/*.toml, by name or by path.
 
 The TOML files ship inside the package (importlib.resources finds them in a wheel as in a checkout).
 Also derives an encoder profile from a transformers `config.json` in a local directory or in the local
@@ -181,7 +181,7 @@ _CLASSES: dict[str, type] = {"gpus": GpuProfile, "encoders": EncoderProfile, "da
 
 
 def _profiles_dir(kind: ProfileKind) -> Traversable:
-    return files("xmcfit") / PROFILES_PACKAGE_DIR / kind
+    return files("xmcfit.plan") / PROFILES_PACKAGE_DIR / kind
 
 
 def profile_names(kind: ProfileKind) -> list[str]:
