@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from common import REPO_ROOT, SHARED_DATA

@@ -59,17 +59,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "bench"))
+import torch
 
-import torch  # noqa: E402
-
-from common import median_seconds, sync  # noqa: E402  (bench/ is on sys.path above)
-
-SEED = 0
-GIB = 2**30
-MIB = 2**20
+from common import GIB, MIB, SEED, median_seconds, sync
 AMAZON_3M_LABELS = 2_812_281
 EURLEX_LABELS = 4_271
 MEMORY_STEPS = 4

@@ -30,7 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from common import REPO_ROOT
+
 WARMUP_STEPS = 5
 
 

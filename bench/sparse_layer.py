@@ -16,7 +16,7 @@ import time
 import torch
 from torch import nn
 
-from common import MIB, median_seconds, sync
+from common import MIB, median_seconds
 
 from xmcfit.sparse import FixedFanInLinear, dispatch
 from xmcfit.sparse.layer import DEFAULT_CHUNK_SIZE

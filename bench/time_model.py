@@ -28,9 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "bench"))
+from common import REPO_ROOT
 
 WARMUP_STEPS = 3
 """Steps dropped before the median: the first builds the sparse layer's cached patterns and warms allocators."""
