@@ -92,6 +92,9 @@ def test_fit_on_a_sparse_matrix_with_an_indicator_matrix_trains_a_bag_of_words_m
     assert top.ids.shape == (8, 3) and top.ids.dtype == np.int64 and top.scores.dtype == np.float32
     assert list(top.names[:, 0]) == [["a", "b", "c", "d"][i % 4] for i in range(8)]
     assert model.plan.model.encoder.kind == "bow"
+    again = xmcfit.predict(model, x[:8], k=3)
+    assert top == again and top == top.as_lists() and top != top.as_lists()[:7]
+    assert top != xmcfit.predict(model, x[:8], k=2) and top != top.as_lists()[::-1]
 
 
 @pytest.mark.parametrize(("inputs", "labels", "kwargs", "message"), [

@@ -53,6 +53,20 @@ class Predictions:
     def __iter__(self) -> Iterator[list[LabelScore]]:
         return (self[row] for row in range(len(self)))
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to Predictions with the same arrays, or to a list of each input's LabelScore lists (what
+        predict returned before arrays, so `predictions == expected_lists` keeps working)."""
+        if isinstance(other, Predictions):
+            pairs = [(self.ids, other.ids), (self.scores, other.scores), (self.names, other.names),
+                     (self.probabilities, other.probabilities)]
+            return all((a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+                       for a, b in pairs)
+        if isinstance(other, (list, tuple)):
+            return self.as_lists() == [list(labels) for labels in other]
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  (mutable arrays inside: not hashable, like a list)
+
     def as_lists(self) -> list[list[LabelScore]]:
         """Each input's labels as LabelScore lists."""
         return list(self)
