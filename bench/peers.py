@@ -2,16 +2,17 @@
 
 Datasets (from ../shared/data, or --data-root): EURLEX57K (raw text -> TF-IDF fitted on train; trained
 on train, reported on dev because test is withheld), Bibtex and Delicious (bag-of-words; standard
-train/test). Metrics come from xmcfit.metrics with Jain et al. propensities (A=0.55, B=1.5) computed
+train/test), citeulike-t (word counts, TF-IDF'd as xmcfit's side does: smooth idf from train, sublinear tf,
+L2 rows; reported on dev). Metrics come from xmcfit.metrics with Jain et al. propensities (A=0.55, B=1.5) computed
 from the training labels. Model size is the saved model directory on disk.
 
-    python bench/peers.py [--data-root DIR] [--datasets EURLEX57K,Bibtex,Delicious] [--threads 2] [--train-limit N]
+    python bench/peers.py [--data-root DIR] [--datasets EURLEX57K,Bibtex,Delicious,citeulike-t] [--threads 2] [--train-limit N]
                           [--text-field FIELD ...]
                           [--xmcfit-results RESULTS.json ...] [--xmcfit-bow-epochs N] [--json-out FILE]
 
 Prints one table per dataset (xmcfit rows from --xmcfit-results files, as bench/eurlex.py writes
-them, and with --xmcfit-bow-epochs xmcfit dense and sparse trained on the bag-of-words sets through the
-fixed-feature path, beside the peers), then one `SUMMARY ...` line. Exits 0 with a message when the data is absent.
+them, and with --xmcfit-bow-epochs bench/bow_defaults.py's rows on the bag-of-words sets: the planner's
+defaults, --classifier sparse and SGD-momentum, through the CLI, its finished runs reused, beside the peers), then one `SUMMARY ...` line. Exits 0 with a message when the data is absent.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ import scipy.sparse as sp
 from common import MIB, REPO_ROOT, SEED, SHARED_DATA
 
 from xmcfit.data import XMCDataset, load_split  # noqa: E402
+from xmcfit.data.words import smooth_idf, tfidf_rows  # noqa: E402
 from xmcfit.metrics import inverse_propensity, ranking_metrics  # noqa: E402
 
 KS = (1, 3, 5)
 # Jain et al. 2016 defaults; none of these three datasets has a published A/B of its own.
 PROPENSITY_A, PROPENSITY_B = 0.55, 1.5
-# (directory, split to report on): EURLEX57K's test split is withheld, so it reports on dev.
-DATASETS = {"EURLEX57K": "dev", "Bibtex": "test", "Delicious": "test"}
+# (directory, split to report on): EURLEX57K's test split is withheld and citeulike-t's is kept for final
+# checks, so both report on dev.
+DATASETS = {"EURLEX57K": "dev", "Bibtex": "test", "Delicious": "test", "citeulike-t": "dev"}
 COLUMNS = ("P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5")
 
 
@@ -106,6 +109,9 @@ def bow_splits(root: Path, name: str, eval_split: str, train_limit: int | None =
     if train.kind == "text":
         tfidf = fit_tfidf(train.texts)
         return tfidf_features(tfidf, train.texts), tfidf_features(tfidf, test.texts), train, test
+    if train.features.nnz and train.features.data.max() > 1:  # word counts (citeulike-t): TF-IDF them
+        idf = smooth_idf(train.features)
+        return tfidf_rows(train.features, idf), tfidf_rows(test.features, idf), train, test
     return train.features, test.features, train, test
 
 
@@ -242,26 +248,19 @@ def xmcfit_rows(paths: Sequence[str], dataset: str) -> list[PeerResult]:
     return rows
 
 
-BOW_CONFIGS = {
-    "dense": [],  # the planner's choice: a 159 or 983 x 512 dense classifier fits
-    "sparse": ["--classifier", "sparse"],
-    "sparse sgd_momentum": ["--classifier", "sparse", "--classifier-optimizer", "sgd_momentum"],
-}
-
-
 def xmcfit_bow_rows(root: Path, name: str, epochs: int, out: Path, seeds: Sequence[int]) -> list[PeerResult]:
-    """Train and evaluate xmcfit on a bag-of-words dataset through its fixed-feature input path, as `xmcfit
-    plan/train/eval` would, with the planner's recipe for an 8 GiB budget (fp32, batch 64): its own choice
-    (dense), the sparse classifier it picks with --classifier sparse, and that with SGD + momentum; metrics
-    are the mean over `seeds` (the spread is in the note)."""
+    """xmcfit on a bag-of-words dataset through the CLI as bench/bow_defaults.py runs it (the same configs,
+    flags and run directories: `xmcfit plan --data D --gpu-mem 16G --epochs N` and nothing else pinned for
+    the planner's row, then `--classifier sparse` and SGD-momentum); runs bow_defaults finished under `out`
+    are evaluated again, not retrained. Metrics are the mean over `seeds` (the spread is in the note)."""
+    from bow_defaults import CONFIGS
     from xmcfit_runs import describe, mean_sd, run_seeds
 
-    flags = ["--gpu-mem", "8G", "--precision", "fp32", "--batch", "64"]
     rows = []
-    for label, extra in BOW_CONFIGS.items():
-        runs = run_seeds(label.replace(" ", "-"), root / name, out / name, flags + extra, [], DATASETS[name], epochs,
-                         list(seeds))
-        size = (out / name / f"{label.replace(' ', '-')}-s{seeds[0]}" / "model.safetensors").stat().st_size
+    for label, extra in CONFIGS.items():
+        runs = run_seeds(label, root / name, out / name, ["--gpu-mem", "16G", *extra], [], DATASETS[name], epochs,
+                         list(seeds), reuse=True)
+        size = (out / name / f"{label}-s{seeds[0]}" / "model.safetensors").stat().st_size
         metrics = {k: sum(r.metrics[k] for r in runs) / len(runs) for k in runs[0].metrics}
         p1, sd = mean_sd(runs, "P@1")
         rows.append(PeerResult(name, f"xmcfit {label} ({describe(runs[0].plan)})", metrics,
@@ -300,8 +299,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--xmcfit-results", action="append", default=[], help="results.json from bench/eurlex.py.")
     parser.add_argument("--json-out", help="Also write every row to this JSON file.")
     parser.add_argument("--xmcfit-bow-epochs", type=int, default=0,
-                        help="Also train xmcfit dense and sparse for this many epochs on Bibtex and Delicious.")
-    parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-peers"), help="Run directories for xmcfit.")
+                        help="Also train (or reuse) xmcfit's bow_defaults rows for this many epochs on the bag-of-words sets.")
+    parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bow_defaults"),
+                        help="Run directories for xmcfit (bench/bow_defaults.py's, so its finished runs are reused).")
     parser.add_argument("--seeds", default="0,1,2", help="Seeds of the xmcfit bag-of-words rows (mean reported).")
     parser.add_argument("--train-limit", type=int,
                         help="Train the peers on the first N training points only (match bench/eurlex.py --limit N).")
