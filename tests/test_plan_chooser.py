@@ -165,3 +165,30 @@ def test_plan_on_data_sizes_the_batch_and_says_so_unless_pinned(bow_dir):
     assert sized.inputs.target_batch == 32 and any(r.startswith("batch 32:") for r in sized.reasons)
     pinned = plan(data=bow_dir, gpu_mem="16G", batch=128)
     assert pinned.inputs.target_batch == 128 and not any(r.startswith("batch ") for r in pinned.reasons)
+
+
+def _checkpointing_is_slow(layout: Layout) -> float:
+    """Step seconds of a made-up device where recomputing the encoder costs half a step more than any
+    accumulation: the tie-break must then trade checkpointing for a smaller micro-batch where that fits."""
+    return 1.0 + 0.5 * layout.gradient_checkpointing + 0.01 * layout.grad_accum
+
+
+def test_ties_between_speed_moves_go_to_the_faster_by_the_time_model():
+    request = _request(4 * GIB, n_labels=1000, encoder=BERT)
+    first = choose_plan(request)
+    assert first.model.gradient_checkpointing and first.training.micro_batch == 128
+    faster = choose_plan(request, _checkpointing_is_slow)
+    assert not faster.model.gradient_checkpointing and faster.training.micro_batch < 128
+    assert faster.effective_batch == first.effective_batch == 128
+    assert faster.memory.predicted_peak_bytes <= request.budget_bytes
+    assert (faster.classifier.fan_in, faster.classifier.optimizer) == (first.classifier.fan_in, first.classifier.optimizer)
+    assert any(r.startswith(f"checkpointing off, micro-batch {faster.training.micro_batch}: of the speed moves that "
+                            "fit, the fastest by the time model") for r in faster.reasons)
+
+
+def test_the_time_tie_break_keeps_pins_and_the_first_fit_when_no_move_is_faster():
+    request = _request(4 * GIB, n_labels=1000, encoder=BERT)
+    assert choose_plan(request, lambda layout: 1.0) == choose_plan(request)
+    pinned = _request(4 * GIB, n_labels=1000, encoder=BERT, pins=Pins(gradient_checkpointing=True))
+    plan = choose_plan(pinned, _checkpointing_is_slow)
+    assert plan.model.gradient_checkpointing and plan.training.micro_batch == 128

@@ -93,8 +93,8 @@ def plan(labels: int | None = None, *, dataset: str | None = None, data: str | P
     `time_device`: "gpu" (the default: the GPU profile's datasheet rates; none with `gpu_mem` alone) or "cpu"
     (this machine's `xmcfit calibrate` rates at `threads`); `train_points` overrides the data's point count.
     """
-    from xmcfit.plan.chooser import Pins, choose_plan
-    from xmcfit.plan.inputs import plan_rates, with_time
+    from xmcfit.plan.chooser import Pins
+    from xmcfit.plan.inputs import plan_on, plan_rates
 
     given = locals()
     _check_pin_names(unknown)
@@ -103,7 +103,7 @@ def plan(labels: int | None = None, *, dataset: str | None = None, data: str | P
         raise XmcfitError("--threads sets the CPU threads the time is predicted for: give it with --device cpu")
     request = _request(given, {f.name: given[f.name] for f in dataclasses.fields(Pins)})
     rates = plan_rates(request.gpu_name, time_device or "gpu", threads)
-    result = with_time(choose_plan(request), request, rates, train_points)
+    result = plan_on(request, rates, train_points)
     if output is not None:
         result.save(output)
     return result

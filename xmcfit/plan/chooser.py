@@ -29,6 +29,12 @@ Along the chain the fan-in, the micro-batch and the classifier's precision and o
 so more memory never gives a smaller fan-in, a smaller micro-batch or a cheaper classifier. A pinned
 knob (set by flag) is skipped. If nothing fits, PlanError names the smallest budget that would fit and
 the term that dominates it.
+
+Ties are broken by time when the plan has a device to time it on (a GPU profile, or this CPU's
+calibration): the speed moves cost no accuracy, so once the first fit is found, every setting of
+checkpointing and micro-batch that fits beside its accuracy knobs is priced by the time model
+(xmcfit.plan.time_model) and the fastest taken when it beats the first fit by SPEED_TIE_MARGIN (a reason
+line says so). A micro-batch of 16 without checkpointing often beats 128 with it.
 """
 
 from __future__ import annotations
@@ -236,17 +242,25 @@ class _Knobs:
     """A dense L x d classifier (fan_in = d, fp32, AdamW)."""
 
 
-def choose_plan(req: PlanRequest) -> Plan:
+StepSeconds = typing.Callable[[Layout], float]
+"""Predicted seconds of one optimizer step of a layout (xmcfit.plan.inputs builds it from the time model)."""
+
+SPEED_TIE_MARGIN = 0.02
+"""A speed-move alternative replaces the chain's first fit only when predicted at least this much faster."""
+
+
+def choose_plan(req: PlanRequest, step_seconds: StepSeconds | None = None) -> Plan:
     """The first configuration on the degradation chain that fits `req.budget_bytes` (see module doc); with
-    the TF-IDF side first, and without it when nothing fits with it (unless --tfidf pinned it on)."""
+    the TF-IDF side first, and without it when nothing fits with it (unless --tfidf pinned it on).
+    With `step_seconds`, ties between speed moves are broken by time (_fastest_speed_moves)."""
     if _tfidf_width(req) and req.pins.tfidf is None:
         try:
-            return _choose(req)
+            return _choose(req, step_seconds)
         except PlanError:
-            plan = _choose(replace(req, pins=replace(req.pins, tfidf=False)))
+            plan = _choose(replace(req, pins=replace(req.pins, tfidf=False)), step_seconds)
             return replace(plan, reasons=plan.reasons + (
                 "TF-IDF side off: nothing fits with it (`--tfidf` keeps it, then says what would fit)",))
-    return _choose(req)
+    return _choose(req, step_seconds)
 
 
 def _tfidf_width(req: PlanRequest) -> int:
@@ -262,7 +276,7 @@ def _tfidf_fan_in(req: PlanRequest) -> int:
     return min(n_words, req.pins.tfidf_fan_in or DEFAULTS.tfidf_fan_in) if n_words else 0
 
 
-def _choose(req: PlanRequest) -> Plan:
+def _choose(req: PlanRequest, step_seconds: StepSeconds | None = None) -> Plan:
     reasons: list[str] = []
     precision = _precision(req, reasons)
     chain = list(_chain(req, precision))
@@ -277,8 +291,47 @@ def _choose(req: PlanRequest) -> Plan:
             f"checkpointing {'on' if last.checkpointing else 'off'}) needs {gib(est.predicted_peak_bytes):.2f} GiB, "
             f"dominated by {est.dominant_term()} ({gib(est.terms_bytes[est.dominant_term()]):.2f} GiB)")
     knobs, estimate = fitting
+    faster = _fastest_speed_moves(req, precision, knobs, step_seconds) if step_seconds is not None else None
+    if faster is not None:
+        knobs, estimate, why = faster
     reasons.extend(_explain(req, knobs, next((c for c in chain if not c.dense), chain[0]), estimate))
+    if faster is not None:
+        reasons.append(why)
     return _build_plan(req, precision, knobs, tuple(reasons))
+
+
+def _fastest_speed_moves(req: PlanRequest, precision: Precision, k: _Knobs, step_seconds: StepSeconds):
+    """The tie-break by time: the speed moves (checkpointing, micro-batch) change speed, not accuracy, so
+    among the settings of the two that fit the budget beside the first fit's accuracy knobs, the one the time
+    model predicts fastest; None when the first fit is it (or within SPEED_TIE_MARGIN of it). Pinned knobs
+    stay; the micro-batch ranges over the target's halvings down to the first fit's own (or the floor)."""
+    pins = req.pins
+    checkpointing = [k.checkpointing] if pins.gradient_checkpointing is not None or req.encoder.kind != "text" \
+        else [False, True]
+    micros, m = [k.micro_batch], req.device_batch
+    if pins.micro_batch is None:
+        while m >= min(k.micro_batch, MICRO_BATCH_FLOOR):
+            micros.append(m)
+            m //= 2
+    first = step_seconds(_layout(req, precision, k))
+    best: tuple[float, _Knobs, MemoryEstimate] | None = None
+    for c in checkpointing:
+        for micro in sorted(set(micros), reverse=True):
+            alt = replace(k, checkpointing=c, micro_batch=micro)
+            if alt == k:
+                continue
+            est = predict(_layout(req, precision, alt))
+            if est.predicted_peak_bytes > req.budget_bytes:
+                continue
+            s = step_seconds(_layout(req, precision, alt))
+            if s <= first * (1 - SPEED_TIE_MARGIN) and (best is None or s < best[0]):
+                best = (s, alt, est)
+    if best is None:
+        return None
+    s, alt, est = best
+    return alt, est, (f"checkpointing {'on' if alt.checkpointing else 'off'}, micro-batch {alt.micro_batch}: of the "
+                      f"speed moves that fit, the fastest by the time model ({s:.3g} s a step against {first:.3g} s "
+                      f"with checkpointing {'on' if k.checkpointing else 'off'}, micro-batch {k.micro_batch})")
 
 
 def _precision(req: PlanRequest, reasons: list[str]) -> Precision:

@@ -166,7 +166,7 @@ def plan_every_gpu_profile(request: PlanRequest, train_points: int | None = None
             continue
         req = replace(request, budget_bytes=profile.memory_bytes, gpu_name=profile.name, bf16_supported=profile.bf16)
         try:
-            plan = with_time(choose_plan(req), req, plan_rates(profile.name, "gpu"), train_points)
+            plan = plan_on(req, plan_rates(profile.name, "gpu"), train_points)
             rows.append((name, profile.memory_bytes, plan, ""))
         except PlanError as err:
             rows.append((name, profile.memory_bytes, None, str(err).split(":")[0]))
@@ -225,6 +225,22 @@ def plan_rates(gpu_name: str, device: PlanDevice, threads: int | None = None) ->
         return gpu_rates(load_gpu(gpu_name))
     profile = profile_for_device_name(gpu_name)  # a GPU pynvml named ("NVIDIA A100-SXM4-80GB")
     return gpu_rates(load_gpu(profile)) if profile is not None else None
+
+
+def plan_on(request: PlanRequest, rates: "DeviceRates | None", train_points: int | None = None) -> Plan:
+    """choose_plan with ties between speed moves broken by the time predicted on `rates` (when there are
+    rates), and the plan's time section."""
+    if rates is None:
+        return choose_plan(request)
+    from xmcfit.plan.memory import Layout
+    from xmcfit.plan.time_model import predict_time, workload_for
+
+    workload = workload_for(request.n_labels, request.n_train_points, request.nnz_per_point, train_points)
+
+    def step_seconds(layout: Layout) -> float:
+        return predict_time(layout, rates, workload, epochs=1).step_seconds
+
+    return with_time(choose_plan(request, step_seconds), request, rates, train_points)
 
 
 def with_time(plan: Plan, request: PlanRequest, rates: "DeviceRates | None", train_points: int | None = None) -> Plan:
