@@ -201,3 +201,9 @@ def test_training_writes_measured_step_times_beside_the_prediction(text_run):
     assert 0 < report["measured_p10_s"] <= report["measured_median_s"] <= report["measured_p90_s"]
     # without a calibration of this CPU the prediction is absent and the file says how to get one
     assert (report["predicted_step_s"] is None) == ("xmcfit calibrate" in report["rates"])
+    assert (report["predicted_run_s"] is None) == (report["predicted_step_s"] is None)
+    # the whole loop ran in one piece: its wall time is at least the timed steps' and the error follows
+    assert report["measured_run_s"] >= report["measured_median_s"] * report["n_steps_timed"]
+    if report["predicted_run_s"] is not None:
+        assert report["run_error_pct"] == pytest.approx(
+            100 * (report["predicted_run_s"] - report["measured_run_s"]) / report["measured_run_s"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Protocol, TextIO
@@ -137,19 +138,23 @@ def run_training(
     threads = apply_threads(intra_op_threads(allowed_cores()))
     policy = checkpoints or CheckpointPolicy()
     placement = placement or OneDevice()
+    in_one_piece = not resume
     while True:
-        result = _train(plan, run_dir, data, dev, resume, max_steps, log_every, on_step, policy, placement, threads)
+        result = _train(plan, run_dir, data, dev, resume, max_steps, log_every, on_step, policy, placement, threads,
+                        in_one_piece)
         if result is not None:
             return result
         plan = _recovery_plan(plan, run_dir, auto_recover)  # out of memory: raises unless recovering
-        resume = True
+        resume, in_one_piece = True, False
 
 
 def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume: bool, max_steps: int | None,
            log_every: int, on_step: Callable[[StepStats], None] | None,
-           policy: CheckpointPolicy, placement: Placement, threads: int = 1) -> TrainResult | None:
+           policy: CheckpointPolicy, placement: Placement, threads: int = 1,
+           in_one_piece: bool = False) -> TrainResult | None:
     """One attempt: set up (resuming from the latest checkpoint), run the remaining epochs, finish.
-    None when a step ran out of device memory; the state of the last completed step is then saved."""
+    None when a step ran out of device memory; the state of the last completed step is then saved.
+    `in_one_piece`: this attempt is the whole run, so step_time.json gets its wall time."""
     seed_everything(plan.seed)
     meter = MemoryMeter(dev)
     parts = placement.setup(plan, data, dev, resume)
@@ -160,6 +165,7 @@ def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume
     t = plan.training
     parts.model.train()
     meter.start()
+    started = time.perf_counter()
     probe: ProbeBatches | None = None
     with catch_stop_signals(stop), placement.open_log(run_dir, progress.step) as log_file:
         watch = LoadWatch(n_cpus=os.cpu_count() or 1, threads=threads) if dev.type == "cpu" else None
@@ -184,7 +190,8 @@ def _train(plan: Plan, run_dir: Path, data: TrainData, dev: torch.device, resume
     if getattr(getattr(placement, "world", None), "rank", 0) == 0:  # one step_time.json per run, rank 0's
         report = step_time_report(plan, workload_from_dataset(data.dataset), recorder.clock, dev,
                                   watch.threads if watch is not None else threads,
-                                  busy=watch.note if watch is not None else "")
+                                  busy=watch.note if watch is not None else "",
+                                  run_seconds=time.perf_counter() - started if in_one_piece else None)
         report.save(RunFiles(run_dir).step_time)
     return result
 

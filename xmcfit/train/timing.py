@@ -47,6 +47,12 @@ def run_rates(plan: Plan, device: torch.device, threads: int) -> tuple[DeviceRat
     return (rates, "") if rates is not None else (None, f"no GPU profile with datasheet rates matches {name!r}")
 
 
+def _error_pct(predicted: float | None, measured: float | None) -> float | None:
+    if predicted is None or not measured:
+        return None
+    return 100.0 * (predicted - measured) / measured
+
+
 def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
@@ -85,23 +91,36 @@ class StepTimeReport:
     """Which rates the prediction used, or why there is none."""
     busy: str = ""
     """The last "machine busy" note of the run ("" when the machine had a CPU for every runnable thread)."""
+    predicted_run_s: float | None = None
+    """The time model's whole run: the probe epochs (encoding the training set once, then the heads) and the
+    end-to-end epochs."""
+    measured_run_s: float | None = None
+    """Wall seconds of the training loop, from the first probe or end-to-end step to the final weights written
+    (checkpoints included; setup and data reading not); None for a run resumed or restarted after running out
+    of memory, whose loop ran in parts."""
 
     @property
     def error_pct(self) -> float | None:
-        if self.predicted_step_s is None or not self.measured_median_s:
-            return None
-        return 100.0 * (self.predicted_step_s - self.measured_median_s) / self.measured_median_s
+        """(predicted - measured) / measured of the median step, in %."""
+        return _error_pct(self.predicted_step_s, self.measured_median_s)
+
+    @property
+    def run_error_pct(self) -> float | None:
+        """The same for the whole run."""
+        return _error_pct(self.predicted_run_s, self.measured_run_s)
 
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "error_pct": self.error_pct}, indent=2) + "\n"
+        return json.dumps({**asdict(self), "error_pct": self.error_pct, "run_error_pct": self.run_error_pct},
+                          indent=2) + "\n"
 
     def save(self, path: Path) -> None:
         atomic_write_text(path, self.to_json())
 
 
 def step_time_report(plan: Plan, workload: Workload, clock: StepClock, device: torch.device, threads: int,
-                     busy: str = "") -> StepTimeReport:
-    """The measured steady-state step times of `clock` beside the prediction for this device."""
+                     busy: str = "", run_seconds: float | None = None) -> StepTimeReport:
+    """The measured steady-state step times of `clock` (and `run_seconds`, the whole loop's wall time when it
+    ran in one piece) beside the prediction for this device."""
     steady = sorted(clock.steady())
     rates, why_not = run_rates(plan, device, threads)
     est = predict_plan_time(plan, rates, workload) if rates is not None else None
@@ -115,4 +134,5 @@ def step_time_report(plan: Plan, workload: Workload, clock: StepClock, device: t
         predicted_step_s=est.step_seconds if est else None,
         predicted_phase_s=dict(est.phase_seconds) if est else None,
         dominant_phase=est.dominant_phase if est else None,
-        rates=rates.name if rates is not None else why_not, busy=busy)
+        rates=rates.name if rates is not None else why_not, busy=busy,
+        predicted_run_s=est.run_seconds if est else None, measured_run_s=run_seconds)
