@@ -74,10 +74,13 @@ class Config:
     value_dtype: str = "float32"
     optimizer: str = "adamw"
     aux_clusters: int = 0
+    tfidf: bool = False
+    """The TF-IDF side (a fan-in TFIDF_FAN_IN scorer over the N_FEATURES input words) beside the classifier."""
 
     def plan_flags(self) -> list[str]:
         flags = ["--precision", "fp32", "--batch", str(BATCH), "--micro-batch", str(BATCH),
                  "--aux-clusters", str(self.aux_clusters)]
+        flags += ["--tfidf", "--tfidf-fan-in", str(TFIDF_FAN_IN)] if self.tfidf else ["--no-tfidf"]
         if self.kind == "dense":
             return flags + ["--classifier", "dense"]
         return flags + ["--fan-in", str(self.fan_in), "--classifier-dtype", self.value_dtype,
@@ -94,6 +97,13 @@ listed as skipped."""
 SHAPES_AT_EVERY_L = {("sparse", 32, "float32", "adamw"), ("sparse", 64, "bfloat16", "adamw"),
                      ("sparse", 128, "float32", "sgd"), ("dense", 0, "float32", "adamw")}
 FULL_GRID_L = 1_000_000
+
+
+TFIDF_FAN_IN = 64
+"""Words per label of the TF-IDF side in the rows that have it (the planner's default)."""
+TFIDF_SHAPES = (("sparse", 64, "bfloat16", "adamw"), ("dense", 0, "float32", "adamw"))
+"""Shapes measured again with the TF-IDF side at the smallest L, and the first at 10^6 (the side's terms
+grow with L: values, indices and AdamW state per label, and the (batch, words) TF-IDF input)."""
 
 
 def _tag(n_labels: int) -> str:
@@ -114,6 +124,12 @@ def grid(labels: list[int]) -> list[Config]:
             rows.append(Config(f"{_tag(n_labels)}-{short}", n_labels, kind, k, dtype, opt))
     smallest = min(labels)
     rows.append(Config(f"{_tag(smallest)}-k128-fp32-adamw-aux512", smallest, "sparse", 128, "float32", "adamw", 512))
+    for n_labels, shapes in ((smallest, TFIDF_SHAPES), (FULL_GRID_L, TFIDF_SHAPES[:1])):
+        if n_labels not in labels and n_labels != smallest:
+            continue
+        for kind, k, dtype, opt in shapes:
+            short = "dense" if kind == "dense" else f"k{k}-{'fp32' if dtype == 'float32' else 'bf16'}-{opt}"
+            rows.append(Config(f"{_tag(n_labels)}-{short}-tfidf", n_labels, kind, k, dtype, opt, tfidf=True))
     return rows
 
 
@@ -349,18 +365,20 @@ class Row:
 
 def describe(plan: dict) -> str:
     c = plan["classifier"]
-    if c["kind"] == "dense":
-        return f"dense {c['n_labels']}x{c['in_features']} fp32 adamw"
     dtype = "fp32" if c["value_dtype"] == "float32" else "bf16"
     inter = plan["model"]["intermediate_dim"]
     aux = plan["aux"]["n_clusters"] if plan["aux"]["enabled"] else 0
+    side = plan.get("tfidf", {})
+    tfidf = f" +TF-IDF side k={side['fan_in']}/{side['n_words']}" if side.get("enabled") else ""
+    if c["kind"] == "dense":
+        return f"dense {c['n_labels']}x{c['in_features']} fp32 adamw{tfidf}"
     return (f"k={c['fan_in']}/{c['in_features']} {dtype} {c['optimizer']}" + (f" +{inter} inter" if inter else "")
-            + (f" +aux {aux}" if aux else ""))
+            + (f" +aux {aux}" if aux else "") + tfidf)
 
 
 PERSISTENT = ("encoder_weights", "encoder_optimizer_state", "intermediate_weights", "intermediate_optimizer_state",
               "aux_weights", "aux_optimizer_state", "classifier_values", "classifier_bias", "classifier_indices",
-              "classifier_optimizer_state", "classifier_pattern_cache")
+              "classifier_optimizer_state", "classifier_pattern_cache", "tfidf_weights", "tfidf_optimizer_state")
 
 
 def make_row(cfg: Config, plan_path: Path, est, result: dict | None, skipped: str, default: dict | None = None) -> Row:
@@ -376,7 +394,7 @@ def make_row(cfg: Config, plan_path: Path, est, result: dict | None, skipped: st
     runtime = result["after_free"]["VmRSS"] - b["VmRSS"]
     measured_terms = result["memory_json"]["measured_terms_bytes"]
     persistent_measured = sum(measured_terms.get(t, 0) for t in PERSISTENT)
-    persistent_predicted = sum(est.terms_bytes[t] for t in PERSISTENT)
+    persistent_predicted = sum(est.terms_bytes.get(t, 0) for t in PERSISTENT)
     moved_before = [0] + [s["moved"] for s in steps[:-1]]  # connections_moved is a running total
     rewired = [s["step"] for s, before in zip(steps, moved_before) if s["moved"] > before]
     disturbed = {1} | set(rewired) | {r + 1 for r in rewired}  # first step; rewiring; pattern rebuilt after it
