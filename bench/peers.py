@@ -161,7 +161,7 @@ def _write_xmc_text(path: Path, x: sp.csr_matrix, y: sp.csr_matrix) -> None:
             labels = ",".join(map(str, y.indices[y.indptr[i]: y.indptr[i + 1]]))
             lo, hi = x.indptr[i], x.indptr[i + 1]
             feats = " ".join(f"{j}:{v:.6g}" for j, v in zip(x.indices[lo:hi], x.data[lo:hi]))
-            fh.write(f"{labels} {feats}\n")
+            fh.write(f"{labels} {feats}".rstrip() + "\n")  # a point without features: no trailing space
 
 
 @contextlib.contextmanager
