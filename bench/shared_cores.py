@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="xmcfit-shared-cores-"))
     plan = work / "plan.json"
     subprocess.run(_xmcfit("plan", "--data", args.data, "--gpu-mem", "16G", "--precision", "fp32", "--fan-in", "64",
-                           "--micro-batch", "64", "--no-tfidf", "-o", str(plan), "--json"),
+                           "--batch", "64", "--micro-batch", "64", "--no-tfidf", "-o", str(plan), "--json"),
                    env=_env(None), stdout=subprocess.DEVNULL, check=True)
     machine_cpus = os.cpu_count() or 1
     try:
