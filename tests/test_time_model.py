@@ -207,3 +207,15 @@ def test_training_writes_measured_step_times_beside_the_prediction(text_run):
     if report["predicted_run_s"] is not None:
         assert report["run_error_pct"] == pytest.approx(
             100 * (report["predicted_run_s"] - report["measured_run_s"]) / report["measured_run_s"])
+
+
+def test_the_load_watch_reads_the_runnable_threads_now_not_the_lagging_average(monkeypatch):
+    import xmcfit.threads as threads
+
+    now = threads.runnable_threads()
+    assert now is not None and now >= 0.0  # Linux: /proc/stat procs_running, less the reading thread
+    monkeypatch.setattr(threads, "runnable_threads", lambda: 4.0)  # a second 2-thread run beside this one
+    watch = threads.LoadWatch(n_cpus=2, threads=2)
+    assert "machine busy: load 4.0 on 2 CPUs; threads 2 -> 1" == watch.check(0.0) and watch.threads == 1
+    monkeypatch.setattr(threads, "runnable_threads", lambda: 0.0)
+    assert watch.check(10.0) == "" and watch.threads == 1  # threads given back are not taken again

@@ -14,10 +14,41 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 BUSY_LOAD_MARGIN = 0.5
-"""The 1-minute load may exceed the CPUs by this much before a run says the machine is busy (a load
+"""The load (runnable threads, runnable_threads) may exceed the CPUs by this much before a run says the machine is busy (a load
 average lags and rounds; half a runnable thread is noise)."""
-LOAD_CHECK_EVERY_S = 30.0
-"""Seconds between load checks during training (os.getloadavg is cheap; the average moves slowly)."""
+LOAD_CHECK_EVERY_S = 5.0
+"""Seconds between load checks during training (reading /proc/stat is cheap)."""
+LOAD_SAMPLES = 5
+"""Samples of the runnable-thread count per check, LOAD_SAMPLE_GAP_S apart; their median is the load."""
+LOAD_SAMPLE_GAP_S = 0.01
+
+
+def runnable_threads() -> float | None:
+    """The threads runnable now, machine-wide (Linux /proc/stat procs_running: the median of LOAD_SAMPLES
+    samples), else the 1-minute load average, else None. The instant count answers within a check: the
+    1-minute average needs about a minute to show a second run started beside this one (bench/RESULTS.md,
+    "Two trainings sharing cores")."""
+    import statistics
+    import time
+
+    samples = []
+    for i in range(LOAD_SAMPLES):
+        try:
+            with open("/proc/stat") as fh:
+                line = next((ln for ln in fh if ln.startswith("procs_running ")), None)
+        except OSError:
+            line = None
+        if line is None:
+            break
+        samples.append(float(line.split()[1]) - 1.0)  # less this thread, which runs while it reads
+        if i + 1 < LOAD_SAMPLES:
+            time.sleep(LOAD_SAMPLE_GAP_S)
+    if samples:
+        return statistics.median(samples)
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        return None
 
 
 def allowed_cores() -> int:
@@ -89,9 +120,8 @@ class LoadWatch:
     def check(self, now: float) -> str:
         if now - self.last_check >= self.every_s:
             self.last_check = now
-            try:
-                load = os.getloadavg()[0]
-            except OSError:  # no load average on this platform
+            load = runnable_threads()
+            if load is None:
                 return self.note
             before, self.threads = self.threads, threads_when_busy(self.threads, load, self.n_cpus)
             self.note = busy_note(load, self.n_cpus) + (f"; threads {before} -> {self.threads}"
