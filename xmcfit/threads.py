@@ -10,37 +10,43 @@ or OMP_NUM_THREADS. Pure functions here; `apply_threads` is the one call into to
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 BUSY_LOAD_MARGIN = 0.5
-"""The load (runnable threads, runnable_threads) may exceed the CPUs by this much before a run says the machine is busy (a load
-average lags and rounds; half a runnable thread is noise)."""
+"""The load (runnable_threads) may exceed the CPUs by this much before a run says the machine is busy: a
+count sampled at an instant is noisy, and half a runnable thread is noise."""
 LOAD_CHECK_EVERY_S = 5.0
-"""Seconds between load checks during training (reading /proc/stat is cheap)."""
-LOAD_SAMPLES = 5
-"""Samples of the runnable-thread count per check, LOAD_SAMPLE_GAP_S apart; their median is the load."""
-LOAD_SAMPLE_GAP_S = 0.01
+"""Seconds between load checks during training."""
+LOAD_SAMPLES = 3
+"""Samples of the runnable-thread count per check, LOAD_SAMPLE_GAP_S apart; their median is the load
+(about 10 ms of the training thread every LOAD_CHECK_EVERY_S: 0.2 %)."""
+LOAD_SAMPLE_GAP_S = 0.005
+
+
+def _procs_running() -> float | None:
+    """Linux /proc/stat's procs_running, less the thread reading it; None where there is no such file."""
+    try:
+        with open("/proc/stat") as fh:
+            line = next((ln for ln in fh if ln.startswith("procs_running ")), None)
+    except OSError:
+        return None
+    return float(line.split()[1]) - 1.0 if line is not None else None
 
 
 def runnable_threads() -> float | None:
-    """The threads runnable now, machine-wide (Linux /proc/stat procs_running: the median of LOAD_SAMPLES
-    samples), else the 1-minute load average, else None. The instant count answers within a check: the
-    1-minute average needs about a minute to show a second run started beside this one (bench/RESULTS.md,
-    "Two trainings sharing cores")."""
-    import statistics
-    import time
-
+    """The threads runnable now, machine-wide (the median of LOAD_SAMPLES procs_running samples), else the
+    1-minute load average, else None. The instant count answers within a check: the 1-minute average needs
+    about a minute to show a second run started beside this one (bench/RESULTS.md, "Two trainings sharing
+    cores")."""
     samples = []
     for i in range(LOAD_SAMPLES):
-        try:
-            with open("/proc/stat") as fh:
-                line = next((ln for ln in fh if ln.startswith("procs_running ")), None)
-        except OSError:
-            line = None
-        if line is None:
+        sample = _procs_running()
+        if sample is None:
             break
-        samples.append(float(line.split()[1]) - 1.0)  # less this thread, which runs while it reads
+        samples.append(sample)
         if i + 1 < LOAD_SAMPLES:
             time.sleep(LOAD_SAMPLE_GAP_S)
     if samples:
@@ -88,21 +94,21 @@ def apply_threads(n_threads: int) -> int:
     return n_threads
 
 
-def busy_note(load_1min: float, n_cpus: int) -> str:
+def busy_note(load: float, n_cpus: int) -> str:
     """"" when the machine has a CPU for every runnable thread, else a short note for the progress line:
     more runnable threads than CPUs means some of them, perhaps this run's, wait their turn."""
-    if load_1min <= n_cpus + BUSY_LOAD_MARGIN:
+    if load <= n_cpus + BUSY_LOAD_MARGIN:
         return ""
-    return f"machine busy: load {load_1min:.1f} on {n_cpus} CPUs"
+    return f"machine busy: load {load:.1f} on {n_cpus} CPUs"
 
 
-def threads_when_busy(own_threads: int, load_1min: float, n_cpus: int) -> int:
+def threads_when_busy(own_threads: int, load: float, n_cpus: int) -> int:
     """Fewer threads when the machine has more runnable threads than CPUs: this process's share of the
     CPUs in proportion to the load (never more than it has). Two runs of 2 threads started together on 2
     cores each drop to 1 once the load shows them, instead of spin-waiting on each other's cores."""
-    if load_1min <= n_cpus + BUSY_LOAD_MARGIN:
+    if load <= n_cpus + BUSY_LOAD_MARGIN:
         return own_threads
-    return max(1, min(own_threads, int(own_threads * n_cpus / load_1min)))
+    return max(1, min(own_threads, int(own_threads * n_cpus / load)))
 
 
 @dataclass

@@ -320,10 +320,11 @@ def _fastest_speed_moves(req: PlanRequest, precision: Precision, k: _Knobs, step
             alt = replace(k, checkpointing=c, micro_batch=micro)
             if alt == k:
                 continue
-            est = predict(_layout(req, precision, alt))
+            layout = _layout(req, precision, alt)
+            est = predict(layout)
             if est.predicted_peak_bytes > req.budget_bytes:
                 continue
-            s = step_seconds(_layout(req, precision, alt))
+            s = step_seconds(layout)
             if s <= first * (1 - SPEED_TIE_MARGIN) and (best is None or s < best[0]):
                 best = (s, alt, est)
     if best is None:
