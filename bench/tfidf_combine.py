@@ -6,6 +6,7 @@ Each spec is `mode=...,key=value,...` (one training per spec, printed as one lin
   mode=head      a dense head on the frozen features alone
   mode=joint     both, their scores summed inside one loss (what `xmcfit train` does)
   mode=separate  each with its own loss; the scores summed at prediction with the head's weighted 0.25/0.5/1
+  mode=both      the joint loss plus the side's own loss (the side with a per-label bias in both)
 keys: lr (head), slr (side), batch, epochs, seed, init (the side starts at the labels' normalised TF-IDF
 centroids times this; 0: zeros), drop (dropout on the features), wd (weight decay).
 
@@ -46,7 +47,7 @@ def run(d, t_train, t_dev, mode: str, lr=0.01, slr=0.01, batch=32, epochs=8, see
     head = torch.nn.Linear(d.x_train.shape[1], n_labels)
     centroid = label_centroids(t_train, y)
     pattern = label_word_pattern(centroid, 64, seed)
-    side = FixedFanInLinear(t_train.shape[1], n_labels, 64, bias=mode in ("side", "separate"), seed=seed,
+    side = FixedFanInLinear(t_train.shape[1], n_labels, 64, bias=mode in ("side", "separate", "both"), seed=seed,
                             indices=torch.from_numpy(pattern))
     with torch.no_grad():
         side.values.copy_(torch.from_numpy(label_word_values(centroid, pattern, init)))
@@ -71,7 +72,8 @@ def run(d, t_train, t_dev, mode: str, lr=0.01, slr=0.01, batch=32, epochs=8, see
         t = torch.from_numpy(t_train[rows].toarray())
         loss = {"side": lambda: chunked_loss(t, side, pos), "head": lambda: chunked_loss(f, head, pos),
                 "joint": lambda: chunked_loss(f, head, pos, extra=(t, side)),
-                "separate": lambda: chunked_loss(f, head, pos) + chunked_loss(t, side, pos)}[mode]()
+                "separate": lambda: chunked_loss(f, head, pos) + chunked_loss(t, side, pos),
+                "both": lambda: chunked_loss(f, head, pos, extra=(t, side)) + chunked_loss(t, side, pos)}[mode]()
         opt.zero_grad()
         loss.backward()
         opt.step()

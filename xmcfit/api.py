@@ -91,7 +91,8 @@ def plan(labels: int | None = None, *, dataset: str | None = None, data: str | P
 
     The plan's `time` section predicts seconds per step and hours per run (xmcfit.plan.time_model) on
     `time_device`: "gpu" (the default: the GPU profile's datasheet rates; none with `gpu_mem` alone) or "cpu"
-    (this machine's `xmcfit calibrate` rates at `threads`); `train_points` overrides the data's point count.
+    (this machine's `xmcfit calibrate` rates at `threads`). `train_points` overrides the data's point count
+    (training on part of it, `xmcfit train --limit`): it sizes the batch, the TF-IDF side's rate and the time.
     """
     from xmcfit.plan.chooser import Pins
     from xmcfit.plan.inputs import plan_on, plan_rates
@@ -170,7 +171,7 @@ def _request(given: dict[str, Any], pins: dict[str, Any], budget: Any = None) ->
                         encoder=given["encoder"], seq_len=given["seq_len"],
                         batch=batch, devices=given["devices"],
                         epochs=epochs if epochs is not None else DEFAULTS.epochs, seed=given["seed"],
-                        pins=Pins(**pins), budget=budget)
+                        pins=Pins(**pins), budget=budget, train_points=given.get("train_points"))
 
 
 def _check_pin_names(pins: dict[str, Any]) -> None:

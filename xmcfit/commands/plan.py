@@ -77,7 +77,7 @@ def plan(
                                                        "stdout and nothing else."),
     time_on: Optional[TimeDevice] = typer.Option(None, "--device", help="Where the predicted step time is for: gpu (the --gpu profile's datasheet rates; the default) or cpu (this machine, as measured by `xmcfit calibrate`)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="With --device cpu: the training's CPU threads (default: what `xmcfit train` would use here)."),
-    train_points: Optional[int] = typer.Option(None, "--train-points", min=1, help="Training points per epoch for the time prediction (default: the data's or the dataset profile's; else one per label)."),
+    train_points: Optional[int] = typer.Option(None, "--train-points", min=1, help="Training points per epoch (default: the data's or the dataset profile's): sizes the batch, the TF-IDF side's rate and the time prediction (else one point per label)."),
     price_per_hour: Optional[list[str]] = typer.Option(None, "--price-per-hour", help="PROFILE=USD per GPU-hour (repeatable): a cost column."),
 ) -> None:
     """Choose a training configuration that fits the GPU, and show what each tensor family costs."""

@@ -560,10 +560,31 @@ def _explain_tfidf(req: PlanRequest) -> str:
     words = (f"the {n_words} bag-of-words features" if req.encoder.kind == "bow"
              else f"up to {n_words} words of the training texts (in >= {DEFAULTS.tfidf_min_df} of them)")
     fan = "pinned by --tfidf-fan-in" if req.pins.tfidf_fan_in is not None else "the default"
+    start = (f"starting at its TF-IDF centroid x{DEFAULTS.tfidf_init_scale:g}" if DEFAULTS.tfidf_init_scale
+             else "starting from zeros")
     return (f"TF-IDF side on: a scorer over {words}, {_tfidf_fan_in(req)} words per label ({fan}), each label's "
-            "most weighted words in its training texts, starting at its TF-IDF centroid x"
-            f"{DEFAULTS.tfidf_init_scale:g}, learning at {DEFAULTS.tfidf_lr:g}, its scores added to the classifier's: "
+            f"most weighted words in its training texts, {start}, learning at {_tfidf_lr(req):.3g} "
+            f"({_tfidf_lr_why(req)}), its scores added to the classifier's: "
             + ("pinned by --tfidf" if req.pins.tfidf else f"the measured default ({TFIDF_DOC})"))
+
+
+def _run_steps(req: PlanRequest) -> int:
+    """Optimizer steps of the whole run (linear probe included) at the request's batch; 0 when the data's
+    size is unknown."""
+    probe = 0 if req.encoder.kind == "bow" else (req.pins.probe_epochs if req.pins.probe_epochs is not None
+                                                 else DEFAULTS.probe_epochs)
+    return (req.epochs + probe) * math.ceil(req.n_train_points / req.target_batch)
+
+
+def _tfidf_lr(req: PlanRequest) -> float:
+    return DEFAULTS.tfidf_lr(_run_steps(req))
+
+
+def _tfidf_lr_why(req: PlanRequest) -> str:
+    steps = _run_steps(req)
+    if not steps:
+        return "the training set's size is unknown"
+    return f"{DEFAULTS.tfidf_lr_budget:g} over the run's {steps:,} steps, within {DEFAULTS.tfidf_lr_range[0]:g}-{DEFAULTS.tfidf_lr_range[1]:g}"
 
 
 @dataclass(frozen=True)
@@ -631,6 +652,6 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, reasons: tupl
                                  eval_batch=min(m.eval_batch_max, 2 * k.micro_batch), probe_epochs=r.probe_epochs),
         memory=memory_section(layout, req.budget_bytes),
         tfidf=TfidfSection(enabled=layout.tfidf_n_words > 0, n_words=layout.tfidf_n_words, fan_in=layout.tfidf_fan_in,
-                           min_df=m.tfidf_min_df, lr=m.tfidf_lr, init_scale=m.tfidf_init_scale),
+                           min_df=m.tfidf_min_df, lr=_tfidf_lr(req), init_scale=m.tfidf_init_scale),
         reasons=reasons,
     )

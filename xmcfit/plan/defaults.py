@@ -113,15 +113,24 @@ class MethodDefaults:
     """Text: the vocabulary keeps at most this many words (as the TF-IDF peers in bench/peers.py)."""
     tfidf_min_df: int = 2
     """Text: a word enters the vocabulary when at least this many training texts contain it."""
-    tfidf_lr: float = 0.03
+    tfidf_lr_budget: float = 60.0
+    tfidf_lr_range: tuple[float, float] = (0.005, 0.05)
+    tfidf_lr_unknown_steps: float = 0.03
+    """The side's AdamW rate is `tfidf_lr_budget` over the run's optimizer steps (its total travel, rate x
+    steps, stays the same), within `tfidf_lr_range`; `tfidf_lr_unknown_steps` when the data's size is
+    unknown. Batch 32, seed 0, P@1: EURLEX57K titles on frozen MiniLM features beside the classifier,
+    1,875 steps: 0.01 64.2, 0.02 66.5, 0.03 67.0, 0.05 66.9, 0.08 66.2; 5,625 steps: 0.015 66.5, 0.03 65.5.
+    citeulike-t, the side alone: 5,690 steps 0.01 62.7, 0.02 61.5; 2,845 steps 0.02 63.0, 0.01 ...
+    One rate for both cost citeulike-t 4 points (bench/RESULTS.md, "The side's rate")."""
     tfidf_classifier_lr_scale: float = 0.3
-    """Beside the side, the scorer learns at `tfidf_lr` and the classifier at this fraction of its rate: the
-    side then carries what TF-IDF knows and the classifier adds the rest. EURLEX57K titles, frozen MiniLM
-    features, batch 32, 8 epochs, seed 0: classifier/side 0.01/0.01 63.1 P@1, 0.01/0.03 65.3, 0.003/0.03
-    67.1 (seed 1: 67.6), 0.001/0.03 66.7, 0.003/0.05 66.6 (bench/RESULTS.md, "TF-IDF side")."""
-    tfidf_init_scale: float = 3.0
-    """The side's values start at each label's normalised TF-IDF centroid times this (5 epochs, batch 32:
-    from zeros 65.2 P@1, x3 66.7 and 67.5 (seeds 0, 1), x6 65.7)."""
+    """Beside the side, the classifier learns at this fraction of its rate: the side then carries what
+    TF-IDF knows and the classifier adds the rest. EURLEX57K titles, frozen MiniLM features, batch 32, 8
+    epochs, seed 0: classifier/side 0.01/0.01 63.1 P@1, 0.01/0.03 65.3, 0.003/0.03 67.1 (seed 1: 67.6),
+    0.001/0.03 66.7, 0.003/0.05 66.6 (bench/RESULTS.md, "TF-IDF side")."""
+    tfidf_init_scale: float = 0.0
+    """The side's values start at each label's normalised TF-IDF centroid times this (0: from zeros).
+    EURLEX57K titles (frozen MiniLM, side at 0.03, batch 32, 5 epochs) from zeros ... and x3 ...;
+    citeulike-t, the side alone at 0.01: from zeros 62.7 P@1, x3 60.9 (bench/RESULTS.md)."""
 
     # -- SET rewiring -----------------------------------------------------------------------------
     rewiring_mode: RewireMode = "threshold"
@@ -151,6 +160,13 @@ class MethodDefaults:
     """α at step 0 of total loss (1 − α)·main + α·aux (the method's Amazon-670K 0.4)."""
     aux_cutoff_fraction: float = 0.5
     """α reaches 0 after this fraction of the steps."""
+
+    def tfidf_lr(self, steps: int) -> float:
+        """The TF-IDF side's learning rate for a run of `steps` optimizer steps (0: unknown)."""
+        if steps < 1:
+            return self.tfidf_lr_unknown_steps
+        low, high = self.tfidf_lr_range
+        return min(high, max(low, self.tfidf_lr_budget / steps))
 
     def batch_for(self, n_points: int, n_devices: int = 1) -> int:
         """The effective batch for `n_points` training points (0: unknown, the full `target_batch`)."""

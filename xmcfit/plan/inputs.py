@@ -103,7 +103,7 @@ def resolve_encoder(name: str, problem: Problem) -> EncoderSpec:
 
 
 _INT_ARGS = {"labels": "--labels", "gpu_index": "--gpu-index", "seq_len": "--seq-len", "batch": "--batch",
-             "devices": "--devices", "epochs": "--epochs", "seed": "--seed"}
+             "devices": "--devices", "epochs": "--epochs", "seed": "--seed", "train_points": "--train-points"}
 _STR_ARGS = {"dataset": "--dataset", "data": "--data", "gpu_mem": "--gpu-mem", "gpu": "--gpu", "encoder": "--encoder"}
 
 
@@ -132,11 +132,16 @@ def read_plan(path: str | Path) -> Plan:
 
 def make_request(*, labels: int | None, dataset: str | None, data: str | None, gpu_mem: str | None,
                  gpu: str | None, gpu_index: int, encoder: str, seq_len: int | None, batch: int | None, devices: int,
-                 epochs: int, seed: int, pins: Pins, budget: Budget | None = None) -> PlanRequest:
+                 epochs: int, seed: int, pins: Pins, budget: Budget | None = None,
+                 train_points: int | None = None) -> PlanRequest:
     """Everything the chooser needs, validated; `budget` overrides the GPU flags (used by --all-gpus).
-    `batch` None: sized to the data's training points (xmcfit.plan.defaults: batch_for)."""
+    `batch` None: sized to the training points (xmcfit.plan.defaults: batch_for): `train_points` (a
+    training run on part of the data: `xmcfit train --limit`), else the data's or the profile's count."""
     check_request_args(locals())
     problem = resolve_problem(labels, dataset, data)
+    if train_points is not None and train_points < 1:
+        raise XmcfitError(f"--train-points {train_points}: must be >= 1")
+    n_points = train_points if train_points is not None else problem.n_train_points
     spec = resolve_encoder(encoder, problem)
     budget = budget or resolve_budget(gpu_mem, gpu, gpu_index)
     if spec.kind == "bow":
@@ -144,11 +149,11 @@ def make_request(*, labels: int | None, dataset: str | None, data: str | None, g
     else:
         seq = seq_len if seq_len is not None else min(problem.typical_seq_len or DEFAULT_SEQ_LEN, spec.max_seq_len)
     return PlanRequest(n_labels=problem.n_labels, budget_bytes=budget.budget_bytes, encoder=spec, seq_len=seq,
-                       target_batch=batch if batch is not None else DEFAULTS.batch_for(problem.n_train_points, devices),
+                       target_batch=batch if batch is not None else DEFAULTS.batch_for(n_points, devices),
                        batch_pinned=batch is not None, gpu_name=budget.gpu_name,
                        bf16_supported=budget.bf16_supported,
                        n_devices=devices, epochs=epochs, seed=seed, dataset=problem.dataset,
-                       data_path=problem.data_path, pins=pins, n_train_points=problem.n_train_points,
+                       data_path=problem.data_path, pins=pins, n_train_points=n_points,
                        nnz_per_point=problem.nnz_per_point)
 
 

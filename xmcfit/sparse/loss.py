@@ -84,8 +84,9 @@ def _loss_and_grad_(z: torch.Tensor, work: torch.Tensor, pl: torch.Tensor, pr: t
 
 class _ChunkedLossFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, extra_x, extra_values, positives, layer, ops, extra, kind, chunk_size, scale):
-        need_x, need_w, need_b, _, need_e = ctx.needs_input_grad[:5]
+    def forward(ctx, x, weight, bias, extra_x, extra_values, extra_bias, positives, layer, ops, extra, kind, chunk_size,
+                scale):
+        need_x, need_w, need_b, _, need_e, need_eb = ctx.needs_input_grad[:6]
         acc = accumulation_dtype(x, weight)
         xa = x.to(acc).contiguous()
         ea = extra_x.to(acc).contiguous() if extra is not None else None
@@ -99,6 +100,7 @@ class _ChunkedLossFn(torch.autograd.Function):
         gw = new_output(weight.shape, weight.dtype, weight.device) if need_w else None
         gb = new_output(bias.shape, bias.dtype, bias.device) if need_b else None
         ge = new_output(extra_values.shape, extra_values.dtype, extra_values.device) if need_e else None
+        geb = new_output(extra_bias.shape, extra_bias.dtype, extra_bias.device) if need_eb else None
         extra_ops = get_backend(x.device) if extra is not None else None
         total = torch.zeros((), dtype=acc, device=x.device)
         for i, (start, stop) in enumerate(chunk_ranges(n_labels, chunk_size)):
@@ -106,7 +108,8 @@ class _ChunkedLossFn(torch.autograd.Function):
             b = bias[start:stop] if bias is not None else None
             z = ops.logits_t(xa, weight[start:stop], idx, b).to(acc)  # (chunk, batch)
             if extra is not None:  # a second linear term over its own input, scores added: (chunk, batch)
-                z += extra_ops.logits_t(ea, extra_values[start:stop], extra.indices[start:stop], None).to(acc)
+                eb = extra_bias[start:stop] if extra_bias is not None else None
+                z += extra_ops.logits_t(ea, extra_values[start:stop], extra.indices[start:stop], eb).to(acc)
             pl = pos_label[bounds[i]:bounds[i + 1]] - start
             pr = pos_row[bounds[i]:bounds[i + 1]]
             total += _loss_and_grad_(z, torch.empty_like(z), pl, pr, kind, scale)  # z is now dloss/dz
@@ -119,7 +122,9 @@ class _ChunkedLossFn(torch.autograd.Function):
                 gb[start:stop] = z.sum(1).to(bias.dtype)
             if need_e:
                 ge[start:stop] = extra_ops.grad_values(z, ea, extra.indices[start:stop]).to(extra_values.dtype)
-        ctx.grads = (gx_t.t().contiguous().to(x.dtype) if need_x else None, gw, gb, None, ge)
+            if need_eb:
+                geb[start:stop] = z.sum(1).to(extra_bias.dtype)
+        ctx.grads = (gx_t.t().contiguous().to(x.dtype) if need_x else None, gw, gb, None, ge, geb)
         return total * scale
 
     @staticmethod
@@ -149,7 +154,7 @@ def chunked_loss(
     "sum_over_labels" (summed over the L labels, averaged over the batch: L times the mean).
     n_labels_total: the label count "mean" divides by (default: the layer's rows); a label shard
     (xmcfit.sparse.sharded) passes the whole label space's, so the shards' losses sum to the whole loss.
-    extra: (extra_x (batch, extra_in), extra_layer), a FixedFanInLinear without bias over another input
+    extra: (extra_x (batch, extra_in), extra_layer), a FixedFanInLinear (with or without bias) over another input
     whose logits are added to layer(x)'s (the TF-IDF side, xmcfit.model.TfidfScorer); its values get their
     gradient, extra_x none (it is data). It adds c·k'·16 + (c+1)·4 bytes to a chunk's workspace.
     Returns a 0-dim tensor (fp32, or fp64 for fp64 operands); gradients reach x, the weight (values) and the bias
@@ -176,7 +181,9 @@ def chunked_loss(
     extra_x, extra_layer = extra if extra is not None else (None, None)
     if extra_layer is not None:
         check_input(extra_x, extra_layer.in_features)
-        if extra_layer.out_features != layer.out_features or extra_layer.bias is not None or extra_x.shape[0] != x.shape[0]:
-            raise ValueError("extra: must be a bias-free FixedFanInLinear over the same labels and batch")
-    return _ChunkedLossFn.apply(x, weight, layer.bias, extra_x, extra_layer.values if extra_layer is not None else None,
+        if extra_layer.out_features != layer.out_features or extra_x.shape[0] != x.shape[0]:
+            raise ValueError("extra: must be a FixedFanInLinear over the same labels and batch")
+    extra_values = extra_layer.values if extra_layer is not None else None
+    extra_bias = extra_layer.bias if extra_layer is not None else None
+    return _ChunkedLossFn.apply(x, weight, layer.bias, extra_x, extra_values, extra_bias,
                                 positives, sparse_layer, ops, extra_layer, loss, chunk_size, scale)
