@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     plan_common = ["--encoder", s["encoder"], "--gpu-mem", s["gpu_mem"], "--seq-len", str(s["seq_len"])]
     plan_common += ["--precision", s["precision"]] if "precision" in s else []
     plan_common += ["--batch", str(s["batch"])] if "batch" in s else []
+    plan_common += ["--train-points", str(limit)] if limit else []  # the planner sizes the run's steps from it
     probe_flags = ["--probe-epochs", str(args.probe_epochs)] if args.probe_epochs is not None else []
     probe = planned_probe_epochs(data, plan_common + probe_flags)
     train_flags = [arg for field in s["fields"] for arg in ("--text-field", field)]

@@ -18,13 +18,17 @@ from xmcfit.errors import XmcfitError
 from xmcfit.sparse import FixedFanInLinear, chunked_loss
 
 
-def test_chunked_loss_with_a_tfidf_term_matches_the_dense_reference():
+@pytest.mark.parametrize("side_bias", [False, True])
+def test_chunked_loss_with_a_tfidf_term_matches_the_dense_reference(side_bias):
     torch.manual_seed(0)
     batch, d, n_words, n_labels = 5, 6, 40, 11
     x = torch.randn(batch, d, dtype=torch.float64, requires_grad=True)
     words = torch.rand(batch, n_words, dtype=torch.float64) * (torch.rand(batch, n_words) < 0.2)
     cls = FixedFanInLinear(d, n_labels, 3, seed=1, dtype=torch.float64)
-    side = FixedFanInLinear(n_words, n_labels, 7, bias=False, seed=2, dtype=torch.float64)
+    side = FixedFanInLinear(n_words, n_labels, 7, bias=side_bias, seed=2, dtype=torch.float64)
+    if side_bias:
+        with torch.no_grad():
+            side.bias.normal_()
     positives = torch.tensor([[0, 1], [1, 4], [2, 10], [4, 0], [4, 3]])
     loss = chunked_loss(x, cls, positives, chunk_size=4, reduction="sum_over_labels", extra=(words, side))
     loss.backward()
@@ -33,13 +37,16 @@ def test_chunked_loss_with_a_tfidf_term_matches_the_dense_reference():
     xr = x.detach().clone().requires_grad_()
     y = -torch.ones(batch, n_labels, dtype=torch.float64)
     y[positives[:, 0], positives[:, 1]] = 1.0
-    z = xr @ w.t() + cls.bias.detach() + words @ ws.t()
+    side_b = side.bias.detach().clone().requires_grad_() if side_bias else torch.zeros(n_labels, dtype=torch.float64)
+    z = xr @ w.t() + cls.bias.detach() + words @ ws.t() + side_b
     ref = (torch.clamp(1 - y * z, min=0) ** 2).sum() / batch
     ref.backward()
     assert torch.allclose(loss, ref)
     assert torch.allclose(x.grad, xr.grad)
     assert torch.allclose(side.values.grad, ws.grad.gather(1, side.indices.long()))
     assert torch.allclose(cls.values.grad, w.grad.gather(1, cls.indices.long()))
+    if side_bias:
+        assert torch.allclose(side.bias.grad, side_b.grad)
 
 
 def test_label_word_pattern_keeps_each_labels_heaviest_words_and_fills_distinct_ones():
@@ -154,6 +161,40 @@ def test_planner_prices_and_explains_the_tfidf_side():
     assert not two.tfidf.enabled and any("one device" in r for r in two.reasons)
     with pytest.raises(XmcfitError, match="--tfidf"):
         plan(labels=50_000, gpu_mem="16G", devices=2, tfidf=True)
+
+
+def test_the_sides_rate_is_its_budget_over_the_runs_steps(bow_dir):
+    """60 over the optimizer steps the plan makes (epochs x points / batch), within 0.005-0.05; --train-points
+    (a run on part of the data) changes the steps; an unknown size keeps 0.03; the reason line says which."""
+    from xmcfit.api import plan
+    from xmcfit.plan.defaults import DEFAULTS
+
+    from_data = plan(data=str(bow_dir), gpu_mem="16G", epochs=10)  # 60 points
+    big = plan(data=str(bow_dir), gpu_mem="16G", epochs=10, train_points=15_000)
+    steps = 10 * -(-15_000 // 32)
+    assert big.tfidf.lr == pytest.approx(60 / steps) and big.inputs.target_batch == 32
+    assert any(f"60 over the run's {steps:,} steps" in r for r in big.reasons)
+    assert from_data.tfidf.lr == DEFAULTS.tfidf_lr_range[1]  # a few hundred points: few steps, the ceiling
+    assert plan(data=str(bow_dir), gpu_mem="16G", epochs=10, train_points=10_000_000).tfidf.lr == DEFAULTS.tfidf_lr_range[0]
+    unknown = plan(labels=50_000, gpu_mem="16G")
+    assert unknown.tfidf.lr == DEFAULTS.tfidf_lr_unknown_steps
+    assert any("size is unknown" in r for r in unknown.reasons)
+    with pytest.raises(XmcfitError, match="--train-points"):
+        plan(data=str(bow_dir), gpu_mem="16G", train_points=0)
+
+
+def test_the_side_starts_at_the_centroids_only_where_labels_have_several_points(bow_dir):
+    """The toy data has 20 points per label: centroids x3; --train-points 1 leaves a third of a point per
+    label: zeros; labels alone (unknown): centroids, as before the rule. The reason line says which."""
+    from xmcfit.api import plan
+    from xmcfit.plan.defaults import DEFAULTS
+
+    many = plan(data=str(bow_dir), gpu_mem="16G")
+    assert many.tfidf.init_scale == DEFAULTS.tfidf_init_scale == 3.0
+    assert any("centroid x3 (20.0 training points per label)" in r for r in many.reasons)
+    few = plan(data=str(bow_dir), gpu_mem="16G", train_points=1)
+    assert few.tfidf.init_scale == 0.0 and any("starting from zeros" in r for r in few.reasons)
+    assert plan(labels=50_000, gpu_mem="16G").tfidf.init_scale == 3.0
 
 
 def test_a_plan_written_before_the_tfidf_side_loads_with_it_off(tmp_path):

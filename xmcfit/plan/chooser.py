@@ -155,6 +155,8 @@ class PlanRequest:
     """Training points per epoch, for the time model (0: unknown; the time model then assumes one per label)."""
     nnz_per_point: float = 0.0
     """Bag-of-words input: nonzero features per point (0: text, or unknown)."""
+    points_per_label: float = 0.0
+    """Training points per label, on average over the labels that have one (0: unknown)."""
 
     def __post_init__(self) -> None:
         def need(ok: bool, flag: str, value: object, rule: str) -> None:
@@ -560,8 +562,10 @@ def _explain_tfidf(req: PlanRequest) -> str:
     words = (f"the {n_words} bag-of-words features" if req.encoder.kind == "bow"
              else f"up to {n_words} words of the training texts (in >= {DEFAULTS.tfidf_min_df} of them)")
     fan = "pinned by --tfidf-fan-in" if req.pins.tfidf_fan_in is not None else "the default"
-    start = (f"starting at its TF-IDF centroid x{DEFAULTS.tfidf_init_scale:g}" if DEFAULTS.tfidf_init_scale
-             else "starting from zeros")
+    ppl, floor = req.points_per_label, DEFAULTS.tfidf_init_min_points_per_label
+    known = f"{ppl:.1f} training points per label" if ppl else "the points per label unknown"
+    start = (f"starting at its TF-IDF centroid x{DEFAULTS.tfidf_init_scale:g} ({known})" if _tfidf_init(req)
+             else f"starting from zeros ({known}, under {floor:g}: a centroid of so few is those documents)")
     return (f"TF-IDF side on: a scorer over {words}, {_tfidf_fan_in(req)} words per label ({fan}), each label's "
             f"most weighted words in its training texts, {start}, learning at {_tfidf_lr(req):.3g} "
             f"({_tfidf_lr_why(req)}), its scores added to the classifier's: "
@@ -574,6 +578,10 @@ def _run_steps(req: PlanRequest) -> int:
     probe = 0 if req.encoder.kind == "bow" else (req.pins.probe_epochs if req.pins.probe_epochs is not None
                                                  else DEFAULTS.probe_epochs)
     return (req.epochs + probe) * math.ceil(req.n_train_points / req.target_batch)
+
+
+def _tfidf_init(req: PlanRequest) -> float:
+    return DEFAULTS.tfidf_init(req.points_per_label)
 
 
 def _tfidf_lr(req: PlanRequest) -> float:
@@ -652,6 +660,6 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, reasons: tupl
                                  eval_batch=min(m.eval_batch_max, 2 * k.micro_batch), probe_epochs=r.probe_epochs),
         memory=memory_section(layout, req.budget_bytes),
         tfidf=TfidfSection(enabled=layout.tfidf_n_words > 0, n_words=layout.tfidf_n_words, fan_in=layout.tfidf_fan_in,
-                           min_df=m.tfidf_min_df, lr=_tfidf_lr(req), init_scale=m.tfidf_init_scale),
+                           min_df=m.tfidf_min_df, lr=_tfidf_lr(req), init_scale=_tfidf_init(req)),
         reasons=reasons,
     )

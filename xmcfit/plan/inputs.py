@@ -50,6 +50,8 @@ class Problem:
     """Training points (0 when only --labels was given); they size the default batch."""
     nnz_per_point: float = 0.0
     """Bag-of-words data: nonzero features per point."""
+    points_per_label: float = 0.0
+    """Data: training points per label that has one, on average (0: unknown)."""
 
 
 def resolve_budget(gpu_mem: str | None, gpu: str | None, gpu_index: int) -> Budget:
@@ -87,7 +89,7 @@ def resolve_problem(labels: int | None, dataset: str | None, data: str | None) -
     stats = compute_stats(load_split(data, "train"))
     bow = stats.n_features if stats.kind == "bow" else 0
     return Problem(stats.n_labels, None, str(data), None, bow, n_train_points=stats.n_points,
-                   nnz_per_point=stats.avg_input_length if bow else 0.0)
+                   nnz_per_point=stats.avg_input_length if bow else 0.0, points_per_label=stats.avg_points_per_label)
 
 
 def resolve_encoder(name: str, problem: Problem) -> EncoderSpec:
@@ -154,7 +156,8 @@ def make_request(*, labels: int | None, dataset: str | None, data: str | None, g
                        bf16_supported=budget.bf16_supported,
                        n_devices=devices, epochs=epochs, seed=seed, dataset=problem.dataset,
                        data_path=problem.data_path, pins=pins, n_train_points=n_points,
-                       nnz_per_point=problem.nnz_per_point)
+                       nnz_per_point=problem.nnz_per_point,
+                       points_per_label=problem.points_per_label * n_points / max(1, problem.n_train_points))
 
 
 def plan_every_gpu_profile(request: PlanRequest, train_points: int | None = None) -> list[tuple[str, int, Plan | None, str]]:
