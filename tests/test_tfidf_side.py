@@ -205,3 +205,22 @@ def test_a_plan_written_before_the_tfidf_side_loads_with_it_off(tmp_path):
     del data["tfidf"]
     (tmp_path / "old.json").write_text(json.dumps(data))
     assert not Plan.from_json(tmp_path / "old.json").tfidf.enabled
+
+
+def test_training_on_another_number_of_points_than_planned_is_said(bow_dir, caplog):
+    """--limit trains on fewer points than the plan's batch and side's rate were sized for: a warning naming
+    --train-points; the plan records the points it was sized for."""
+    import logging
+
+    from xmcfit.api import plan
+    from xmcfit.train.data import warn_if_sized_for_other_points
+
+    made = plan(data=str(bow_dir), gpu_mem="16G")
+    assert made.inputs.train_points == 60
+    with caplog.at_level(logging.WARNING, logger="xmcfit.train.data"):
+        warn_if_sized_for_other_points(made, 50)
+        assert not caplog.records
+        warn_if_sized_for_other_points(made, 12)
+    [record] = caplog.records
+    assert "sized for 60 training points" in record.getMessage() and "--train-points 12" in record.getMessage()
+    assert plan(data=str(bow_dir), gpu_mem="16G", train_points=12).inputs.train_points == 12

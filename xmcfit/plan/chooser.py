@@ -638,7 +638,7 @@ def _build_plan(req: PlanRequest, precision: Precision, k: _Knobs, reasons: tupl
         precision=precision,
         inputs=InputsSection(gpu=req.gpu_name, budget_bytes=req.budget_bytes, n_labels=req.n_labels,
                              dataset=req.dataset, data_path=req.data_path, target_batch=req.target_batch,
-                             pinned=req.pins.names()),
+                             pinned=req.pins.names(), train_points=req.n_train_points),
         model=ModelSection(encoder=req.encoder, seq_len=req.seq_len, pooling=req.pooled_by,
                            dropout=r.dropout, intermediate_dim=k.intermediate_dim,
                            gradient_checkpointing=k.checkpointing, input_weighting=r.input_weighting),

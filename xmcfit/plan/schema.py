@@ -379,9 +379,12 @@ class InputsSection:
     """Effective batch the user asked for."""
     pinned: tuple[str, ...]
     """Knobs the user fixed by flag; the chooser never changed these."""
+    train_points: int = 0
+    """Training points per epoch the batch and the TF-IDF side's rate were sized for (0: unknown)."""
 
     def __post_init__(self) -> None:
         _require(self.budget_bytes >= 1, "inputs.budget_bytes", self.budget_bytes, "must be >= 1")
+        _require(self.train_points >= 0, "inputs.train_points", self.train_points, "must be >= 0")
         _require(self.n_labels >= 1, "inputs.n_labels", self.n_labels, "must be >= 1")
         _require(self.target_batch >= 1, "inputs.target_batch", self.target_batch, "must be >= 1")
 

@@ -90,9 +90,20 @@ def read_train_split(plan: Plan, options: DataOptions, vocab=None) -> XMCDataset
     if ds.n_points == 0:
         raise XmcfitError(f"{ds.source}: the training split has no points")
     plan.check_data(ds, fix="re-run `xmcfit plan --data` on this data")
+    warn_if_sized_for_other_points(plan, ds.n_points)
     if plan.aux.enabled and plan.aux.n_clusters > ds.n_labels:
         raise XmcfitError(f"aux.n_clusters={plan.aux.n_clusters}: must be <= the {ds.n_labels} labels of the data")
     return ds
+
+
+def warn_if_sized_for_other_points(plan: Plan, n_points: int) -> None:
+    """A warning when the plan's batch and TF-IDF side's rate were sized for a training set of another size
+    (more than 1.5 times off either way, as `--limit` makes): the run still trains as planned."""
+    planned = plan.inputs.train_points
+    if planned and not planned / 1.5 <= n_points <= planned * 1.5:
+        log.warning("the plan was sized for %s training points (its batch and the TF-IDF side's rate); this run "
+                    "trains on %s: `xmcfit plan --train-points %d` sizes it for them", f"{planned:,}",
+                    f"{n_points:,}", n_points)
 
 
 def load_text_tokenizer(source: str):
