@@ -152,7 +152,8 @@ class PlanRequest:
     data_path: str | None = None
     pins: Pins = Pins()
     n_train_points: int = 0
-    """Training points per epoch, for the time model (0: unknown; the time model then assumes one per label)."""
+    """Training points per epoch: they size the batch, the TF-IDF side's rate and the time (0: unknown; the
+    time model then assumes one per label)."""
     nnz_per_point: float = 0.0
     """Bag-of-words input: nonzero features per point (0: text, or unknown)."""
     points_per_label: float = 0.0
@@ -575,9 +576,14 @@ def _explain_tfidf(req: PlanRequest) -> str:
 def _run_steps(req: PlanRequest) -> int:
     """Optimizer steps of the whole run (linear probe included) at the request's batch; 0 when the data's
     size is unknown."""
-    probe = 0 if req.encoder.kind == "bow" else (req.pins.probe_epochs if req.pins.probe_epochs is not None
-                                                 else DEFAULTS.probe_epochs)
-    return (req.epochs + probe) * math.ceil(req.n_train_points / req.target_batch)
+    return (req.epochs + _probe_epochs(req)) * math.ceil(req.n_train_points / req.target_batch)
+
+
+def _probe_epochs(req: PlanRequest) -> int:
+    """The linear probe's epochs: the pin, else none for bag-of-words input, else the default."""
+    if req.pins.probe_epochs is not None:
+        return req.pins.probe_epochs
+    return 0 if req.encoder.kind == "bow" else DEFAULTS.probe_epochs
 
 
 def _tfidf_init(req: PlanRequest) -> float:
@@ -592,7 +598,8 @@ def _tfidf_lr_why(req: PlanRequest) -> str:
     steps = _run_steps(req)
     if not steps:
         return "the training set's size is unknown"
-    return f"{DEFAULTS.tfidf_lr_budget:g} over the run's {steps:,} steps, within {DEFAULTS.tfidf_lr_range[0]:g}-{DEFAULTS.tfidf_lr_range[1]:g}"
+    low, high = DEFAULTS.tfidf_lr_range
+    return f"{DEFAULTS.tfidf_lr_budget:g} over the run's {steps:,} steps, within {low:g}-{high:g}"
 
 
 @dataclass(frozen=True)
@@ -621,7 +628,7 @@ def _recipe(req: PlanRequest, optimizer: ClassifierOptimizer) -> _Recipe:
                            * (m.tfidf_classifier_lr_scale if _tfidf_width(req) else 1.0)),
         loss=pick(p.loss, m.loss),
         loss_reduction=pick(p.loss_reduction, m.loss_reduction),
-        probe_epochs=pick(p.probe_epochs, 0 if bow else m.probe_epochs),
+        probe_epochs=_probe_epochs(req),
         dropout=pick(p.dropout, m.dropout(req.n_labels, bow)),
         input_weighting=pick(p.input_weighting, m.bow_input_weighting if bow else "raw"),
     )
