@@ -104,7 +104,7 @@ def plan(labels: int | None = None, *, dataset: str | None = None, data: str | P
         raise XmcfitError("--threads sets the CPU threads the time is predicted for: give it with --device cpu")
     request = _request(given, {f.name: given[f.name] for f in dataclasses.fields(Pins)})
     rates = plan_rates(request.gpu_name, time_device or "gpu", threads)
-    result = plan_on(request, rates, train_points)
+    result = plan_on(request, rates)
     if output is not None:
         result.save(output)
     return result
@@ -124,7 +124,7 @@ def plan_all_gpus(labels: int | None = None, *, dataset: str | None = None, data
     _check_path("output", output)
     placeholder = Budget("manual", 1, True) if gpu is None and gpu_mem is None else None  # each row has its own
     given = {**locals(), "gpu_index": 0}
-    rows = plan_every_gpu_profile(_request(given, pins, placeholder), train_points)
+    rows = plan_every_gpu_profile(_request(given, pins, placeholder))
     if output is not None:
         from xmcfit.atomic import atomic_write_text
 

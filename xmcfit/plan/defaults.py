@@ -174,7 +174,8 @@ class MethodDefaults:
 
     def tfidf_init(self, points_per_label: float) -> float:
         """The side's starting scale for data with `points_per_label` training points per label (0: unknown)."""
-        return self.tfidf_init_scale if not points_per_label or points_per_label >= self.tfidf_init_min_points_per_label else 0.0
+        few = 0 < points_per_label < self.tfidf_init_min_points_per_label
+        return 0.0 if few else self.tfidf_init_scale
 
     def batch_for(self, n_points: int, n_devices: int = 1) -> int:
         """The effective batch for `n_points` training points (0: unknown, the full `target_batch`)."""

@@ -160,7 +160,7 @@ def make_request(*, labels: int | None, dataset: str | None, data: str | None, g
                        points_per_label=problem.points_per_label * n_points / max(1, problem.n_train_points))
 
 
-def plan_every_gpu_profile(request: PlanRequest, train_points: int | None = None) -> list[tuple[str, int, Plan | None, str]]:
+def plan_every_gpu_profile(request: PlanRequest) -> list[tuple[str, int, Plan | None, str]]:
     """(profile, memory bytes, plan or None, why not) for every shipped GPU profile; each plan's time is
     predicted from that profile's datasheet rates."""
     from dataclasses import replace
@@ -174,7 +174,7 @@ def plan_every_gpu_profile(request: PlanRequest, train_points: int | None = None
             continue
         req = replace(request, budget_bytes=profile.memory_bytes, gpu_name=profile.name, bf16_supported=profile.bf16)
         try:
-            plan = plan_on(req, plan_rates(profile.name, "gpu"), train_points)
+            plan = plan_on(req, plan_rates(profile.name, "gpu"))
             rows.append((name, profile.memory_bytes, plan, ""))
         except PlanError as err:
             rows.append((name, profile.memory_bytes, None, str(err).split(":")[0]))
@@ -235,7 +235,7 @@ def plan_rates(gpu_name: str, device: PlanDevice, threads: int | None = None) ->
     return gpu_rates(load_gpu(profile)) if profile is not None else None
 
 
-def plan_on(request: PlanRequest, rates: "DeviceRates | None", train_points: int | None = None) -> Plan:
+def plan_on(request: PlanRequest, rates: "DeviceRates | None") -> Plan:
     """choose_plan with ties between speed moves broken by the time predicted on `rates` (when there are
     rates), and the plan's time section."""
     if rates is None:
@@ -243,15 +243,15 @@ def plan_on(request: PlanRequest, rates: "DeviceRates | None", train_points: int
     from xmcfit.plan.memory import Layout
     from xmcfit.plan.time_model import predict_time, workload_for
 
-    workload = workload_for(request.n_labels, request.n_train_points, request.nnz_per_point, train_points)
+    workload = workload_for(request.n_labels, request.n_train_points, request.nnz_per_point)
 
     def step_seconds(layout: Layout) -> float:
         return predict_time(layout, rates, workload, epochs=1).step_seconds
 
-    return with_time(choose_plan(request, step_seconds), request, rates, train_points)
+    return with_time(choose_plan(request, step_seconds), request, rates)
 
 
-def with_time(plan: Plan, request: PlanRequest, rates: "DeviceRates | None", train_points: int | None = None) -> Plan:
+def with_time(plan: Plan, request: PlanRequest, rates: "DeviceRates | None") -> Plan:
     """`plan` with its time section predicted on `rates` (unchanged when rates is None)."""
     if rates is None:
         return plan
@@ -259,7 +259,7 @@ def with_time(plan: Plan, request: PlanRequest, rates: "DeviceRates | None", tra
 
     from xmcfit.plan.time_model import predict_plan_time, time_section, workload_for
 
-    workload = workload_for(request.n_labels, request.n_train_points, request.nnz_per_point, train_points)
+    workload = workload_for(request.n_labels, request.n_train_points, request.nnz_per_point)
     return replace(plan, time=time_section(predict_plan_time(plan, rates, workload), workload))
 
 

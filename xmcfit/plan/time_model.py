@@ -473,11 +473,9 @@ large sets have about as many training points as labels (Amazon-670K 490k / 670k
 Wiki-500K 1.8M / 0.5M, LF-AmazonTitles-1.3M 2.2M / 1.3M)."""
 
 
-def workload_for(n_labels: int, n_train_points: int, nnz_per_point: float, train_points: int | None = None) -> Workload:
-    """The plan's workload: --train-points, else the data's or the dataset profile's count, else one point per
-    label (said in `assumed`)."""
-    if train_points is not None:
-        return Workload(train_points, nnz_per_point)
+def workload_for(n_labels: int, n_train_points: int, nnz_per_point: float) -> Workload:
+    """The plan's workload: the request's training points (--train-points, else the data's or the dataset
+    profile's count), else one point per label (said in `assumed`)."""
     if n_train_points:
         return Workload(n_train_points, nnz_per_point)
     assumed = (f"{n_labels:,} training points (one per label; pass --train-points)",)
