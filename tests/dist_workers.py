@@ -49,7 +49,8 @@ def join(rank: int, world_size: int, port: int):
 
 def one_step(plan, run_dir: Path, data, placement, *, eval_encoder: bool) -> dict:
     """The first optimizer step of `plan` through `placement`: loss, the encoder's and heads' gradients
-    after they met, and the classifier's state after the update. Dropout off (`eval_encoder` also turns
+    after they met, the classifier's state after the update, and the TF-IDF side's (when the plan has one)
+    value gradient and state after the update. Dropout off (`eval_encoder` also turns
     off the dropout inside a transformer), so one process and several see the same numbers."""
     seed_everything(plan.seed)
     parts = placement.setup(plan, data, torch.device("cpu"), resume=False)
@@ -66,11 +67,14 @@ def one_step(plan, run_dir: Path, data, placement, *, eval_encoder: bool) -> dic
     named = dict(parts.model.named_parameters())
     ids = {id(p) for p in model_parts.encoder + model_parts.heads}
     grads = {name: p.grad.detach().clone() for name, p in named.items() if id(p) in ids and p.grad is not None}
+    side = parts.model.tfidf
+    side_grad = side.layer.values.grad.detach().clone() if side is not None else None
     finite = finite and gradients_finite(parts)
     parts.optimizers.step()
     classifier = {k: v.detach().clone() for k, v in parts.model.classifier.state_dict().items()}
+    side_state = {k: v.detach().clone() for k, v in side.state_dict().items()} if side is not None else None
     return {"loss": loss, "main": main, "aux": aux, "finite": finite, "grads": grads, "classifier": classifier,
-            "parts": parts}
+            "side_grad": side_grad, "side": side_state, "parts": parts}
 
 
 def reference_step(plan, run_dir: Path, data_path: Path, *, eval_encoder: bool) -> dict:
@@ -82,8 +86,9 @@ def reference_step(plan, run_dir: Path, data_path: Path, *, eval_encoder: bool) 
 
 
 def step_worker(rank: int, world_size: int, port: int, cases: list, out_dir: str) -> None:
-    """For each (name, plan, data path, eval_encoder): one sharded step, saved as name-rank{r}.pt; then a
-    rewiring of the shard after that step (the last case's), saved as rewire-rank{r}.pt."""
+    """For each (name, plan, data path, eval_encoder): one sharded step, saved as name-rank{r}.pt; then
+    gather_inputs of 1 row from rank 0 and 2 from rank 1, saved as gather-rank{r}.pt; then a rewiring of
+    the shard after that step (the last case's), saved as rewire-rank{r}.pt."""
     from xmcfit.train.distributed import LabelSharded
     from xmcfit.train.ranks import rank_data
 
@@ -101,6 +106,10 @@ def step_worker(rank: int, world_size: int, port: int, cases: list, out_dir: str
             data = rank_data(plan, run_dir, options, resume=False)
         result = one_step(plan, run_dir, data, LabelSharded(world), eval_encoder=eval_encoder)
         torch.save({k: v for k, v in result.items() if k != "parts"}, out / f"{name}-rank{rank}.pt")
+    from xmcfit.sparse.sharded import gather_inputs
+
+    mine = torch.full((rank + 1, 3), float(rank))  # ranks with different row counts (an epoch's last batch)
+    torch.save(gather_inputs(mine, [1, 2][:world_size]), out / f"gather-rank{rank}.pt")
     parts = result["parts"]
     layer, optimizer = parts.model.classifier, parts.optimizers.classifier
     before = {"values": layer.values.detach().clone(), "indices": layer.indices.clone()}

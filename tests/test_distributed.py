@@ -37,11 +37,12 @@ def _no_dropout(plan):
 
 @pytest.fixture(scope="module")
 def sharded_steps(tmp_path_factory, tiny_encoder_dir, synth_dir, bow_data):
-    """One step of a bag-of-words plan (intermediate layer, aux head, 2 accumulated micro-batches) and
-    of a tiny-BERT plan, in 2 processes and in one; then one rewiring of the BERT plan's shards."""
+    """One step of a bag-of-words plan (intermediate layer, aux head, TF-IDF side, 2 accumulated
+    micro-batches) and of a tiny-BERT plan, in 2 processes and in one; then one rewiring of the BERT plan's
+    shards."""
     out = tmp_path_factory.mktemp("steps")
     bow = _no_dropout(tiny_plan("bow", N_BOW_LABELS, bow_features=40, fan_in=4, micro_batch=16, grad_accum=2,
-                                aux_clusters=2, intermediate_dim=48))
+                                aux_clusters=2, intermediate_dim=48, tfidf_fan_in=4))
     text = _no_dropout(tiny_plan(str(tiny_encoder_dir), 40, micro_batch=16, aux_clusters=4))
     cases = [("bow", bow, bow_data, False), ("text", text, synth_dir, True)]
     sharded = [(name, on_devices(plan, 2), data, eval_encoder) for name, plan, data, eval_encoder in cases]
@@ -53,7 +54,8 @@ def sharded_steps(tmp_path_factory, tiny_encoder_dir, synth_dir, bow_data):
         ranks = [torch.load(out / f"{name}-rank{r}.pt") for r in range(2)]
         results[name] = (ref, ranks)
     rewire = [torch.load(out / f"rewire-rank{r}.pt") for r in range(2)]
-    return results, rewire, text
+    gathered = [torch.load(out / f"gather-rank{r}.pt") for r in range(2)]
+    return results, rewire, text, gathered
 
 
 @pytest.mark.parametrize("case", ["bow", "text"])
@@ -70,6 +72,20 @@ def test_one_sharded_step_equals_the_one_process_step(sharded_steps, case):
     for key, value in ref["classifier"].items():  # rank 0 holds the first rows, rank 1 the rest
         torch.testing.assert_close(torch.cat([r0["classifier"][key], r1["classifier"][key]]), value,
                                    rtol=1e-5, atol=1e-6, msg=key)
+    assert (ref["side"] is not None) == (case == "bow")  # the bag-of-words plan has a TF-IDF side
+    if ref["side"] is not None:  # its rows split like the classifier's; idf the same in every rank
+        assert bool(ref["side_grad"].abs().sum() > 0)
+        torch.testing.assert_close(torch.cat([r0["side_grad"], r1["side_grad"]]), ref["side_grad"],
+                                   rtol=1e-4, atol=1e-7)
+        for key, value in ref["side"].items():
+            got = r0["side"][key] if key == "idf" else torch.cat([r0["side"][key], r1["side"][key]])
+            torch.testing.assert_close(got, value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_inputs_of_different_row_counts_gather_in_rank_order(sharded_steps):
+    expected = torch.tensor([[0.0] * 3, [1.0] * 3, [1.0] * 3])  # rank 0's row, then rank 1's two
+    for gathered in sharded_steps[3]:
+        assert torch.equal(gathered, expected)
 
 
 def test_rewiring_per_shard_keeps_fan_in_distinct_columns_and_zeroed_state(sharded_steps):
@@ -126,9 +142,10 @@ def _xmcfit(*args: str, popen: bool = False, **popen_kwargs) -> subprocess.Compl
 
 @pytest.fixture(scope="module")
 def sharded_plan(tmp_path_factory) -> Path:
-    """6 epochs of 8 steps (120 points, micro-batch 8 on each of 2 devices), rewiring every 3 steps."""
+    """6 epochs of 8 steps (120 points, micro-batch 8 on each of 2 devices), rewiring every 3 steps, with a
+    TF-IDF side (its rows split like the classifier's)."""
     plan = on_devices(tiny_plan("bow", N_BOW_LABELS, bow_features=40, fan_in=4, micro_batch=16, epochs=6,
-                                aux_clusters=2), 2)
+                                aux_clusters=2, tfidf_fan_in=4), 2)
     path = tmp_path_factory.mktemp("plan") / "plan2.json"
     plan.save(path)
     return path
@@ -148,11 +165,13 @@ def test_a_sharded_run_writes_shards_and_one_model_a_rank_priced_by_its_plan(who
     assert {p.name for p in checkpoint.glob("shard-*")} == {"shard-0-of-2", "shard-1-of-2"}
     assert (checkpoint / "step-000000048").is_dir()  # the replicated state, rank 0's
     weights = load_file(str(whole_run / "model.safetensors"))
-    assert weights["classifier.values"].shape == (N_BOW_LABELS, 4)
-    memory = json.loads((whole_run / "memory.json").read_text())  # rank 0's: half the classifier
+    assert weights["classifier.values"].shape == weights["tfidf.layer.values"].shape == (N_BOW_LABELS, 4)
+    memory = json.loads((whole_run / "memory.json").read_text())  # rank 0's: half the classifier and side
     predicted, measured = memory["predicted_terms_bytes"], memory["measured_terms_bytes"]
-    assert {t: measured[t] for t in STATIC_TERMS} == {t: predicted[t] for t in STATIC_TERMS}
+    static = STATIC_TERMS + ("tfidf_weights", "tfidf_optimizer_state")
+    assert {t: measured[t] for t in static} == {t: predicted[t] for t in static}
     assert measured["classifier_values"] == N_BOW_LABELS // 2 * 4 * 4
+    assert measured["tfidf_optimizer_state"] == 2 * N_BOW_LABELS // 2 * 4 * 4  # AdamW's two moments of 5 x 4
     log = [json.loads(line) for line in (whole_run / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 48 and log[-1]["connections_moved"] > 0  # one log, rank 0's, moves of both ranks
 
@@ -208,8 +227,9 @@ def test_evaluating_a_sharded_run_equals_evaluating_its_weights_unsharded(tmp_pa
     shards = [load_file(str(whole_run / "checkpoint" / f"shard-{r}-of-2" / step.name / "tensors.safetensors"))
               for r in range(2)]
     merged = {k[len("s.train.model."):]: v for k, v in weights.items() if k.startswith("s.train.model.")}
-    for key in ("values", "indices", "bias"):
-        merged[f"classifier.{key}"] = torch.cat([s[f"s.model.classifier.{key}"] for s in shards])
+    for key in ("classifier.values", "classifier.indices", "classifier.bias", "tfidf.layer.values",
+                "tfidf.layer.indices"):
+        merged[key] = torch.cat([s[f"s.model.{key}"] for s in shards])
     save_file(merged, str(unsharded / "model.safetensors"))
     info = read_run_info(unsharded)  # loading checks the weights against the checksum the run recorded
     write_run_info(unsharded, {**info, "weights_sha256": file_sha256(unsharded / "model.safetensors")})

@@ -66,8 +66,11 @@ def test_a_device_is_priced_for_its_classifier_shard_the_gathered_batch_and_ddp_
     gathered = four.training.micro_batch * 4
     assert t4["gathered_features"] == 3 * gathered * four.classifier.in_features * 4
     assert t4["ddp_gradient_buckets"] == MINILM.n_params * 4  # one fp32 copy of the encoder's gradients
+    chunk = four.classifier.loss_chunk_size
+    assert four.tfidf.enabled and t4["tfidf_grads"] == 750_000 * four.tfidf.fan_in * 4  # the side's rows, sharded
     assert t4["loss_workspace"] == memory.workspace.loss_workspace_bytes(
-        gathered, four.classifier.loss_chunk_size, 128, four.classifier.in_features)
+        gathered, chunk, 128, four.classifier.in_features) + memory.workspace.extra_term_workspace_bytes(
+        chunk, four.tfidf.fan_in)
     assert "ddp_gradient_buckets" in four.memory.peak_terms
     assert four.memory.predicted_peak_bytes == sum(t4[n] for n in four.memory.peak_terms)
     assert not set(DISTRIBUTED) & set(t1)  # a one-device plan is what it always was

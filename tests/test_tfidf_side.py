@@ -157,10 +157,13 @@ def test_planner_prices_and_explains_the_tfidf_side():
     off = plan(labels=50_000, gpu_mem="16G", tfidf=False)
     assert not off.tfidf.enabled and "tfidf_weights" not in off.memory.terms_bytes
     assert off.memory.predicted_peak_bytes < on.memory.predicted_peak_bytes
-    two = plan(labels=50_000, gpu_mem="16G", devices=2)
-    assert not two.tfidf.enabled and any("one device" in r for r in two.reasons)
-    with pytest.raises(XmcfitError, match="--tfidf"):
-        plan(labels=50_000, gpu_mem="16G", devices=2, tfidf=True)
+    two = plan(labels=50_000, gpu_mem="16G", devices=2, batch=on.inputs.target_batch)  # a label shard of the side
+    assert two.tfidf.enabled and two.training.micro_batch * 2 == on.training.micro_batch
+    terms_one, terms_two = on.memory.terms_bytes, two.memory.terms_bytes
+    assert terms_two["tfidf_optimizer_state"] * 2 == terms_one["tfidf_optimizer_state"]  # 25,000 rows each
+    assert terms_two["tfidf_grads"] * 2 == terms_one["tfidf_grads"]
+    # its own micro-batch's rows and every device's, all-gathered: the same rows one device holds, and more
+    assert terms_two["tfidf_inputs"] == (two.training.micro_batch * 3) * two.tfidf.n_words * 4
 
 
 def test_the_sides_rate_is_its_budget_over_the_runs_steps(bow_dir):

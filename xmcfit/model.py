@@ -289,14 +289,16 @@ def build_classifier(plan: Plan, seed: int) -> nn.Module:
 
 
 def build_model(plan: Plan, encoder_source: str | None, pretrained: bool = True,
-                build_classifier_fn: Callable[[], nn.Module] | None = None) -> XMCModel:
+                build_classifier_fn: Callable[[], nn.Module] | None = None,
+                label_rows: tuple[int, int] | None = None) -> XMCModel:
     """Instantiate the plan's network on the CPU.
 
     `encoder_source` is a directory or hub id for a text encoder (None for bag-of-words). With
     `pretrained=False` the text encoder is built from its config only (weights come from a checkpoint).
     `build_classifier_fn`: builds the classifier instead of `build_classifier` (a label shard,
     xmcfit.train.distributed); it is called at the same point, so torch's generator gives every other
-    module the same numbers.
+    module the same numbers. `label_rows` (lo, hi): the TF-IDF side holds those labels' rows only (a label
+    shard's; its values come from `TfidfScorer.initialise` or a checkpoint, so no generator is read).
     """
     spec = plan.model.encoder
     if spec.kind == "bow":
@@ -314,6 +316,7 @@ def build_model(plan: Plan, encoder_source: str | None, pretrained: bool = True,
     n_clusters = plan.aux.n_clusters if plan.aux.enabled else 0
     classifier = build_classifier_fn() if build_classifier_fn is not None else build_classifier(plan, plan.seed)
     tf = plan.tfidf
-    tfidf = TfidfScorer(tf.n_words, plan.classifier.n_labels, tf.fan_in, seed=plan.seed + 2) if tf.enabled else None
+    lo, hi = label_rows if label_rows is not None else (0, plan.classifier.n_labels)
+    tfidf = TfidfScorer(tf.n_words, hi - lo, tf.fan_in, seed=plan.seed + 2) if tf.enabled else None
     return XMCModel(encoder, spec.hidden_size, plan.model.dropout, plan.model.intermediate_dim, classifier, n_clusters,
                     tfidf)

@@ -198,8 +198,6 @@ class PlanRequest:
         need(p.input_weighting in (None, "raw") or self.encoder.kind == "bow", "--input-weighting",
              p.input_weighting, "applies to bag-of-words data only")
         need(p.tfidf_fan_in is None or p.tfidf_fan_in >= 1, "--tfidf-fan-in", p.tfidf_fan_in, "must be >= 1")
-        need(not (p.tfidf and self.n_devices > 1), "--tfidf", "", "trains on one device only so far; "
-             "plan several devices with --no-tfidf")
         need(not (p.tfidf is False and p.tfidf_fan_in is not None), "--tfidf-fan-in", p.tfidf_fan_in,
              "applies to the TF-IDF side, which --no-tfidf turns off")
         need(p.pooling in (None, "mean") or self.encoder.kind == "text", "--pooling", p.pooling,
@@ -268,7 +266,7 @@ def choose_plan(req: PlanRequest, step_seconds: StepSeconds | None = None) -> Pl
 
 def _tfidf_width(req: PlanRequest) -> int:
     """Words of the TF-IDF side (0: off): the bag-of-words features, or the text vocabulary's cap."""
-    on = req.pins.tfidf if req.pins.tfidf is not None else DEFAULTS.tfidf and req.n_devices == 1
+    on = req.pins.tfidf if req.pins.tfidf is not None else DEFAULTS.tfidf
     if not on:
         return 0
     return req.encoder.vocab_size if req.encoder.kind == "bow" else DEFAULTS.tfidf_max_words
@@ -557,8 +555,7 @@ def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: boo
 def _explain_tfidf(req: PlanRequest) -> str:
     n_words = _tfidf_width(req)
     if not n_words:
-        why = ("pinned by --no-tfidf" if req.pins.tfidf is False else
-               "it trains on one device only so far" if req.n_devices > 1 else "off by default")
+        why = "pinned by --no-tfidf" if req.pins.tfidf is False else "off by default"
         return f"TF-IDF side off: {why}"
     words = (f"the {n_words} bag-of-words features" if req.encoder.kind == "bow"
              else f"up to {n_words} words of the training texts (in >= {DEFAULTS.tfidf_min_df} of them)")

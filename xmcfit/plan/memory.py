@@ -386,7 +386,7 @@ def _largest_side_param_bytes(layout: Layout) -> int:
     return FP32_BYTES * max(enc.vocab_size * enc.hidden_size,
                             enc.hidden_size * layout.intermediate_dim,
                             d * layout.n_clusters if layout.aux_enabled else 0,
-                            layout.n_labels * layout.tfidf_fan_in)
+                            layout.rows_per_device * layout.tfidf_fan_in)
 
 
 def lowprec_step_workspace_bytes(layout: Layout) -> int:
@@ -417,7 +417,7 @@ def optimizer_step_workspace_bytes(layout: Layout) -> int:
     else:
         side = (layout.encoder.n_params + intermediate_param_count(layout.encoder.hidden_size, layout.intermediate_dim)
                 + aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)
-                + layout.n_labels * layout.tfidf_fan_in) * FP32_BYTES
+                + layout.rows_per_device * layout.tfidf_fan_in) * FP32_BYTES
         classifier = classifier_bytes if needs_temp else 0
     if layout.classifier_kind == "sparse" and layout.value_dtype == "bfloat16":
         classifier = lowprec_step_workspace_bytes(layout)
@@ -428,21 +428,25 @@ def optimizer_step_workspace_bytes(layout: Layout) -> int:
 
 
 def tfidf_value_bytes(layout: Layout) -> int:
-    """The scorer's fp32 values (L, k')."""
-    return layout.n_labels * layout.tfidf_fan_in * FP32_BYTES
+    """The scorer's fp32 values (R, k'): R = the labels this device holds (all of them on one device; a
+    label shard holds the same rows of the side as of the classifier)."""
+    return layout.rows_per_device * layout.tfidf_fan_in * FP32_BYTES
 
 
 def tfidf_weight_bytes(layout: Layout) -> int:
-    """values (L, k') fp32 + indices (L, k') int16/int32 by the word count + idf (n_words,) fp32."""
+    """values (R, k') fp32 + indices (R, k') int16/int32 by the word count + idf (n_words,) fp32."""
     if not layout.tfidf_n_words:
         return 0
     index_bytes = DTYPE_BYTES[index_dtype_for(layout.tfidf_n_words)]
-    return tfidf_value_bytes(layout) + layout.n_labels * layout.tfidf_fan_in * index_bytes + layout.tfidf_n_words * FP32_BYTES
+    return (tfidf_value_bytes(layout) + layout.rows_per_device * layout.tfidf_fan_in * index_bytes
+            + layout.tfidf_n_words * FP32_BYTES)
 
 
 def tfidf_input_bytes(layout: Layout) -> int:
-    """The micro-batch's TF-IDF rows, dense (b, n_words) fp32 (the chunked loss reads them as they are)."""
-    return layout.micro_batch * layout.tfidf_n_words * FP32_BYTES
+    """The micro-batch's TF-IDF rows, dense (b, n_words) fp32 (the chunked loss reads them as they are); a
+    label shard also holds every device's rows, all-gathered (b x n_devices, n_words), which its side scores."""
+    gathered = layout.gathered_batch if layout.n_devices > 1 else 0
+    return (layout.micro_batch + gathered) * layout.tfidf_n_words * FP32_BYTES
 
 
 # -- several devices -----------------------------------------------------------------------------------

@@ -432,8 +432,6 @@ class Plan:
             if enc.kind == "bow":
                 _require(self.tfidf.n_words == enc.vocab_size, "tfidf.n_words", self.tfidf.n_words,
                          f"must equal the bag-of-words features ({enc.vocab_size})")
-            _require(self.n_devices == 1, "tfidf.enabled", self.tfidf.enabled,
-                     "the TF-IDF side trains on one device only so far; plan with --no-tfidf for several")
 
     @property
     def effective_batch(self) -> int:

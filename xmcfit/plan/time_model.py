@@ -302,7 +302,8 @@ def tfidf_side(layout: Layout) -> Work:
     if not layout.tfidf_n_words:
         return Work()
     connections = layout.rows_per_device * layout.tfidf_fan_in
-    inputs = 3 * layout.micro_batch * layout.tfidf_n_words * FP32_BYTES
+    gathered = layout.gathered_batch if layout.n_devices > 1 else 0  # the all-gathered rows, written once
+    inputs = (3 * layout.micro_batch + gathered) * layout.tfidf_n_words * FP32_BYTES
     value_grad_cost = CPU_BACKWARD_BAG_SLOWDOWN if layout.device == "cpu" else 1.0
     return Work(flops_fp32=4 * layout.gathered_batch * connections,
                 gather_bytes=(1 + value_grad_cost) * connections * layout.gathered_batch * FP32_BYTES,
@@ -325,7 +326,7 @@ def optimizer_step(layout: Layout) -> Work:
     enc = layout.encoder
     side = (enc.n_params + intermediate_param_count(enc.hidden_size, layout.intermediate_dim)
             + aux_param_count(layout.features_dim, layout.n_clusters, layout.aux_enabled)
-            + layout.n_labels * layout.tfidf_fan_in)
+            + layout.rows_per_device * layout.tfidf_fan_in)
     width = layout.features_dim if layout.classifier_kind == "dense" else layout.fan_in
     classifier = layout.rows_per_device * (width + int(layout.bias))
     lowprec = layout.classifier_kind == "sparse" and layout.value_dtype == "bfloat16"
@@ -351,15 +352,18 @@ def rewiring(layout: Layout, stop_fraction: float, interval_steps: int) -> Work:
 
 def communication(layout: Layout) -> tuple[Work, Work]:
     """(per micro-batch, per step) bytes sent by a label-sharded run: the features all-gathered and their
-    gradient reduce-scattered (B x d fp32 each, (n-1)/n of it leaves the device), and DDP's all-reduce of
-    the encoder's gradients once per step (2 (n-1)/n of them, ring all-reduce)."""
+    gradient reduce-scattered (B x d fp32 each, (n-1)/n of it leaves the device), the TF-IDF side's input
+    rows all-gathered (B x n_words fp32), and DDP's all-reduce of the encoder's gradients once per step
+    (2 (n-1)/n of them, ring all-reduce)."""
     n = layout.n_devices
     if n == 1:
         return Work(), Work()
     share = (n - 1) / n
     features = 2 * layout.gathered_batch * layout.features_dim * FP32_BYTES * share
+    tfidf = layout.gathered_batch * layout.tfidf_n_words * FP32_BYTES * share
     gradients = 2 * layout.encoder.n_params * FP32_BYTES * share
-    return Work(sent_bytes=features, n_ops=4), Work(sent_bytes=gradients, n_ops=8)
+    return (Work(sent_bytes=features + tfidf, n_ops=4 + 2 * bool(layout.tfidf_n_words)),
+            Work(sent_bytes=gradients, n_ops=8))
 
 
 # -- the sum ------------------------------------------------------------------------------------------------

@@ -133,6 +133,18 @@ def gather_rows(x: torch.Tensor, counts: list[int], group=None) -> torch.Tensor:
     return _GatherRows.apply(x, counts, group)
 
 
+def gather_inputs(x: torch.Tensor, counts: list[int], group=None) -> torch.Tensor:
+    """gather_rows for a tensor no gradient flows back to (the TF-IDF side's input rows): no autograd node,
+    and no copy beyond the gathered (sum(counts), w) when every rank has the same rows, as it usually has."""
+    world, most = len(counts), max(counts)
+    send = x if x.shape[0] == most else torch.cat([x, x.new_zeros(most - x.shape[0], x.shape[1])])  # (most, w)
+    out = x.new_empty(world * most, x.shape[1])  # (world * most, w)
+    _all_gather(out, send.contiguous(), group=group)
+    if all(n == most for n in counts):
+        return out
+    return torch.cat([out[r * most: r * most + n] for r, n in enumerate(counts)])  # (sum(counts), w)
+
+
 def gather_counts(n_rows: int, n_positives: int, device: torch.device, group=None) -> list[tuple[int, int]]:
     """(rows, positives) of every rank's micro-batch, in rank order."""
     mine = torch.tensor([[n_rows, n_positives]], dtype=torch.int64, device=device)  # (1, 2)
@@ -186,23 +198,33 @@ def global_value(local: torch.Tensor, group=None) -> torch.Tensor:
 class ShardedClassifierLoss:
     """The classifier loss of this rank's label shard over the micro-batch gathered from every rank.
 
-    `__call__(features, positives)` takes the local micro-batch (features (m, d), positives with local
-    rows and global label ids) like any ClassifierLoss; it returns the loss of all labels over the whole
-    gathered batch (the same number on every rank) whose gradient is this shard's part.
+    `__call__(features, positives, tfidf_x)` takes the local micro-batch (features (m, d), positives with
+    local rows and global label ids, the TF-IDF rows (m, n_words) when there is a side) like any
+    ClassifierLoss; it returns the loss of all labels over the whole gathered batch (the same number on
+    every rank) whose gradient is this shard's part. `tfidf`: this rank's rows of the TF-IDF side (the same
+    labels as the classifier's), which scores the gathered TF-IDF rows beside it.
     """
 
     def __init__(self, classifier: FixedFanInLinear | nn.Linear, label_lo: int, n_labels: int, loss: str,
-                 chunk_size: int = DEFAULT_LOSS_CHUNK, reduction: str = "mean", group=None) -> None:
+                 chunk_size: int = DEFAULT_LOSS_CHUNK, reduction: str = "mean", group=None,
+                 tfidf: FixedFanInLinear | None = None) -> None:
         self.classifier, self.label_lo, self.n_labels = classifier, label_lo, n_labels
         self.loss, self.chunk_size, self.reduction, self.group = loss, chunk_size, reduction, group
+        self.tfidf = tfidf
 
-    def __call__(self, features: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    def __call__(self, features: torch.Tensor, positives: torch.Tensor,
+                 tfidf_x: torch.Tensor | None = None) -> torch.Tensor:
         counts = gather_counts(features.shape[0], positives.shape[0], features.device, self.group)
-        gathered = gather_rows(features, [r for r, _ in counts], self.group)  # (B, d)
+        rows = [r for r, _ in counts]
+        gathered = gather_rows(features, rows, self.group)  # (B, d)
         every = gather_positives(positives, counts, self.group)  # (n_pos over all ranks, 2)
         n_rows = self.classifier.out_features
         mine = every[(every[:, 1] >= self.label_lo) & (every[:, 1] < self.label_lo + n_rows)]
         mine = mine - torch.tensor([0, self.label_lo], device=mine.device)  # labels within the shard
+        extra = None
+        if self.tfidf is not None:
+            assert tfidf_x is not None, "a TF-IDF side scores the micro-batch's TF-IDF rows"
+            extra = (gather_inputs(tfidf_x, rows, self.group), self.tfidf)  # (B, n_words), this shard's rows
         part = chunked_loss(gathered, self.classifier, mine, loss=self.loss, chunk_size=self.chunk_size,
-                            reduction=self.reduction, n_labels_total=self.n_labels)
+                            reduction=self.reduction, n_labels_total=self.n_labels, extra=extra)
         return global_value(part, self.group)

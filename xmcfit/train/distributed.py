@@ -8,12 +8,15 @@ Rank r of N (the plan's n_devices must be N) holds
     gradients all-reduced after it;
   - classifier rows [r·R, (r+1)·R), R = ceil(L / N): values, indices, bias, their gradients and optimizer
     state, initialised as those rows of the one-process classifier (xmcfit.sparse.sharded);
+  - the same rows of the TF-IDF side (values, pattern, their gradient and AdamW state; the idf whole),
+    initialised as the one-process side's rows;
   - its own SET rewirer over its rows (seed + 1 + r) and its own dropout stream;
 and takes plan-micro_batch rows of every micro-batch of micro_batch x N rows, a split of the shuffled
 order a one-process run of the same effective batch walks, so a step sees the same points.
 
 Per micro-batch, what crosses the wire (m = plan micro_batch, d = features, P = encoder parameters):
   forward   all-gather of the features, (N-1)·m·d values received, and of the positives (2 int64 each);
+            with a TF-IDF side, all-gather of its dense input rows, (N-1)·m·n_words values received;
             all-reduce of the main and auxiliary losses (a few scalars)
   backward  the features' gradient reduce-scattered to the rank that made them, (N-1)·m·d·4 bytes sent
             (gloo before torch 2.13 has no reduce-scatter: the (N·m, d) gradient is all-reduced instead)
@@ -23,8 +26,8 @@ Gradients are summed, not averaged (DDP's default): every loss is already divide
 so the sum over ranks is the one-process gradient.
 
 Checkpoints: rank 0 writes the replicated state (encoder, heads, their optimizer, the progress, the
-shard layout) to `checkpoint/` as a one-process run would; rank r writes its shard (classifier rows,
-their optimizer state, its rewirer generator and RNGs) to `checkpoint/shard-r-of-N/`; each keeps its
+shard layout) to `checkpoint/` as a one-process run would; rank r writes its shard (classifier and
+TF-IDF side rows, their optimizer state, its rewirer generator and RNGs) to `checkpoint/shard-r-of-N/`; each keeps its
 newest two and a resume loads the newest step every root has. The same N resumes; another is one line.
 At the end rank 0 concatenates the shards into model.safetensors, so `xmcfit eval` and `predict` load
 a sharded run like any other, on one device: scoring needs the classifier's L·k values and indices but

@@ -130,29 +130,35 @@ def build_rewirer(plan: Plan, model: XMCModel, optimizer: torch.optim.Optimizer,
                       chunk_rows=rw.chunk_rows)
 
 
-def initialise_tfidf(scorer: TfidfScorer, data: TrainData, plan: Plan) -> None:
+def initialise_tfidf(scorer: TfidfScorer, data: TrainData, plan: Plan, label_rows: tuple[int, int] | None = None) -> None:
     """The TF-IDF scorer's idf, data-chosen pattern and starting values (the labels' scaled TF-IDF centroids)
-    from the training split's term counts (a resumed run takes all three from its checkpoint)."""
+    from the training split's term counts (a resumed run takes all three from its checkpoint). `label_rows`
+    (lo, hi): a label shard's scorer gets those rows of what the whole one would (the pattern's random
+    filler words are drawn for every label, so each rank's rows are the one-process rows)."""
     from xmcfit.data.words import label_centroids, label_word_pattern, label_word_values, smooth_idf, tfidf_rows
 
     assert data.words is not None, "a plan with a TF-IDF side needs the training split's term counts"
     idf = smooth_idf(data.words)
     centroid = label_centroids(tfidf_rows(data.words, idf), data.dataset.labels)
     pattern = label_word_pattern(centroid, plan.tfidf.fan_in, plan.seed)
-    values = label_word_values(centroid, pattern, plan.tfidf.init_scale)
-    scorer.initialise(torch.from_numpy(pattern), torch.from_numpy(idf), torch.from_numpy(values))
+    lo, hi = label_rows if label_rows is not None else (0, centroid.shape[0])
+    values = label_word_values(centroid[lo:hi], pattern[lo:hi], plan.tfidf.init_scale)
+    scorer.initialise(torch.from_numpy(pattern[lo:hi]), torch.from_numpy(idf), torch.from_numpy(values))
 
 
 def setup_training(plan: Plan, data: TrainData, device: torch.device, resume: bool,
-                   build_classifier_fn: Callable[[], nn.Module] | None = None) -> TrainParts:
+                   build_classifier_fn: Callable[[], nn.Module] | None = None,
+                   label_rows: tuple[int, int] | None = None) -> TrainParts:
     """The plan's model on `device` (pretrained encoder, or built from its config when resuming: the
     weights then come from the checkpoint), its optimizers, rewirer, losses and schedule.
-    `build_classifier_fn`: a label shard's classifier instead of the whole one (xmcfit.model.build_model)."""
-    model = build_model(plan, data.encoder_source, pretrained=not resume, build_classifier_fn=build_classifier_fn)
+    `build_classifier_fn` and `label_rows` (lo, hi): a label shard's classifier and TF-IDF side instead of
+    the whole ones (xmcfit.model.build_model)."""
+    model = build_model(plan, data.encoder_source, pretrained=not resume, build_classifier_fn=build_classifier_fn,
+                        label_rows=label_rows)
     if isinstance(model.encoder, BowEncoder) and model.encoder.idf is not None and not resume:
         model.encoder.set_idf(inverse_document_frequency(data.dataset.features, model.encoder.idf.numel()))
     if model.tfidf is not None and not resume:
-        initialise_tfidf(model.tfidf, data, plan)
+        initialise_tfidf(model.tfidf, data, plan, label_rows)
     model.to(device)
     clusters = data.clusters.to(device) if data.clusters is not None else None
     schedule = Schedule.from_plan(plan, data.dataset.n_points)

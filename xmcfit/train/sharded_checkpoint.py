@@ -1,7 +1,10 @@
 """Checkpoints of a label-sharded run: rank 0 writes the replicated state to `checkpoint/` as a one-process
-run would, rank r its classifier rows, their optimizer state and its generators to
+run would, rank r its classifier rows and TF-IDF side rows, their optimizer state and its generators to
 `checkpoint/shard-r-of-N/`; a resume loads the newest step every root verifies, and the final weights
-concatenate the shards' rows in label order."""
+concatenate the shards' rows in label order.
+
+The side's values are updated by the encoder-side AdamW (xmcfit.train.optim), whose state dict numbers
+every parameter it holds; the side's entries of that state go to the shard, the rest to rank 0's root."""
 
 from __future__ import annotations
 
@@ -22,7 +25,20 @@ log = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 2
 """Checkpoints each root keeps: ranks that crash between their writes still share the step before."""
-_CLASSIFIER = "classifier."
+_SHARDED = ("classifier.", "tfidf.layer.")
+"""Model state keys of the label-sharded rows: the classifier and the TF-IDF side's values and pattern."""
+
+
+def _sharded(key: str) -> bool:
+    return key.startswith(_SHARDED)
+
+
+def _side_state_ids(parts: TrainParts) -> set[int]:
+    """The numbers the encoder-side optimizer's state dict gives the TF-IDF side's values (torch numbers
+    parameters 0, 1, ... through the groups in order)."""
+    side = {id(p) for p in parts.model.parts().tfidf}
+    params = [p for group in parts.optimizers.encoder.param_groups for p in group["params"]]
+    return {i for i, p in enumerate(params) if id(p) in side}
 
 
 def shard_root(run_dir: Path, rank: int, world_size: int) -> Path:
@@ -39,15 +55,19 @@ def save_sharded_state(run_dir: Path, parts: TrainParts, progress: Progress, wor
     Each root keeps at least KEEP_CHECKPOINTS steps, whatever `keep` says."""
     model_state = parts.model.state_dict()
     opt = parts.optimizers.state_dict()
-    shard: dict[str, Any] = {"model": {k: v for k, v in model_state.items() if k.startswith(_CLASSIFIER)},
-                             "cls_opt": opt["cls_opt"], "rng": rng_state()}
+    side_ids = _side_state_ids(parts)
+    enc_state = opt["enc_opt"]["state"]
+    shard: dict[str, Any] = {"model": {k: v for k, v in model_state.items() if _sharded(k)},
+                             "cls_opt": opt["cls_opt"], "rng": rng_state(),
+                             "side_opt_state": {i: s for i, s in enc_state.items() if i in side_ids}}
     if parts.rewirer is not None:
         shard["rewirer_rng"] = parts.rewirer.generator.get_state()
     keep = max(keep, KEEP_CHECKPOINTS)
     write_checkpoint(shard_root(run_dir, world.rank, world.size), progress.step, shard, keep)
     if world.rank == 0:
-        replicated = {"model": {k: v for k, v in model_state.items() if not k.startswith(_CLASSIFIER)},
-                      "enc_opt": opt["enc_opt"], "scaler": opt["scaler"]}
+        enc_opt = {**opt["enc_opt"], "state": {i: s for i, s in enc_state.items() if i not in side_ids}}
+        replicated = {"model": {k: v for k, v in model_state.items() if not _sharded(k)},
+                      "enc_opt": enc_opt, "scaler": opt["scaler"]}
         write_checkpoint(run_dir / CHECKPOINT_DIR, progress.step,
                          {"train": replicated, "progress": vars(progress), "world_size": world.size}, keep)
     dist.barrier()
@@ -73,8 +93,9 @@ def load_sharded_state(run_dir: Path, parts: TrainParts, world: World) -> Progre
     shard = read_checkpoint(shard_root(run_dir, world.rank, world.size) / name)
     train = replicated["train"]
     parts.model.load_state_dict({**train["model"], **shard["model"]}, strict=True)
-    parts.optimizers.load_state_dict({"enc_opt": train["enc_opt"], "cls_opt": shard["cls_opt"],
-                                      "scaler": train["scaler"]})
+    enc_opt = train["enc_opt"]
+    enc_opt = {**enc_opt, "state": {**enc_opt["state"], **shard.get("side_opt_state", {})}}
+    parts.optimizers.load_state_dict({"enc_opt": enc_opt, "cls_opt": shard["cls_opt"], "scaler": train["scaler"]})
     if parts.rewirer is not None:
         parts.rewirer.generator.set_state(shard["rewirer_rng"])
     set_rng_state(shard["rng"])
@@ -87,7 +108,7 @@ def merged_weights(run_dir: Path, parts: TrainParts, step: int, world: World) ->
     shard's checkpoint at `step`, concatenated in rank order."""
     name = f"step-{step:09d}"
     shards = [read_checkpoint(shard_root(run_dir, r, world.size) / name)["model"] for r in range(world.size)]
-    weights = {k: v for k, v in parts.model.state_dict().items() if not k.startswith(_CLASSIFIER)}
+    weights = {k: v for k, v in parts.model.state_dict().items() if not _sharded(k)}
     for key in shards[0]:
         weights[key] = torch.cat([s[key] for s in shards])  # (L, ...) rows in label order
     return weights

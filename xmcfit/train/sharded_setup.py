@@ -1,6 +1,7 @@
-"""A rank's training parts: setup_training with this rank's classifier rows (xmcfit.sparse.sharded), the
-encoder in DistributedDataParallel with summed gradients, the replicated heads all-reduced, SET rewiring
-statistics summed over the ranks, and the sharded classifier and auxiliary losses."""
+"""A rank's training parts: setup_training with this rank's classifier rows (xmcfit.sparse.sharded) and
+the same rows of the TF-IDF side, the encoder in DistributedDataParallel with summed gradients, the
+replicated heads all-reduced, SET rewiring statistics summed over the ranks, and the sharded classifier
+and auxiliary losses. The side's gradients, like the classifier's, are this rank's alone: never all-reduced."""
 
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def setup_label_sharded(plan: Plan, data: TrainData, device: torch.device, resum
     """setup_training with this rank's classifier rows, the encoder in DDP and the sharded losses."""
     cls = plan.classifier
     lo, hi = label_range(cls.n_labels, world.size, world.rank)
-    parts = setup_training(plan, data, device, resume, build_classifier_fn=_classifier_shard(plan, lo, hi))
+    parts = setup_training(plan, data, device, resume, build_classifier_fn=_classifier_shard(plan, lo, hi),
+                           label_rows=(lo, hi))
     model = parts.model
     encoder = DistributedDataParallel(model.encoder, device_ids=[device.index] if device.type == "cuda" else None,
                                       bucket_cap_mb=DDP_BUCKET_BYTES / 2**20, **_NO_BUFFER_SYNC)
@@ -110,7 +112,8 @@ def setup_label_sharded(plan: Plan, data: TrainData, device: torch.device, resum
     return replace(
         parts, optimizers=optimizers, rewirer=rewirer,
         classifier_loss=ShardedClassifierLoss(model.classifier, lo, cls.n_labels, cls.loss, cls.loss_chunk_size,
-                                              cls.loss_reduction),
+                                              cls.loss_reduction,
+                                              tfidf=model.tfidf.layer if model.tfidf is not None else None),
         aux_loss=GlobalBatchAuxLoss(parts.aux_loss) if parts.aux_loss is not None else None,
         sync=ReplicaSync(encoder, model.parts().heads, device),
     )
