@@ -159,6 +159,7 @@ def test_planner_prices_and_explains_the_tfidf_side():
     assert off.memory.predicted_peak_bytes < on.memory.predicted_peak_bytes
     two = plan(labels=50_000, gpu_mem="16G", devices=2, batch=on.inputs.target_batch)  # a label shard of the side
     assert two.tfidf.enabled and two.training.micro_batch * 2 == on.training.micro_batch
+    assert any("split over the 2 devices" in r for r in two.reasons)
     terms_one, terms_two = on.memory.terms_bytes, two.memory.terms_bytes
     assert terms_two["tfidf_optimizer_state"] * 2 == terms_one["tfidf_optimizer_state"]  # 25,000 rows each
     assert terms_two["tfidf_grads"] * 2 == terms_one["tfidf_grads"]

@@ -564,9 +564,11 @@ def _explain_tfidf(req: PlanRequest) -> str:
     known = f"{ppl:.1f} training points per label" if ppl else "the points per label unknown"
     start = (f"starting at its TF-IDF centroid x{DEFAULTS.tfidf_init_scale:g} ({known})" if _tfidf_init(req)
              else f"starting from zeros ({known}, under {floor:g}: a centroid of so few is those documents)")
+    shards = (f", its labels split over the {req.n_devices} devices like the classifier's"
+              if req.n_devices > 1 else "")
     return (f"TF-IDF side on: a scorer over {words}, {_tfidf_fan_in(req)} words per label ({fan}), each label's "
             f"most weighted words in its training texts, {start}, learning at {_tfidf_lr(req):.3g} "
-            f"({_tfidf_lr_why(req)}), its scores added to the classifier's: "
+            f"({_tfidf_lr_why(req)}), its scores added to the classifier's{shards}: "
             + ("pinned by --tfidf" if req.pins.tfidf else f"the measured default ({TFIDF_DOC})"))
 
 
