@@ -38,13 +38,15 @@ def _no_dropout(plan):
 @pytest.fixture(scope="module")
 def sharded_steps(tmp_path_factory, tiny_encoder_dir, synth_dir, bow_data):
     """One step of a bag-of-words plan (intermediate layer, aux head, TF-IDF side, 2 accumulated
-    micro-batches) and of a tiny-BERT plan, in 2 processes and in one; then one rewiring of the BERT plan's
-    shards."""
+    micro-batches) and of a tiny-BERT plan with and without a TF-IDF side over its words, in 2 processes and
+    in one; then one rewiring of the BERT plan's shards."""
     out = tmp_path_factory.mktemp("steps")
     bow = _no_dropout(tiny_plan("bow", N_BOW_LABELS, bow_features=40, fan_in=4, micro_batch=16, grad_accum=2,
                                 aux_clusters=2, intermediate_dim=48, tfidf_fan_in=4))
     text = _no_dropout(tiny_plan(str(tiny_encoder_dir), 40, micro_batch=16, aux_clusters=4))
-    cases = [("bow", bow, bow_data, False), ("text", text, synth_dir, True)]
+    text_side = _no_dropout(tiny_plan(str(tiny_encoder_dir), 40, micro_batch=16, aux_clusters=4, tfidf_fan_in=4))
+    # the text run last: the rewiring below takes the last case's shards
+    cases = [("bow", bow, bow_data, False), ("text-side", text_side, synth_dir, True), ("text", text, synth_dir, True)]
     sharded = [(name, on_devices(plan, 2), data, eval_encoder) for name, plan, data, eval_encoder in cases]
     mp.start_processes(step_worker, args=(2, free_port(), sharded, str(out)), nprocs=2, join=True,
                        start_method="spawn")
@@ -58,7 +60,7 @@ def sharded_steps(tmp_path_factory, tiny_encoder_dir, synth_dir, bow_data):
     return results, rewire, text, gathered
 
 
-@pytest.mark.parametrize("case", ["bow", "text"])
+@pytest.mark.parametrize("case", ["bow", "text-side", "text"])
 def test_one_sharded_step_equals_the_one_process_step(sharded_steps, case):
     (ref, (r0, r1)) = sharded_steps[0][case]
     assert r0["finite"] and r1["finite"] and ref["finite"]
@@ -72,7 +74,7 @@ def test_one_sharded_step_equals_the_one_process_step(sharded_steps, case):
     for key, value in ref["classifier"].items():  # rank 0 holds the first rows, rank 1 the rest
         torch.testing.assert_close(torch.cat([r0["classifier"][key], r1["classifier"][key]]), value,
                                    rtol=1e-5, atol=1e-6, msg=key)
-    assert (ref["side"] is not None) == (case == "bow")  # the bag-of-words plan has a TF-IDF side
+    assert (ref["side"] is not None) == (case != "text")
     if ref["side"] is not None:  # its rows split like the classifier's; idf the same in every rank
         assert bool(ref["side_grad"].abs().sum() > 0)
         torch.testing.assert_close(torch.cat([r0["side_grad"], r1["side_grad"]]), ref["side_grad"],
