@@ -27,8 +27,8 @@ so the sum over ranks is the one-process gradient.
 
 Checkpoints: rank 0 writes the replicated state (encoder, heads, their optimizer, the progress, the
 shard layout) to `checkpoint/` as a one-process run would; rank r writes its shard (classifier and
-TF-IDF side rows, their optimizer state, its rewirer generator and RNGs) to `checkpoint/shard-r-of-N/`; each keeps its
-newest two and a resume loads the newest step every root has. The same N resumes; another is one line.
+TF-IDF side rows, their optimizer state, its rewirer generator and RNGs) to `checkpoint/shard-r-of-N/`;
+each keeps its newest two and a resume loads the newest step every root has. The same N resumes; another is one line.
 At the end rank 0 concatenates the shards into model.safetensors, so `xmcfit eval` and `predict` load
 a sharded run like any other, on one device: scoring needs the classifier's L·k values and indices but
 none of its gradients, optimizer state or activations, which is what outgrew one device.

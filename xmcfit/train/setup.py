@@ -130,7 +130,8 @@ def build_rewirer(plan: Plan, model: XMCModel, optimizer: torch.optim.Optimizer,
                       chunk_rows=rw.chunk_rows)
 
 
-def initialise_tfidf(scorer: TfidfScorer, data: TrainData, plan: Plan, label_rows: tuple[int, int] | None = None) -> None:
+def initialise_tfidf(scorer: TfidfScorer, data: TrainData, plan: Plan,
+                     label_rows: tuple[int, int] | None = None) -> None:
     """The TF-IDF scorer's idf, data-chosen pattern and starting values (the labels' scaled TF-IDF centroids)
     from the training split's term counts (a resumed run takes all three from its checkpoint). `label_rows`
     (lo, hi): a label shard's scorer gets those rows of what the whole one would (the pattern's random
