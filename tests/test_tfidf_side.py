@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -228,3 +229,28 @@ def test_training_on_another_number_of_points_than_planned_is_said(bow_dir, capl
     [record] = caplog.records
     assert "sized for 60 training points" in record.getMessage() and "--train-points 12" in record.getMessage()
     assert plan(data=str(bow_dir), gpu_mem="16G", train_points=12).inputs.train_points == 12
+
+
+def test_where_nothing_else_fits_the_side_keeps_fewer_words_per_label_before_none():
+    """The chain's last accuracy moves lower the side's words per label 64 -> 32 -> 16 (each label's
+    heaviest), before the side goes off; a pinned --tfidf-fan-in is never lowered."""
+    from xmcfit.plan.chooser import Pins, PlanRequest, _chain, _layout, choose_plan
+    from xmcfit.plan.memory import predict
+    from xmcfit.plan.profiles import load_encoder
+
+    req = PlanRequest(n_labels=3_000_000, budget_bytes=2**40, encoder=load_encoder("all-MiniLM-L6-v2").to_spec(),
+                      seq_len=128)
+    chain = list(_chain(req, "bf16_amp"))
+    caps = [k.tfidf_cap for k in chain]
+    assert caps.index(32) < caps.index(16) and caps[-1] == 16
+    assert chain[caps.index(32)].micro_batch == 128  # before the speed moves that would save nothing
+    for cap, fan_in in ((32, 32), (16, 16)):
+        peak = predict(_layout(req, "bf16_amp", chain[caps.index(cap)])).predicted_peak_bytes
+        plan = choose_plan(replace(req, budget_bytes=peak, pins=Pins(precision="bf16_amp")))
+        assert plan.tfidf.enabled and plan.tfidf.fan_in == fan_in
+        assert plan.classifier.optimizer == "sgd" and plan.training.micro_batch == 128
+        assert any(f"{fan_in} words per label (each label's heaviest: nothing fits with 64)" in r
+                   for r in plan.reasons)
+        assert plan.memory.predicted_peak_bytes <= peak
+    pinned = replace(req, pins=Pins(tfidf_fan_in=64))
+    assert {k.tfidf_cap for k in _chain(pinned, "bf16_amp")} == {0}

@@ -22,11 +22,16 @@ the first configuration whose predicted peak fits:
   6. classifier optimizer AdamW -> SGD with momentum
   7. fan-in down the ladder to 16
   8. classifier optimizer -> plain SGD
+  8b. the TF-IDF side's words per label 64 -> 32 -> 16 (DEFAULTS.tfidf_fallback_fan_ins; unless
+     --tfidf-fan-in pins them): each label keeps its heaviest words. The side carries more P@1 than any
+     classifier move costs (bench/RESULTS.md), so it is thinned only after them, and turned off (the chain
+     walked again without it) only when nothing fits even then
   9. halve the micro-batch down to 1
 With `--classifier dense` (the baseline the method is compared with) the classifier is a dense fp32
 L x d matrix trained by AdamW and only the speed moves (2, 3, 9) apply.
-Along the chain the fan-in, the micro-batch and the classifier's precision and optimizer only go down,
-so more memory never gives a smaller fan-in, a smaller micro-batch or a cheaper classifier. A pinned
+Along the chain the fan-in, the micro-batch, the classifier's precision and optimizer and the TF-IDF
+side's words per label only go down, so more memory never gives a smaller fan-in, a smaller micro-batch
+or a cheaper classifier. A pinned
 knob (set by flag) is skipped. If nothing fits, PlanError names the smallest budget that would fit and
 the term that dominates it.
 
@@ -241,6 +246,8 @@ class _Knobs:
     intermediate_dim: int
     dense: bool = False
     """A dense L x d classifier (fan_in = d, fp32, AdamW)."""
+    tfidf_cap: int = 0
+    """The TF-IDF side's words per label at most this many (0: the request's, _tfidf_fan_in)."""
 
 
 StepSeconds = typing.Callable[[Layout], float]
@@ -252,7 +259,8 @@ SPEED_TIE_MARGIN = 0.02
 
 def choose_plan(req: PlanRequest, step_seconds: StepSeconds | None = None) -> Plan:
     """The first configuration on the degradation chain that fits `req.budget_bytes` (see module doc); with
-    the TF-IDF side first, and without it when nothing fits with it (unless --tfidf pinned it on).
+    the TF-IDF side first (its words per label lowered on the chain's last rungs), and without it when
+    nothing fits with it (unless --tfidf pinned it on).
     With `step_seconds`, ties between speed moves are broken by time (_fastest_speed_moves)."""
     if _tfidf_width(req) and req.pins.tfidf is None:
         try:
@@ -275,6 +283,11 @@ def _tfidf_width(req: PlanRequest) -> int:
 def _tfidf_fan_in(req: PlanRequest) -> int:
     n_words = _tfidf_width(req)
     return min(n_words, req.pins.tfidf_fan_in or DEFAULTS.tfidf_fan_in) if n_words else 0
+
+
+def _side_fan_in(req: PlanRequest, k: _Knobs) -> int:
+    """The side's words per label at knobs `k`: the request's, or the chain's cap where it set one."""
+    return min(_tfidf_fan_in(req), k.tfidf_cap) if k.tfidf_cap else _tfidf_fan_in(req)
 
 
 def _choose(req: PlanRequest, step_seconds: StepSeconds | None = None) -> Plan:
@@ -393,6 +406,9 @@ def _chain(req: PlanRequest, precision: Precision):
                      for f in ladder[1:] if f < FAN_IN_ACCURACY_FLOOR]
         if p.optimizer is None:
             accuracy.append(lambda k: replace(k, optimizer="sgd"))
+        if _tfidf_width(req) and p.tfidf_fan_in is None:
+            accuracy += [lambda k, c=c: replace(k, tfidf_cap=c)
+                         for c in DEFAULTS.tfidf_fallback_fan_ins if c < _tfidf_fan_in(req)]
     while speed or accuracy:
         if speed:
             peak = predict(_layout(req, precision, k)).predicted_peak_bytes
@@ -455,7 +471,7 @@ def _layout(req: PlanRequest, precision: Precision, k: _Knobs) -> Layout:
                   n_clusters=max(1, n_clusters), rewiring_enabled=True,
                   rewiring_chunk_rows=min(DEFAULTS.rewiring_chunk_rows, req.n_labels), n_devices=req.n_devices,
                   cuda_context_bytes=req.cuda_context_bytes, input_weighting=_recipe(req, k.optimizer).input_weighting,
-                  tfidf_n_words=_tfidf_width(req), tfidf_fan_in=_tfidf_fan_in(req))
+                  tfidf_n_words=_tfidf_width(req), tfidf_fan_in=_side_fan_in(req, k))
     return layout.as_dense() if req.dense or k.dense else layout
 
 
@@ -515,7 +531,7 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
             f"on from {DEFAULTS.aux_min_labels} labels, ~{DEFAULTS.aux_labels_per_cluster} labels per cluster"
             if n_clusters else f"under {DEFAULTS.aux_min_labels} labels the sparse layer trains the encoder well enough")
     why.extend(_explain_recipe(req, k.optimizer, k.dense or req.dense))
-    why.append(_explain_tfidf(req))
+    why.append(_explain_tfidf(req, k))
     why.append(f"peak set by the {est.peak_phase} phase; largest term {est.dominant_term()}")
     return why
 
@@ -552,21 +568,22 @@ def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: boo
             else f"{text}: {why}" for knob, text, why in lines]
 
 
-def _explain_tfidf(req: PlanRequest) -> str:
+def _explain_tfidf(req: PlanRequest, k: _Knobs) -> str:
     n_words = _tfidf_width(req)
     if not n_words:
         why = "pinned by --no-tfidf" if req.pins.tfidf is False else "off by default"
         return f"TF-IDF side off: {why}"
     words = (f"the {n_words} bag-of-words features" if req.encoder.kind == "bow"
              else f"up to {n_words} words of the training texts (in >= {DEFAULTS.tfidf_min_df} of them)")
-    fan = "pinned by --tfidf-fan-in" if req.pins.tfidf_fan_in is not None else "the default"
+    fan = ("pinned by --tfidf-fan-in" if req.pins.tfidf_fan_in is not None else
+           f"each label's heaviest: nothing fits with {_tfidf_fan_in(req)}" if k.tfidf_cap else "the default")
     ppl, floor = req.points_per_label, DEFAULTS.tfidf_init_min_points_per_label
     known = f"{ppl:.1f} training points per label" if ppl else "the points per label unknown"
     start = (f"starting at its TF-IDF centroid x{DEFAULTS.tfidf_init_scale:g} ({known})" if _tfidf_init(req)
              else f"starting from zeros ({known}, under {floor:g}: a centroid of so few is those documents)")
     shards = (f", its labels split over the {req.n_devices} devices like the classifier's"
               if req.n_devices > 1 else "")
-    return (f"TF-IDF side on: a scorer over {words}, {_tfidf_fan_in(req)} words per label ({fan}), each label's "
+    return (f"TF-IDF side on: a scorer over {words}, {_side_fan_in(req, k)} words per label ({fan}), each label's "
             f"most weighted words in its training texts, {start}, learning at {_tfidf_lr(req):.3g} "
             f"({_tfidf_lr_why(req)}), its scores added to the classifier's{shards}: "
             + ("pinned by --tfidf" if req.pins.tfidf else f"the measured default ({TFIDF_DOC})"))
