@@ -31,7 +31,9 @@ With `--classifier dense` (the baseline the method is compared with) the classif
 L x d matrix trained by AdamW and only the speed moves (2, 3, 9) apply.
 Along the chain the fan-in, the micro-batch, the classifier's precision and optimizer and the TF-IDF
 side's words per label only go down, so more memory never gives a smaller fan-in, a smaller micro-batch
-or a cheaper classifier. A pinned
+or a cheaper classifier, with the side as with it off. Across the side's switch it may: a budget too small
+for the side walks the chain again without it and can afford a richer classifier than a slightly larger
+budget that keeps the side at the chain's end. A pinned
 knob (set by flag) is skipped. If nothing fits, PlanError names the smallest budget that would fit and
 the term that dominates it.
 
