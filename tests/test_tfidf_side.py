@@ -249,7 +249,7 @@ def test_where_nothing_else_fits_the_side_keeps_fewer_words_per_label_before_non
         plan = choose_plan(replace(req, budget_bytes=peak, pins=Pins(precision="bf16_amp")))
         assert plan.tfidf.enabled and plan.tfidf.fan_in == fan_in
         assert plan.classifier.optimizer == "sgd" and plan.training.micro_batch == 128
-        assert any(f"{fan_in} words per label (each label's heaviest: nothing fits with 64)" in r
+        assert any(f"{fan_in} words per label (thinned: nothing else fits with 64)" in r
                    for r in plan.reasons)
         assert plan.memory.predicted_peak_bytes <= peak
     pinned = replace(req, pins=Pins(tfidf_fan_in=64))

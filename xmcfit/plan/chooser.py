@@ -578,7 +578,7 @@ def _explain_tfidf(req: PlanRequest, k: _Knobs) -> str:
     words = (f"the {n_words} bag-of-words features" if req.encoder.kind == "bow"
              else f"up to {n_words} words of the training texts (in >= {DEFAULTS.tfidf_min_df} of them)")
     fan = ("pinned by --tfidf-fan-in" if req.pins.tfidf_fan_in is not None else
-           f"each label's heaviest: nothing fits with {_tfidf_fan_in(req)}" if k.tfidf_cap else "the default")
+           f"thinned: nothing else fits with {_tfidf_fan_in(req)}" if k.tfidf_cap else "the default")
     ppl, floor = req.points_per_label, DEFAULTS.tfidf_init_min_points_per_label
     known = f"{ppl:.1f} training points per label" if ppl else "the points per label unknown"
     start = (f"starting at its TF-IDF centroid x{DEFAULTS.tfidf_init_scale:g} ({known})" if _tfidf_init(req)
