@@ -110,11 +110,8 @@ class MethodDefaults:
     tfidf_fan_in: int = 64
     """Words per label: 64 covers every word of most labels' training documents at 52,946 labels."""
     tfidf_fallback_fan_ins: tuple[int, ...] = (32, 16)
-    """Where nothing else on the chain fits, the chooser keeps the side at these words per label (each
-    label's heaviest), before the micro-batch goes below its floor and before the side goes off."""
-    tfidf_fallback_fan_ins: tuple[int, ...] = (32, 16)
-    """Where nothing on the chain fits with the side at `tfidf_fan_in` words per label, the chooser tries it
-    at these (each label's heaviest words; fewer, before none) before it turns the side off."""
+    """Where nothing else on the chain fits, after every classifier move, the chooser keeps the side at
+    these words per label (each label's heaviest) before it turns the side off."""
     tfidf_max_words: int = 100_000
     """Text: the vocabulary keeps at most this many words (as the TF-IDF peers in bench/peers.py)."""
     tfidf_min_df: int = 2

@@ -100,14 +100,8 @@ class _GatherRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, counts: list[int], group) -> torch.Tensor:
-        world, rank = dist.get_world_size(group), dist.get_rank(group)
-        most = max(counts)
-        padded = x.new_zeros(most, x.shape[1])  # (most, d): every rank sends the same shape
-        padded[: x.shape[0]] = x
-        out = x.new_empty(world * most, x.shape[1])  # (world * most, d)
-        _all_gather(out, padded, group=group)
-        ctx.counts, ctx.group, ctx.rank, ctx.most = counts, group, rank, most
-        return torch.cat([out[r * most: r * most + n] for r, n in enumerate(counts)])  # (B, d)
+        ctx.counts, ctx.group, ctx.rank, ctx.most = counts, group, dist.get_rank(group), max(counts)
+        return gather_inputs(x, counts, group)  # (B, d)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -134,8 +128,10 @@ def gather_rows(x: torch.Tensor, counts: list[int], group=None) -> torch.Tensor:
 
 
 def gather_inputs(x: torch.Tensor, counts: list[int], group=None) -> torch.Tensor:
-    """gather_rows for a tensor no gradient flows back to (the TF-IDF side's input rows): no autograd node,
-    and no copy beyond the gathered (sum(counts), w) when every rank has the same rows, as it usually has."""
+    """(counts[rank], w) on each rank -> (sum(counts), w) on every rank, rows in rank order, without autograd
+    (gather_rows adds the backward; the TF-IDF side's input rows need none). Every rank sends the same
+    shape, padded to the largest count; no copy beyond the gathered rows when the counts are equal, as
+    they usually are."""
     world, most = len(counts), max(counts)
     send = x if x.shape[0] == most else torch.cat([x, x.new_zeros(most - x.shape[0], x.shape[1])])  # (most, w)
     out = x.new_empty(world * most, x.shape[1])  # (world * most, w)
