@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import REPO_ROOT
+from xmcfit.plan.schema import Plan
 
 # Jain et al. defaults, given explicitly so xmcfit's PSP@k uses the same propensities as the peers.
 PROPENSITY_FLAGS = ["--propensity-a", "0.55", "--propensity-b", "1.5"]
@@ -48,18 +49,39 @@ def finished_train_s(run_dir: Path) -> float | None:
     return float(timing.read_text())
 
 
+PLAN_NOTES = ("reasons", "memory", "time", "xmcfit_version")
+"""Plan fields that do not change what trains: a reused run's plan may differ from today's in these."""
+
+
+def what_trains(plan: dict) -> dict:
+    """The plan without PLAN_NOTES, the data's path or the list of pinned flags: equal for two plans that train
+    the same model the same way (a flag that pins what the planner picks anyway changes nothing). Read through
+    the schema first, so a field an older plan lacks compares as the default it loads with."""
+    plan = Plan.from_dict(plan).to_dict()
+    inputs = {k: v for k, v in plan["inputs"].items() if k not in ("pinned", "data_path")}
+    return {**{k: v for k, v in plan.items() if k not in PLAN_NOTES}, "inputs": inputs}
+
+
 def run_config(name: str, data: Path, out: Path, plan_flags: list[str], train_flags: list[str], split: str,
                epochs: int, reuse: bool = False) -> Row:
     """Plan (with `plan_flags`), train and evaluate one configuration under out/<name>. `epochs` is the
     plan's end-to-end epochs unless plan_flags give --epochs themselves. With `reuse`, a run that an earlier
-    invocation finished under the same name is evaluated again instead of retrained (its plan is kept)."""
+    invocation finished under the same name is evaluated again instead of retrained (its plan is kept) when
+    the planner, asked again, writes a plan that trains the same (what_trains); else it is trained again."""
     run_dir, plan_path = out / name, out / f"{name}.plan.json"
+    epoch_flags = [] if "--epochs" in plan_flags else ["--epochs", str(epochs)]
     train_s = finished_train_s(run_dir) if reuse else None
+    if train_s is not None:
+        fresh = out / f"{name}.replan.json"
+        xmcfit("plan", "--data", str(data), *epoch_flags, *plan_flags, "-o", str(fresh), capture=True)
+        if what_trains(json.loads(fresh.read_text())) != what_trains(json.loads(plan_path.read_text())):
+            print(f"{name}: the planner now writes a different plan; trained again", flush=True)
+            train_s = None
+        fresh.unlink()
     if train_s is None:
         if reuse and run_dir.exists():
-            print(f"{name}: an unfinished earlier run in {run_dir} is started again", flush=True)
+            print(f"{name}: an unfinished or outdated earlier run in {run_dir} is started again", flush=True)
             shutil.rmtree(run_dir)
-        epoch_flags = [] if "--epochs" in plan_flags else ["--epochs", str(epochs)]
         xmcfit("plan", "--data", str(data), *epoch_flags, *plan_flags, "-o", str(plan_path))
         started = time.perf_counter()
         xmcfit("train", str(plan_path), "--data", str(data), "--out", str(run_dir), "--log-every", "50",

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from xmcfit.errors import XmcfitError
 from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
 from xmcfit.plan.memory import Layout, predict
-from xmcfit.plan.schema import PlanError
+from xmcfit.plan.schema import EncoderSpec, PlanError
 from xmcfit.plan.profiles import load_encoder, load_gpu
 
 GIB = 2**30
@@ -200,3 +200,31 @@ def test_the_time_tie_break_keeps_pins_and_the_first_fit_when_no_move_is_faster(
     pinned = _request(4 * GIB, n_labels=1000, encoder=BERT, pins=Pins(gradient_checkpointing=True))
     plan = choose_plan(pinned, _checkpointing_is_slow)
     assert plan.model.gradient_checkpointing and plan.training.micro_batch == 128
+
+
+def _bow(features: int = 20_000, h: int = 512) -> EncoderSpec:
+    return EncoderSpec(name="bow", kind="bow", n_params=features * h + h, hidden_size=h, n_layers=0, n_heads=0,
+                       intermediate_size=0, vocab_size=features, max_seq_len=0)
+
+
+def test_bag_of_words_starts_at_fan_in_32_with_the_intermediate_layer_and_text_keeps_dense():
+    """Measured (bench/RESULTS.md): beside the TF-IDF side, on every bag-of-words set fan-in 32 + the 4096-wide
+    layer is level with dense or above, so bag-of-words input never gets the dense rung; text does where it fits."""
+    def knobs(plan):
+        c = plan.classifier
+        return c.kind, c.fan_in, plan.model.intermediate_dim, c.value_dtype, c.optimizer
+
+    bow = dict(n_labels=52_946, encoder=_bow(), seq_len=0)
+    roomy = choose_plan(PlanRequest(budget_bytes=80 * GIB, **bow))
+    assert knobs(roomy) == ("sparse", 32, 4096, "float32", "adamw")
+    assert any(r.startswith("fan-in 32: where bag-of-words input starts") for r in roomy.reasons)
+    assert knobs(choose_plan(PlanRequest(budget_bytes=80 * GIB, pins=Pins(classifier="sparse"), **bow))) == knobs(roomy)
+    assert knobs(choose_plan(PlanRequest(budget_bytes=80 * GIB, pins=Pins(fan_in=256), **bow)))[1:3] == (256, 0)
+    assert knobs(choose_plan(PlanRequest(budget_bytes=80 * GIB, pins=Pins(intermediate_dim=0), **bow)))[0] == "dense"
+    assert knobs(choose_plan(PlanRequest(budget_bytes=80 * GIB, pins=Pins(classifier="dense"), **bow)))[0] == "dense"
+    # without the TF-IDF side fan-in 32 was never measured level with dense (citeulike-t collapsed)
+    assert knobs(choose_plan(PlanRequest(budget_bytes=80 * GIB, pins=Pins(tfidf=False), **bow)))[0] == "dense"
+    # a tight budget walks on from the start: never back up the ladder, never to dense
+    tight = choose_plan(PlanRequest(budget_bytes=roomy.memory.predicted_peak_bytes - 1, **bow))
+    assert tight.classifier.kind == "sparse" and tight.classifier.fan_in <= 32
+    assert choose_plan(_request(80 * GIB, n_labels=52_946)).classifier.kind == "dense"

@@ -7,9 +7,12 @@ the first configuration whose predicted peak fits:
   0. a dense fp32 L x d classifier trained by AdamW, no checkpointing, micro-batch = target batch over
      the devices (the target batch is the effective one: micro-batch x accumulation x devices):
      when it fits as it is, a sparse classifier would only cost accuracy and speed (skipped when
-     `--classifier sparse` or a sparse-only knob is pinned)
+     `--classifier sparse` or a sparse-only knob is pinned, and for bag-of-words input: see 1)
   1. sparse start: fan-in = largest of the ladder <= d, fp32 classifier values, AdamW, no checkpointing,
-     micro-batch = target batch over the devices
+     micro-batch = target batch over the devices. Bag-of-words input beside the TF-IDF side starts at fan-in 32
+     with the intermediate
+     layer (DEFAULTS.bow_fan_in): level with dense or above on all three bag-of-words sets, and cheaper than
+     either dense or fan-in 256, so it is the first configuration there, not a memory move
   2. gradient checkpointing on                     (costs ~1 extra forward, no accuracy)
   3. halve the micro-batch, doubling grad_accum, down to 16 (effective batch kept; costs speed)
      -- steps 2-3 are speed moves: each is taken only if it saves >= 5% of the current peak, else the
@@ -367,7 +370,18 @@ def _fan_in_ladder(req: PlanRequest, d: int) -> list[int]:
         return [d]
     if req.pins.fan_in is not None:
         return [req.pins.fan_in]
-    return [k for k in FAN_IN_LADDER if k <= d] or [d]
+    top = min(d, DEFAULTS.bow_fan_in) if _bow_start(req) else d
+    return [k for k in FAN_IN_LADDER if k <= top] or [top]
+
+
+def _bow_start(req: PlanRequest) -> bool:
+    """Bag-of-words input beside the TF-IDF side starts at DEFAULTS.bow_fan_in with the intermediate layer, never
+    dense (its docstring has the figures), unless the classifier, its fan-in or the layer's width is pinned.
+    Without the side it does not: there fan-in 32 was never level with dense (citeulike-t: 9 P@1)."""
+    p = req.pins
+    return (req.encoder.kind == "bow" and _tfidf_width(req) > 0 and not req.dense and p.fan_in is None
+            and p.intermediate_dim is None
+            and index_dtype_for(DEFAULTS.intermediate_dim) == index_dtype_for(req.encoder.hidden_size))
 
 
 def _chain(req: PlanRequest, precision: Precision):
@@ -384,7 +398,7 @@ def _chain(req: PlanRequest, precision: Precision):
     k = _Knobs(checkpointing=bool(p.gradient_checkpointing), micro_batch=p.micro_batch or req.device_batch,
                value_dtype=p.value_dtype or "float32", fan_in=ladder[0], optimizer=p.optimizer or "adamw",
                intermediate_dim=inter)
-    if not req.dense and not req.sparse_only and p.intermediate_dim in (None, 0):
+    if not req.dense and not req.sparse_only and p.intermediate_dim in (None, 0) and not _bow_start(req):
         yield replace(k, dense=True, fan_in=hidden, value_dtype="float32", optimizer="adamw")
     k = _with_remedy(req, k)
     yield k
@@ -501,7 +515,9 @@ def _explain(req: PlanRequest, k: _Knobs, best: _Knobs, est: MemoryEstimate) -> 
     else:
         said_fits = (f"the first configuration on the degradation chain that fits "
                      f"({gib(est.predicted_peak_bytes):.2f} of {gib(req.budget_bytes):.2f} GiB)")
-        say("fan_in", f"fan-in {k.fan_in}", "largest of the ladder that fits" if k.fan_in == best.fan_in
+        start = (f"where bag-of-words input starts (with the intermediate layer, level with dense or above on every "
+                 f"bag-of-words set; {COST_TABLE})" if _bow_start(req) else "largest of the ladder that fits")
+        say("fan_in", f"fan-in {k.fan_in}", start if k.fan_in == best.fan_in
             else f"lowered from {best.fan_in}; {said_fits}; {COST_TABLE}")
         say("value_dtype", f"classifier values {k.value_dtype}",
             "fp32 fits" if k.value_dtype == "float32" else "pure-bf16 values, gradients and state with "
