@@ -8,7 +8,8 @@ Each spec is `mode=...,key=value,...` (one training per spec, printed as one lin
   mode=separate  each with its own loss; the scores summed at prediction with the head's weighted 0.25/0.5/1
   mode=both      the joint loss plus the side's own loss (the side with a per-label bias in both)
 keys: lr (head), slr (side), batch, epochs, seed, init (the side starts at the labels' normalised TF-IDF
-centroids times this; 0: zeros), drop (dropout on the features), wd (weight decay).
+centroids times this; 0: zeros), drop (dropout on the features), wd (weight decay), restart (the warm-up +
+cosine starts again after this many epochs, as a run's end-to-end phase restarts it after the probe's).
 
     python bench/tfidf_combine.py mode=joint,lr=0.003,slr=0.03,init=3,epochs=5 mode=side
 
@@ -41,7 +42,7 @@ def inputs():
 
 
 def run(d, t_train, t_dev, mode: str, lr=0.01, slr=0.01, batch=32, epochs=8, seed=0, init=0.0, drop=0.0,
-        wd=1e-4) -> None:
+        wd=1e-4, restart=0) -> None:
     torch.manual_seed(seed)
     y, n_labels = d.y_train.tocsr(), d.n_labels
     head = torch.nn.Linear(d.x_train.shape[1], n_labels)
@@ -56,13 +57,16 @@ def run(d, t_train, t_dev, mode: str, lr=0.01, slr=0.01, batch=32, epochs=8, see
     opt = torch.optim.AdamW([{"params": head.parameters(), "lr": lr}, {"params": side.parameters(), "lr": slr}],
                             weight_decay=wd)
     per_epoch = math.ceil(y.shape[0] / batch)
-    total, warm = epochs * per_epoch, max(1, int(0.1 * epochs * per_epoch))
+    total = epochs * per_epoch
     rng, features, started = np.random.default_rng(seed), torch.from_numpy(d.x_train), time.perf_counter()
     for step in range(total):
         if step % per_epoch == 0:
             order = rng.permutation(y.shape[0])
         rows = order[(step % per_epoch) * batch:(step % per_epoch + 1) * batch]
-        mult = min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / total))
+        phase = restart * per_epoch if restart and step >= restart * per_epoch else 0
+        span = restart * per_epoch if restart and not phase else total - phase
+        at, warm = step - phase, max(1, int(0.1 * span))
+        mult = min(1.0, (at + 1) / warm) * 0.5 * (1 + math.cos(math.pi * at / span))
         for group, base in zip(opt.param_groups, (lr, slr)):
             group["lr"] = base * mult
         sub = y[rows]
@@ -86,7 +90,7 @@ def run(d, t_train, t_dev, mode: str, lr=0.01, slr=0.01, batch=32, epochs=8, see
                 z_side = side(torch.from_numpy(t_dev[s:s + 512].toarray())) if mode != "head" else 0.0
                 top.append((weight * z_head + z_side).topk(5, dim=1).indices.numpy())
         m = ranking_metrics(d.y_test, np.concatenate(top), d.inv_propensity)
-        print(f"{mode} lr={lr} slr={slr} batch={batch} epochs={epochs} init={init} drop={drop} seed={seed}"
+        print(f"{mode} lr={lr} slr={slr} batch={batch} epochs={epochs} init={init} drop={drop} seed={seed} restart={restart}"
               + (f" head x{weight}" if mode == "separate" else "")
               + f": P@1 {100 * m['P@1']:.2f} P@5 {100 * m['P@5']:.2f} PSP@5 {100 * m['PSP@5']:.2f} ({seconds:.0f} s)",
               flush=True)
@@ -100,7 +104,7 @@ def main(argv: list[str]) -> None:
     for spec in argv or ["mode=joint,lr=0.003,slr=0.03,init=3,epochs=5"]:
         kw = dict(kv.split("=", 1) for kv in spec.split(","))
         mode = kw.pop("mode")
-        run(d, t_train, t_dev, mode, **{k: int(v) if k in ("batch", "epochs", "seed") else float(v)
+        run(d, t_train, t_dev, mode, **{k: int(v) if k in ("batch", "epochs", "seed", "restart") else float(v)
                                         for k, v in kw.items()})
 
 
