@@ -13,6 +13,7 @@ dropout, rewiring); only the classifier and, for the frozen row, the end-to-end 
   dense         --classifier dense: linear-probe warm start (P epochs), then E end-to-end epochs
   sparse        --classifier sparse: the fan-in the planner picks for the budget
   sparse-k32    --fan-in 32 (the planner adds its remedy, the intermediate layer)
+  encoder-lr-2e-5  --encoder-lr 2e-5: the encoder moved less (a fifth of MiniLM's default), beside the side
 
     python bench/eurlex.py [--setting cpu|gpu] [--seeds 0,1,2] [--configs planner,frozen,dense,sparse,sparse-k32]
                            [--data-root DIR] [--out DIR] [--epochs E] [--probe-epochs P] [--limit N]
@@ -53,6 +54,7 @@ CONFIGS = {
     "dense": ["--classifier", "dense"],
     "sparse": ["--classifier", "sparse"],
     "sparse-k32": ["--fan-in", "32"],
+    "encoder-lr-2e-5": ["--encoder-lr", "2e-5"],
 }
 
 

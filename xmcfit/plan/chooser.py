@@ -559,7 +559,9 @@ def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: boo
     r, pinned = _recipe(req, optimizer), set(req.pins.names())
     measured = f"the measured default ({RECIPE_DOC})"
     lines = [
-        ("encoder_lr", f"encoder learning rate {r.encoder_lr:g}",
+        ("encoder_lr", f"encoder learning rate {r.encoder_lr:g}"
+         + (f" (x{DEFAULTS.tfidf_encoder_lr_scale:g} beside the TF-IDF side)"
+            if _tfidf_width(req) and req.encoder.kind == "text" else ""),
          "a bag-of-words projection starts random and learns at a head's rate" if req.encoder.kind == "bow"
          else measured),
         ("classifier_lr", f"classifier learning rate {r.classifier_lr:g} ({optimizer}"
@@ -657,7 +659,8 @@ def _recipe(req: PlanRequest, optimizer: ClassifierOptimizer) -> _Recipe:
         return default if pinned is None else pinned
 
     return _Recipe(
-        encoder_lr=pick(p.encoder_lr, m.bow_encoder_lr if bow else m.text_encoder_lr(req.encoder.n_params)),
+        encoder_lr=pick(p.encoder_lr, m.bow_encoder_lr if bow else m.text_encoder_lr(req.encoder.n_params)
+                        * (m.tfidf_encoder_lr_scale if _tfidf_width(req) else 1.0)),
         classifier_lr=pick(p.classifier_lr, m.classifier_lr(optimizer)
                            * (m.tfidf_classifier_lr_scale if _tfidf_width(req) else 1.0)),
         loss=pick(p.loss, m.loss),
