@@ -51,15 +51,31 @@ def finished_train_s(run_dir: Path) -> float | None:
 
 PLAN_NOTES = ("reasons", "memory", "time", "xmcfit_version")
 """Plan fields that do not change what trains: a reused run's plan may differ from today's in these."""
+INPUT_NOTES = ("pinned", "data_path", "train_points")
+"""Fields of the plan's inputs that record how it was made: what they changed shows in the other sections."""
 
 
 def what_trains(plan: dict) -> dict:
-    """The plan without PLAN_NOTES, the data's path or the list of pinned flags: equal for two plans that train
-    the same model the same way (a flag that pins what the planner picks anyway changes nothing). Read through
-    the schema first, so a field an older plan lacks compares as the default it loads with."""
+    """The plan without PLAN_NOTES and INPUT_NOTES: equal for two plans that train the same model the same way
+    (a flag that pins what the planner picks anyway changes nothing). Read through the schema first, so a
+    field an older plan lacks compares as the default it loads with."""
     plan = Plan.from_dict(plan).to_dict()
-    inputs = {k: v for k, v in plan["inputs"].items() if k not in ("pinned", "data_path")}
+    inputs = {k: v for k, v in plan["inputs"].items() if k not in INPUT_NOTES}
     return {**{k: v for k, v in plan.items() if k not in PLAN_NOTES}, "inputs": inputs}
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Move a finished run that no longer matches its plan, with its plan and timing, to <name>.outdated-N
+    (the first N free): its training time is not thrown away by a re-run."""
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.outdated-{n}").exists():
+        n += 1
+    aside = run_dir.with_name(f"{run_dir.name}.outdated-{n}")
+    for suffix in ("", ".plan.json", ".train_s"):
+        source = run_dir.with_name(run_dir.name + suffix)
+        if source.exists():
+            source.rename(aside.with_name(aside.name + suffix))
+    return aside
 
 
 def run_config(name: str, data: Path, out: Path, plan_flags: list[str], train_flags: list[str], split: str,
@@ -67,7 +83,8 @@ def run_config(name: str, data: Path, out: Path, plan_flags: list[str], train_fl
     """Plan (with `plan_flags`), train and evaluate one configuration under out/<name>. `epochs` is the
     plan's end-to-end epochs unless plan_flags give --epochs themselves. With `reuse`, a run that an earlier
     invocation finished under the same name is evaluated again instead of retrained (its plan is kept) when
-    the planner, asked again, writes a plan that trains the same (what_trains); else it is trained again."""
+    the planner, asked again, writes a plan that trains the same (what_trains); else it is set aside
+    (set_aside) and trained again."""
     run_dir, plan_path = out / name, out / f"{name}.plan.json"
     epoch_flags = [] if "--epochs" in plan_flags else ["--epochs", str(epochs)]
     train_s = finished_train_s(run_dir) if reuse else None
@@ -75,12 +92,13 @@ def run_config(name: str, data: Path, out: Path, plan_flags: list[str], train_fl
         fresh = out / f"{name}.replan.json"
         xmcfit("plan", "--data", str(data), *epoch_flags, *plan_flags, "-o", str(fresh), capture=True)
         if what_trains(json.loads(fresh.read_text())) != what_trains(json.loads(plan_path.read_text())):
-            print(f"{name}: the planner now writes a different plan; trained again", flush=True)
+            print(f"{name}: the planner now writes a different plan; the run is set aside in "
+                  f"{set_aside(run_dir)} and trained again", flush=True)
             train_s = None
         fresh.unlink()
     if train_s is None:
         if reuse and run_dir.exists():
-            print(f"{name}: an unfinished or outdated earlier run in {run_dir} is started again", flush=True)
+            print(f"{name}: an unfinished earlier run in {run_dir} is started again", flush=True)
             shutil.rmtree(run_dir)
         xmcfit("plan", "--data", str(data), *epoch_flags, *plan_flags, "-o", str(plan_path))
         started = time.perf_counter()

@@ -5,6 +5,7 @@ beats the plain dense baseline where the dense one no longer fits."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -49,3 +50,43 @@ def test_labels_sweep_plans_sparse_under_budget_where_dense_is_over(figures):
     small, large = figures.labels_sweep([10_000, 3_000_000], "16G")
     assert small.kind == "dense" and small.peak_bytes < 16 * GIB
     assert large.kind == "sparse" and large.peak_bytes <= 16 * GIB < large.dense_peak_bytes
+
+
+@pytest.fixture(scope="module")
+def runs():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_xmcfit_runs", BENCH / "xmcfit_runs.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("bench_xmcfit_runs", None)
+        sys.path.remove(str(BENCH))
+
+
+def test_a_reused_run_is_kept_only_while_its_plan_trains_the_same(runs, tmp_path):
+    """bench --reuse: a pin the planner picks anyway, or a record of how the plan was made, keeps the run; a
+    knob that trains differently sets it aside (never deleted)."""
+    from xmcfit.plan.chooser import Pins, PlanRequest, choose_plan
+    from xmcfit.plan.profiles import load_encoder
+
+    def plan(**pins) -> dict:  # as plan.json holds it
+        return json.loads(choose_plan(PlanRequest(n_labels=5000, budget_bytes=16 * GIB, encoder=enc, seq_len=32,
+                                                  pins=Pins(**pins))).to_json())
+
+    enc = load_encoder("all-MiniLM-L6-v2").to_spec()
+    plain = plan()
+    pinned, other = plan(encoder_lr=plain["training"]["encoder_lr"]), plan(encoder_lr=3e-4)
+    recorded = {**plain, "inputs": {**plain["inputs"], "train_points": 1234}}
+    assert pinned["inputs"]["pinned"] != plain["inputs"]["pinned"]
+    assert runs.what_trains(pinned) == runs.what_trains(plain) == runs.what_trains(recorded)
+    assert runs.what_trains(other) != runs.what_trains(plain)
+    run = tmp_path / "cfg-s0"
+    run.mkdir()
+    (tmp_path / "cfg-s0.train_s").write_text("12.0\n")
+    (tmp_path / "cfg-s0.outdated-1").mkdir()
+    aside = runs.set_aside(run)
+    assert aside.name == "cfg-s0.outdated-2" and aside.is_dir() and not run.exists()
+    assert (tmp_path / "cfg-s0.outdated-2.train_s").read_text() == "12.0\n"

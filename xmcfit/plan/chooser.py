@@ -10,9 +10,9 @@ the first configuration whose predicted peak fits:
      `--classifier sparse` or a sparse-only knob is pinned, and for bag-of-words input: see 1)
   1. sparse start: fan-in = largest of the ladder <= d, fp32 classifier values, AdamW, no checkpointing,
      micro-batch = target batch over the devices. Bag-of-words input beside the TF-IDF side starts at fan-in 32
-     with the intermediate
-     layer (DEFAULTS.bow_fan_in): level with dense or above on all three bag-of-words sets, and cheaper than
-     either dense or fan-in 256, so it is the first configuration there, not a memory move
+     with the intermediate layer (DEFAULTS.bow_fan_in): level with dense or above on all three bag-of-words
+     sets, so it is the first configuration there, not a memory move (from about 5,000 labels on it is also
+     cheaper than dense or fan-in 256; below, the layer adds some 40 MiB)
   2. gradient checkpointing on                     (costs ~1 extra forward, no accuracy)
   3. halve the micro-batch, doubling grad_accum, down to 16 (effective batch kept; costs speed)
      -- steps 2-3 are speed moves: each is taken only if it saves >= 5% of the current peak, else the

@@ -76,7 +76,8 @@ class MethodDefaults:
     layer in front, and are not given the dense classifier (unless --classifier dense, --fan-in or
     --intermediate-dim is pinned): fan-in 32 + the 4096-wide layer was level with dense or above on every
     bag-of-words set we have (P@1 over dense, 3 seeds: Bibtex 1.012, Delicious 1.000, citeulike-t 1.008 at
-    52,946 labels, in 0.44 of dense's time), and needs less memory than dense or fan-in 256. Without the side
+    52,946 labels, in 0.44 of dense's time). From about 5,000 labels on it needs less memory than dense or
+    fan-in 256 (52,946 labels: 0.67 of dense's peak); below, the layer's 2M weights add some 40 MiB. Without the side
     it was not (citeulike-t, --no-tfidf --fan-in 32: 9 P@1), nor on text, which keeps dense where it fits:
     there fan-in 32 with the layer kept 0.98 of dense (EURLEX57K, frozen features; bench/RESULTS.md)."""
     intermediate_below_fan_in_fraction: float = 0.5
