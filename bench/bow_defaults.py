@@ -2,8 +2,9 @@
 --gpu-mem 16G --epochs 10` and nothing else pinned (the "planner" row: fan-in 32 with the 4096-wide
 intermediate layer, where bag-of-words input starts), beside the dense baseline (`--classifier dense`) and
 the memory move a smaller GPU would force next, `--classifier-optimizer sgd_momentum`. Not in the default
---configs: `--classifier sparse` (on bag-of-words input the same plan as the planner's), `--fan-in 32` (the
-same again, pinned) and `--fan-in 256` (the ladder's top, which was the sparse start before fan-in 32 was).
+--configs: `--classifier-dtype bfloat16` (the pure-bf16 rung), `--classifier sparse` (on bag-of-words input
+the same plan as the planner's), `--fan-in 32` (the same again, pinned) and `--fan-in 256` (the ladder's
+top, which was the sparse start before fan-in 32 was).
 Each over several seeds, through the CLI (xmcfit_runs).
 
     python bench/bow_defaults.py [--datasets Bibtex,Delicious,citeulike-t] [--configs planner,dense,sgd,...]
@@ -11,7 +12,8 @@ Each over several seeds, through the CLI (xmcfit_runs).
 
 Bibtex and Delicious report on test, citeulike-t on dev (its test split is kept for final checks).
 Prints one table (mean +- standard deviation of P@k and PSP@k over the seeds, training seconds), then
-`SUMMARY ...` last: each row's mean P@1, each AdamW row over dense, SGD over the planner's (AdamW).
+`SUMMARY ...` last: each row's mean P@1, each fp32 AdamW row over dense, SGD over the planner's (AdamW) and
+bf16 over the planner's (fp32).
 Exits 0 with a message when the data is absent.
 """
 
@@ -30,6 +32,7 @@ CONFIGS = {
     "planner": [],
     "dense": ["--classifier", "dense"],
     "sgd": ["--classifier-optimizer", "sgd_momentum"],
+    "bf16": ["--classifier-dtype", "bfloat16"],
     "sparse": ["--classifier", "sparse"],
     "fanin32": ["--fan-in", "32"],
     "fanin256": ["--fan-in", "256"],
@@ -57,9 +60,11 @@ def summary(all_results: dict[str, dict[str, list[Row]]]) -> str:
         parts += [f"{dataset}.{name}_p1={v:.2f}" for name, v in p1.items()]
         if "dense" in p1:
             parts += [f"{dataset}.{name}_over_dense={v / p1['dense']:.3f}" for name, v in p1.items()
-                      if name not in ("dense", "sgd")]
+                      if name not in ("dense", "sgd", "bf16")]
         if "planner" in p1 and "sgd" in p1:
             parts.append(f"{dataset}.sgd_over_adamw={p1['sgd'] / p1['planner']:.3f}")
+        if "planner" in p1 and "bf16" in p1:
+            parts.append(f"{dataset}.bf16_over_fp32={p1['bf16'] / p1['planner']:.3f}")
     return "SUMMARY " + " ".join(parts)
 
 
