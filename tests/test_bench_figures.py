@@ -17,18 +17,23 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 GIB = 2**30
 
 
-@pytest.fixture(scope="module")
-def figures():
+def _bench_module(name: str, file: str):
+    """A bench/ script imported as a module (bench/ on sys.path while it is in use), then dropped again."""
     sys.path.insert(0, str(BENCH))
     try:
-        spec = importlib.util.spec_from_file_location("bench_figures", BENCH / "figures.py")
+        spec = importlib.util.spec_from_file_location(name, BENCH / file)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # its dataclasses look their module up while the body runs
         spec.loader.exec_module(module)
         yield module
     finally:
-        sys.modules.pop("bench_figures", None)
+        sys.modules.pop(name, None)
         sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def figures():
+    yield from _bench_module("bench_figures", "figures.py")
 
 
 def test_every_memory_term_is_in_exactly_one_family(figures):
@@ -54,16 +59,7 @@ def test_labels_sweep_plans_sparse_under_budget_where_dense_is_over(figures):
 
 @pytest.fixture(scope="module")
 def runs():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_xmcfit_runs", BENCH / "xmcfit_runs.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop("bench_xmcfit_runs", None)
-        sys.path.remove(str(BENCH))
+    yield from _bench_module("bench_xmcfit_runs", "xmcfit_runs.py")
 
 
 def test_a_reused_run_is_kept_only_while_its_plan_trains_the_same(runs, tmp_path):

@@ -209,3 +209,4 @@ def test_a_text_encoder_learns_at_a_fifth_of_its_rate_beside_the_tfidf_side():
     assert encoder_lr("--no-tfidf")[0] == 1e-4 and "beside" not in encoder_lr("--no-tfidf")[1]
     assert encoder_lr("--tfidf", "--encoder", "bert-base-uncased")[0] == 1e-5
     assert encoder_lr("--tfidf", "--encoder-lr", "3e-4")[0] == 3e-4
+    assert "beside" not in encoder_lr("--tfidf", "--encoder-lr", "3e-4")[1]  # a pinned rate is not scaled

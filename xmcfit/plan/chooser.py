@@ -380,8 +380,12 @@ def _bow_start(req: PlanRequest) -> bool:
     Without the side it does not: there fan-in 32 was never level with dense (citeulike-t: 9 P@1)."""
     p = req.pins
     return (req.encoder.kind == "bow" and _tfidf_width(req) > 0 and not req.dense and p.fan_in is None
-            and p.intermediate_dim is None
-            and index_dtype_for(DEFAULTS.intermediate_dim) == index_dtype_for(req.encoder.hidden_size))
+            and p.intermediate_dim is None and _layer_keeps_index_dtype(req))
+
+
+def _layer_keeps_index_dtype(req: PlanRequest) -> bool:
+    """The intermediate layer is planned only where its width needs the same index dtype as the encoder's."""
+    return index_dtype_for(DEFAULTS.intermediate_dim) == index_dtype_for(req.encoder.hidden_size)
 
 
 def _chain(req: PlanRequest, precision: Precision):
@@ -451,7 +455,7 @@ def _with_remedy(req: PlanRequest, k: _Knobs) -> _Knobs:
         return k
     hidden = req.encoder.hidden_size
     low = k.fan_in < max(DEFAULTS.intermediate_below_fan_in_fraction * hidden, _fan_in_ladder(req, hidden)[0])
-    if low and index_dtype_for(DEFAULTS.intermediate_dim) == index_dtype_for(req.encoder.hidden_size):
+    if low and _layer_keeps_index_dtype(req):
         return replace(k, intermediate_dim=DEFAULTS.intermediate_dim)
     return replace(k, intermediate_dim=0)
 
@@ -558,15 +562,17 @@ def _explain_recipe(req: PlanRequest, optimizer: ClassifierOptimizer, dense: boo
     """One line per recipe knob: its value, and whether it was pinned or is the measured default."""
     r, pinned = _recipe(req, optimizer), set(req.pins.names())
     measured = f"the measured default ({RECIPE_DOC})"
+    scales = dict(zip(("encoder_lr", "classifier_lr"), _side_lr_scales(req)))
+    # the factor beside the side, said only where the planner applied it (a pinned rate is the user's)
+    side = {knob: f"x{scale:g} beside the TF-IDF side" if scale != 1.0 and knob not in pinned else ""
+            for knob, scale in scales.items()}
+    encoder_note = f" ({side['encoder_lr']})" if side["encoder_lr"] else ""
+    classifier_note = ", ".join(filter(None, (optimizer, side["classifier_lr"])))
     lines = [
-        ("encoder_lr", f"encoder learning rate {r.encoder_lr:g}"
-         + (f" (x{DEFAULTS.tfidf_encoder_lr_scale:g} beside the TF-IDF side)"
-            if _tfidf_width(req) and req.encoder.kind == "text" else ""),
+        ("encoder_lr", f"encoder learning rate {r.encoder_lr:g}{encoder_note}",
          "a bag-of-words projection starts random and learns at a head's rate" if req.encoder.kind == "bow"
          else measured),
-        ("classifier_lr", f"classifier learning rate {r.classifier_lr:g} ({optimizer}"
-         + (f", x{DEFAULTS.tfidf_classifier_lr_scale:g} beside the TF-IDF side)" if _tfidf_width(req) else ")"),
-         measured),
+        ("classifier_lr", f"classifier learning rate {r.classifier_lr:g} ({classifier_note})", measured),
         ("loss", f"loss {r.loss}, {r.loss_reduction.replace('_', ' ')}", measured),
         ("dropout", f"dropout {r.dropout:g} on the pooled features", measured),
     ]
@@ -651,18 +657,27 @@ class _Recipe:
     input_weighting: InputWeighting
 
 
+def _side_lr_scales(req: PlanRequest) -> tuple[float, float]:
+    """(encoder, classifier) learning-rate factors beside the TF-IDF side (1.0 without it; a bag-of-words
+    projection keeps its rate): DEFAULTS.tfidf_encoder_lr_scale and tfidf_classifier_lr_scale."""
+    if not _tfidf_width(req):
+        return 1.0, 1.0
+    m = DEFAULTS
+    return (m.tfidf_encoder_lr_scale if req.encoder.kind == "text" else 1.0), m.tfidf_classifier_lr_scale
+
+
 def _recipe(req: PlanRequest, optimizer: ClassifierOptimizer) -> _Recipe:
     p, m = req.pins, DEFAULTS
     bow = req.encoder.kind == "bow"
+    encoder_scale, classifier_scale = _side_lr_scales(req)
 
     def pick(pinned, default):
         return default if pinned is None else pinned
 
     return _Recipe(
         encoder_lr=pick(p.encoder_lr, m.bow_encoder_lr if bow else m.text_encoder_lr(req.encoder.n_params)
-                        * (m.tfidf_encoder_lr_scale if _tfidf_width(req) else 1.0)),
-        classifier_lr=pick(p.classifier_lr, m.classifier_lr(optimizer)
-                           * (m.tfidf_classifier_lr_scale if _tfidf_width(req) else 1.0)),
+                        * encoder_scale),
+        classifier_lr=pick(p.classifier_lr, m.classifier_lr(optimizer) * classifier_scale),
         loss=pick(p.loss, m.loss),
         loss_reduction=pick(p.loss_reduction, m.loss_reduction),
         probe_epochs=_probe_epochs(req),
